@@ -1,0 +1,1 @@
+"""hw_profiles shipped with lasnet-tvm (installed as lasnet_tvm.hw_profiles)."""

@@ -1,0 +1,1 @@
+"""kernels shipped with lasnet-tvm (installed as lasnet_tvm.kernels)."""

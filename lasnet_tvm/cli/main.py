@@ -1,0 +1,62 @@
+"""Entry point of ``lasnet-tvm``. Sub-commands live in their own modules and are imported on demand."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from .. import __version__
+from ..errors import LasnetError
+
+# command name -> "module:attribute"; each module holds one click command.
+COMMANDS = {
+    "train": "lasnet_tvm.cli.train:train",
+    "convert": "lasnet_tvm.cli.checkpoint:convert",
+    "masks": "lasnet_tvm.cli.checkpoint:masks",
+    "run": "lasnet_tvm.cli.run:run",
+    "predict": "lasnet_tvm.cli.predict:predict",
+    "devices": "lasnet_tvm.cli.predict:devices",
+    "profile-device": "lasnet_tvm.cli.predict:profile_device",
+    "bench": "lasnet_tvm.cli.bench:bench",
+    "demo": "lasnet_tvm.cli.demo:demo",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose sub-commands are imported when used, and whose LasnetErrors print as one line."""
+
+    def list_commands(self, ctx):
+        return sorted(name for name in COMMANDS if self._load(name) is not None)
+
+    def get_command(self, ctx, name):
+        return self._load(name)
+
+    @staticmethod
+    def _load(name):
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except ModuleNotFoundError as e:
+            if e.name == module:  # command not written yet
+                return None
+            raise
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except LasnetError as e:
+            raise click.ClickException(str(e)) from None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lasnet-tvm")
+def cli():
+    """Compile latency-aware spatially dynamic CNNs (LASNet) with TVM and predict their latency."""
+
+
+def main() -> None:
+    cli()

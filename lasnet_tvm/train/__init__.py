@@ -1,0 +1,1 @@
+"""Training of LAS models: synthetic data, the paper's losses, the training loop."""

@@ -1,0 +1,1 @@
+"""schedules shipped with lasnet-tvm (installed as lasnet_tvm.schedules)."""

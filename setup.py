@@ -1,0 +1,56 @@
+"""Install lasnet-tvm; ``kernels/``, ``hw_profiles/`` and ``schedules/`` ship inside the package."""
+
+import re
+from pathlib import Path
+
+from setuptools import setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "lasnet_tvm" / "__init__.py").read_text()).group(1)
+
+INSTALL_REQUIRES = [
+    "apache-tvm==0.27.0.post1",
+    "apache-tvm-ffi==0.1.14.post1",  # 0.1.15 segfaults in ToJSONGraph (MetaSchedule, save_json)
+    "torch==2.13.0",
+    "numpy>=1.26,<3",
+    "xgboost-cpu==3.2.0",
+    "psutil>=5.9",
+    "cloudpickle>=3.0",
+    "click>=8.1,<9",
+    "pyyaml>=6.0,<7",
+    "tqdm>=4.66,<5",
+    "matplotlib>=3.8,<4",
+    "pillow>=10",
+]
+
+setup(
+    name="lasnet-tvm",
+    version=VERSION,
+    description="Compile latency-aware spatially dynamic CNNs (LASNet) with TVM and predict their latency",
+    long_description=(HERE / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=[
+        "lasnet_tvm",
+        "lasnet_tvm.models",
+        "lasnet_tvm.cli",
+        "lasnet_tvm.train",
+        "lasnet_tvm.predictor",
+        "lasnet_tvm.kernels",
+        "lasnet_tvm.hw_profiles",
+        "lasnet_tvm.schedules",
+    ],
+    # The top-level folders of the repository are sub-packages of the installed package.
+    package_dir={
+        "lasnet_tvm.kernels": "kernels",
+        "lasnet_tvm.hw_profiles": "hw_profiles",
+        "lasnet_tvm.schedules": "schedules",
+    },
+    package_data={
+        "lasnet_tvm.hw_profiles": ["*.yaml"],
+        "lasnet_tvm.schedules": ["*/*.json", "*/*.yaml", "*/*/*.json"],
+    },
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": ["pytest==9.0.3", "pytest-timeout==2.4.0", "hypothesis>=6.100,<7"]},
+    entry_points={"console_scripts": ["lasnet-tvm=lasnet_tvm.cli.main:main"]},
+)
