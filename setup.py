@@ -1,4 +1,4 @@
-"""Install lasnet-tvm; ``kernels/``, ``hw_profiles/`` and ``schedules/`` ship inside the package."""
+"""Install lasnet-tvm; ``kernels/``, ``hw_profiles/``, ``schedules/`` and ``benchmarks/`` ship inside the package."""
 
 import re
 from pathlib import Path
@@ -39,12 +39,14 @@ setup(
         "lasnet_tvm.kernels",
         "lasnet_tvm.hw_profiles",
         "lasnet_tvm.schedules",
+        "lasnet_tvm.benchmarks",
     ],
     # The top-level folders of the repository are sub-packages of the installed package.
     package_dir={
         "lasnet_tvm.kernels": "kernels",
         "lasnet_tvm.hw_profiles": "hw_profiles",
         "lasnet_tvm.schedules": "schedules",
+        "lasnet_tvm.benchmarks": "benchmarks",
     },
     package_data={
         "lasnet_tvm.hw_profiles": ["*.yaml"],
