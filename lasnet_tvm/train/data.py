@@ -1,0 +1,263 @@
+"""Data sets for training LAS models: a synthetic "shapes" set and an image-folder set (PIL and torch only).
+
+Both return ``(image, label)`` with ``image`` a float tensor ``[3, H, W]`` normalized with the ImageNet mean
+and standard deviation.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import Dataset
+
+from ..errors import LasnetError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+SPLIT_IDS = {"train": 0, "val": 1}
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """ImageNet normalization of images in [0, 1], ``[..., 3, H, W]``."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=x.dtype).view(3, 1, 1)
+    return (x - mean) / std
+
+
+# -- synthetic shapes ----------------------------------------------------------------------------------------
+def _radial(x, y):
+    return torch.sqrt(x * x + y * y)
+
+
+# Indicator of each shape on coordinates normalized to the object's radius (centre 0, radius 1).
+_SHAPES = (
+    lambda x, y: _radial(x, y) <= 1.0,  # disc
+    lambda x, y: torch.maximum(x.abs(), y.abs()) <= 0.8,  # square
+    lambda x, y: (y >= -1.0) & (y <= 0.7) & (x.abs() <= (y + 1.0) * 0.6),  # triangle (apex up)
+    lambda x, y: ((x.abs() <= 0.3) & (y.abs() <= 1.0)) | ((y.abs() <= 0.3) & (x.abs() <= 1.0)),  # plus
+    lambda x, y: (_radial(x, y) <= 1.0) & (_radial(x, y) >= 0.55),  # ring
+    lambda x, y: x.abs() + y.abs() <= 1.0,  # diamond
+    lambda x, y: (torch.maximum(x.abs(), y.abs()) <= 0.9) & (torch.maximum(x.abs(), y.abs()) >= 0.55),  # frame
+    lambda x, y: x**2 + (y / 0.4) ** 2 <= 1.0,  # horizontal ellipse
+    lambda x, y: (x / 0.4) ** 2 + y**2 <= 1.0,  # vertical ellipse
+    lambda x, y: (y <= 1.0) & (y >= -0.7) & (x.abs() <= (1.0 - y) * 0.6),  # triangle (apex down)
+    lambda x, y: ((x - 0.5) ** 2 + y * y <= 0.2) | ((x + 0.5) ** 2 + y * y <= 0.2),  # two dots
+    lambda x, y: ((x.abs() <= 0.25) & (y.abs() <= 1.0)) | ((y.abs() <= 0.25) & (x >= -0.25) & (x <= 1.0)),  # L
+)
+
+
+SHAPE_NAMES = ("disc", "square", "triangle", "plus", "ring", "diamond", "frame", "h-ellipse", "v-ellipse",
+               "triangle-down", "two-dots", "L")
+
+
+def _backgrounds(n: int, size: int, g: torch.Generator) -> torch.Tensor:
+    """Textured backgrounds ``[n, 3, size, size]`` in [0, 1]: a colour plus noise, stripes and a gradient."""
+    base = torch.rand(n, 3, 1, 1, generator=g) * 0.6 + 0.2
+    coarse = torch.rand(n, 3, 6, 6, generator=g) - 0.5
+    up = F.interpolate(torch.eye(6).unsqueeze(0), size=size, mode="linear", align_corners=False)[0].T  # [size, 6]
+    noise = up @ coarse @ up.T  # separable bilinear upsampling
+    fine = torch.rand(n, 1, size, size, generator=g) - 0.5
+    lin = torch.linspace(-1.0, 1.0, size)
+    yy, xx = lin.view(1, size, 1), lin.view(1, 1, size)
+    angle = torch.rand(n, 1, 1, generator=g) * math.pi
+    freq = torch.rand(n, 1, 1, generator=g) * 10 + 3
+    proj = xx * torch.cos(angle) + yy * torch.sin(angle)
+    stripes = torch.sin(proj * freq + torch.rand(n, 1, 1, generator=g) * 6.3).unsqueeze(1)
+    grad = (proj.unsqueeze(1) * (torch.rand(n, 3, 1, 1, generator=g) - 0.5))
+    amp = torch.rand(n, 4, 1, 1, generator=g) * torch.tensor([0.4, 0.15, 0.25, 0.5]).view(1, 4, 1, 1)
+    bg = base + amp[:, :1] * noise + amp[:, 1:2] * fine + amp[:, 2:3] * stripes + amp[:, 3:4] * grad
+    return bg.clamp(0.0, 1.0), base
+
+
+def generate_shapes(n: int, size: int, num_classes: int, seed: int, min_radius: float = 0.08,
+                    max_radius: float = 0.25) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw ``n`` shape images (uint8 ``[n, 3, size, size]``) and their labels (int64 ``[n]``).
+
+    Each image holds one object (its class is the shape) of a random colour, radius (a fraction
+    ``[min_radius, max_radius]`` of the side) and position, on a textured background. Deterministic in
+    ``seed``; vectorized over images (no per-pixel loops).
+    """
+    g = torch.Generator().manual_seed(int(seed))
+    labels = torch.randint(0, num_classes, (n,), generator=g)
+    images = torch.empty(n, 3, size, size, dtype=torch.uint8)
+    coords = torch.arange(size, dtype=torch.float32) + 0.5
+    for lo in range(0, n, 256):
+        hi = min(n, lo + 256)
+        m = hi - lo
+        bg, base = _backgrounds(m, size, g)
+        radius = (torch.rand(m, generator=g) * (max_radius - min_radius) + min_radius) * size
+        cx = radius + torch.rand(m, generator=g) * (size - 2 * radius)
+        cy = radius + torch.rand(m, generator=g) * (size - 2 * radius)
+        colour = torch.rand(m, 3, generator=g)
+        # Keep the object visible: a colour too close to the background's base is pushed half a cycle away.
+        close = (colour - base.view(m, 3)).abs().amax(dim=1) < 0.35
+        colour = torch.where(close.unsqueeze(1), (base.view(m, 3) + 0.5) % 1.0, colour)
+        x = (coords.view(1, 1, size) - cx.view(m, 1, 1)) / radius.view(m, 1, 1)
+        y = (coords.view(1, size, 1) - cy.view(m, 1, 1)) / radius.view(m, 1, 1)
+        inside = torch.zeros(m, 1, size, size, dtype=torch.bool)
+        lab = labels[lo:hi]
+        for c in range(num_classes):
+            sel = (lab == c).nonzero().flatten()
+            if len(sel):
+                inside[sel, 0] = _SHAPES[c](x[sel], y[sel])
+        img = torch.where(inside, colour.view(m, 3, 1, 1), bg)
+        images[lo:hi] = (img * 255 + 0.5).to(torch.uint8)
+    return images, labels
+
+
+class SyntheticShapes(Dataset):
+    """Localized shapes on textured backgrounds, generated once at construction from a seed.
+
+    Parameters
+    ----------
+    size : int
+        Number of images.
+    input_size : int
+        Image side in pixels.
+    num_classes : int
+        Number of shape classes (at most ``len(SHAPE_NAMES)``).
+    seed : int
+        Seed of the set; ``split`` selects an independent stream, so train and val never share images.
+    split : {"train", "val"}
+    flip : bool
+        Random horizontal flips (every shape class is closed under them).
+    """
+
+    def __init__(self, size: int = 1000, input_size: int = 64, num_classes: int = 10, seed: int = 0,
+                 split: str = "train", flip: bool = False):
+        if not 2 <= num_classes <= len(SHAPE_NAMES):
+            raise LasnetError(f"synthetic data has 2..{len(SHAPE_NAMES)} classes, got {num_classes}")
+        if split not in SPLIT_IDS:
+            raise LasnetError(f"split must be one of {', '.join(SPLIT_IDS)}, got {split!r}")
+        if size < 1:
+            raise LasnetError(f"data set size must be >= 1, got {size}")
+        self.num_classes = num_classes
+        self.classes = list(SHAPE_NAMES[:num_classes])
+        self.flip = flip
+        stream = int(np.random.SeedSequence([int(seed), SPLIT_IDS[split]]).generate_state(1)[0])
+        self.images, self.labels = generate_shapes(size, input_size, num_classes, stream)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        img = self.images[i].float() / 255.0
+        if self.flip and torch.rand(()) < 0.5:
+            img = img.flip(-1)
+        return normalize(img), int(self.labels[i])
+
+
+# -- image folders -------------------------------------------------------------------------------------------
+def scan_folder(root: str | Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    """Classes (sorted sub-folder names) and ``(file, label)`` pairs of an image folder.
+
+    Raises
+    ------
+    LasnetError
+        Missing folder, no class sub-folders, or a class folder without images.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise LasnetError(f"{root}: no such folder")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise LasnetError(f"{root}: no class sub-folders (expected one folder of images per class)")
+    samples = []
+    for label, name in enumerate(classes):
+        files = sorted(p for p in (root / name).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise LasnetError(f"{root / name}: class folder holds no .jpg/.jpeg/.png images")
+        samples.extend((f, label) for f in files)
+    return classes, samples
+
+
+class ImageFolder(Dataset):
+    """Images in one folder per class, resized to ``input_size`` and ImageNet-normalized.
+
+    Training (``train=True``): random resized crop (area ``scale``, aspect 3/4..4/3) and horizontal flip,
+    drawn from torch's global RNG. Evaluation: resize the short side to ``input_size / 0.875``, centre crop.
+    """
+
+    def __init__(self, samples: Sequence[tuple[Path, int]], classes: Sequence[str], input_size: int,
+                 train: bool = False, scale: tuple[float, float] = (0.25, 1.0)):
+        self.samples = list(samples)
+        self.classes = list(classes)
+        self.num_classes = len(self.classes)
+        self.input_size = input_size
+        self.train = train
+        self.scale = scale
+
+    @classmethod
+    def from_folder(cls, root: str | Path, input_size: int, train: bool = False) -> "ImageFolder":
+        classes, samples = scan_folder(root)
+        return cls(samples, classes, input_size, train)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _crop_box(self, w: int, h: int) -> tuple[float, float, float, float]:
+        if self.train:
+            area = w * h
+            for _ in range(10):
+                a = area * float(torch.empty(()).uniform_(*self.scale))
+                ratio = math.exp(float(torch.empty(()).uniform_(math.log(3 / 4), math.log(4 / 3))))
+                cw, ch = math.sqrt(a * ratio), math.sqrt(a / ratio)
+                if cw <= w and ch <= h:
+                    left = float(torch.rand(())) * (w - cw)
+                    top = float(torch.rand(())) * (h - ch)
+                    return left, top, left + cw, top + ch
+        side = min(w, h) * (0.875 if not self.train else 1.0)
+        left, top = (w - side) / 2, (h - side) / 2
+        return left, top, left + side, top + side
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[i]
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+        except OSError as e:
+            raise LasnetError(f"{path}: cannot read image ({e})") from None
+        box = self._crop_box(*im.size)
+        im = im.resize((self.input_size, self.input_size), Image.BILINEAR, box=box)
+        x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
+        if self.train and torch.rand(()) < 0.5:
+            x = x.flip(-1)
+        return normalize(x), label
+
+
+def folder_splits(root: str | Path, input_size: int, seed: int = 0,
+                  val_fraction: float = 0.2) -> tuple[ImageFolder, ImageFolder]:
+    """Train and val sets of an image folder.
+
+    ``root`` holds either ``train/`` and ``val/`` (each one folder per class, same classes), or the class
+    folders themselves, which are then split per class by ``seed`` (``val_fraction`` of each class to val,
+    at least one image kept for training).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise LasnetError(f"{root}: no such folder")
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        classes, train = scan_folder(root / "train")
+        val_classes, val = scan_folder(root / "val")
+        if val_classes != classes:
+            raise LasnetError(f"{root}: train/ and val/ have different class folders")
+    else:
+        classes, samples = scan_folder(root)
+        g = torch.Generator().manual_seed(int(seed))
+        train, val = [], []
+        for label in range(len(classes)):
+            files = [s for s in samples if s[1] == label]
+            order = torch.randperm(len(files), generator=g).tolist()
+            n_val = min(len(files) - 1, int(round(len(files) * val_fraction)))
+            val += [files[j] for j in order[:n_val]]
+            train += [files[j] for j in order[n_val:]]
+        if not val:
+            raise LasnetError(f"{root}: too few images to split off a validation set")
+    return ImageFolder(train, classes, input_size, train=True), ImageFolder(val, classes, input_size, train=False)
