@@ -1,0 +1,24 @@
+"""``lasnet-tvm run``: a model on a float32 array, writing logits (and optionally masks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.argument("model_path", metavar="MODEL", type=click.Path(path_type=Path))
+@click.option("--input", "input_path", type=click.Path(path_type=Path), required=True,
+              help="float32 .npy of shape [N, 3, H, W].")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="logits .npy to write.")
+@click.option("--masks", "masks_path", type=click.Path(path_type=Path), default=None,
+              help="Also write each block's coarse mask to this .npz.")
+def run(model_path, input_path, output, masks_path):
+    """Run MODEL (a model.pt) in eval mode on an input array; write float32 logits [N, classes]."""
+    from ..runner import load_input, run_pytorch, save_outputs
+
+    result = run_pytorch(model_path, load_input(input_path))
+    save_outputs(result, output, masks_path)
+    rates = result.rates.mean(axis=0)
+    click.echo(f"wrote {output}: logits {tuple(result.logits.shape)}, mean activation rate {rates.mean():.3f}")

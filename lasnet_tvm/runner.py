@@ -1,0 +1,62 @@
+"""Running models on arrays: the library behind ``lasnet-tvm run``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import LasnetError
+
+
+@dataclass
+class RunResult:
+    """Logits ``[N, classes]``, per-block activation rates ``[N, blocks]`` and coarse masks by block name."""
+
+    logits: np.ndarray
+    rates: np.ndarray
+    masks: dict[str, np.ndarray]
+
+
+def load_input(path: str | Path) -> np.ndarray:
+    """Load a float32 ``[N, 3, H, W]`` array from ``.npy``."""
+    path = Path(path)
+    if not path.is_file():
+        raise LasnetError(f"{path}: no such file")
+    try:
+        x = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        raise LasnetError(f"{path}: not a .npy array ({e})") from None
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise LasnetError(f"{path}: input has shape {list(x.shape)}, expected [N, 3, H, W]")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def check_input_shape(x: np.ndarray, input_size: int, source: str | Path) -> None:
+    if x.shape[2:] != (input_size, input_size):
+        raise LasnetError(
+            f"input is {x.shape[2]}x{x.shape[3]}, but the model {source} takes {input_size}x{input_size} images"
+        )
+
+
+@torch.no_grad()
+def run_pytorch(model_path: str | Path, x: np.ndarray) -> RunResult:
+    """Run a ``model.pt`` in eval mode (PyTorch) on ``x``."""
+    from .checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(model_path)
+    check_input_shape(x, model.spec.input_size, model_path)
+    logits, stats = model(torch.from_numpy(x), return_stats=True)
+    masks = {b.spec.name: m[:, 0].bool().numpy() for b, m in zip(model.blocks, stats["masks"])}
+    return RunResult(logits.numpy().astype(np.float32), stats["rates"].numpy(), masks)
+
+
+def save_outputs(result: RunResult, output: str | Path, masks_path: str | Path | None = None) -> None:
+    """Write logits to ``output`` (.npy) and, if asked, masks and rates to ``masks_path`` (.npz)."""
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    np.save(output, result.logits)
+    if masks_path is not None:
+        np.savez(masks_path, rates=result.rates, **result.masks)
