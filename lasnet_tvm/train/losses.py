@@ -116,5 +116,6 @@ def lasnet_loss(
     if teacher_logits is not None and weights.beta:
         kd = kd_loss(logits, teacher_logits, weights.kd_temperature)
         loss = loss + weights.beta * kd
-    terms = {"ce": float(ce), "flops": float(l_flops), "bounds": float(l_bounds), "kd": float(kd), "loss": float(loss)}
+    terms = {k: float(v.detach()) for k, v in
+             (("ce", ce), ("flops", l_flops), ("bounds", l_bounds), ("kd", kd), ("loss", loss))}
     return loss, terms
