@@ -1,0 +1,252 @@
+"""Hardware profiles: loading, validating and locating the YAML descriptions of devices.
+
+A profile describes a device the way the paper's latency model sees it (Sec. 3.3, Appendix A, Table 4): a
+number of processing engines (PEs: GPU streaming multiprocessors or CPU cores), each with ``lanes`` FP32 FMA
+lanes at ``clock_mhz``, a three-level memory (off-chip DRAM, on-chip global memory = L2 / last-level cache,
+PE-local memory = shared memory / L1+L2 of a core) and efficiency parameters that a calibration step may fit:
+
+``efficiency.compute``
+    Fraction of the FMA peak that a tuned kernel attains inside a PE.
+``efficiency.dram`` / ``efficiency.onchip``
+    Fraction of the nominal bandwidth that long contiguous streams attain.
+``efficiency.dram_half_bytes`` / ``efficiency.onchip_half_bytes``
+    Access-granularity model: a contiguous run of ``b`` bytes moves at ``b / (b + half)`` of the streaming
+    bandwidth. A 4-byte-aligned run of ``b`` bytes at a random offset touches on average ``(b + g - 4) / g``
+    transfer units of ``g`` bytes, hence the defaults ``half = g - 4``: 28 for GPUs (32-byte sectors), 60 for
+    CPUs (64-byte cache lines). This is how small, scattered accesses at small S get slow.
+``efficiency.launch_us``
+    Fixed cost of one kernel launch (GPU) or parallel region (CPU).
+
+Profiles are plain YAML files (``hw_profiles/<name>.yaml``, shipped as package data). ``local`` names this
+machine: see :func:`local_profile_path`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from ..errors import LasnetError
+from ..resources import hw_profiles_dir
+
+KINDS = ("gpu", "cpu")
+
+#: Defaults of the efficiency parameters per device kind (documented in the YAML files).
+EFFICIENCY_DEFAULTS: dict[str, dict[str, float]] = {
+    "gpu": dict(compute=0.8, dram=0.8, onchip=0.8, dram_half_bytes=28.0, onchip_half_bytes=28.0, launch_us=8.0),
+    "cpu": dict(compute=0.7, dram=0.7, onchip=0.8, dram_half_bytes=60.0, onchip_half_bytes=60.0, launch_us=5.0),
+}
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    """Efficiency parameters of the latency model (see the module docstring)."""
+
+    compute: float
+    dram: float
+    onchip: float
+    dram_half_bytes: float
+    onchip_half_bytes: float
+    launch_us: float
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    """One device.
+
+    Attributes
+    ----------
+    name, kind : str
+        Profile name (file stem) and ``"gpu"`` or ``"cpu"``.
+    pes : int
+        Processing engines (SMs or cores).
+    lanes : int
+        FP32 FMA lanes per PE (CUDA cores per SM; SIMD width x FMA units per core).
+    clock_mhz : float
+        Clock of the PEs.
+    dram_gbps : float
+        Off-chip bandwidth in GB/s (1e9 bytes/s).
+    onchip_gbps : float
+        Aggregate bandwidth of the on-chip global memory (L2 / LLC) to the PEs.
+    pe_bytes_per_cycle : float
+        Bandwidth of one PE's link to the on-chip global memory, bytes per clock.
+    l2_kb, local_kb : float
+        Capacity of the on-chip global memory and of one PE's local memory.
+    target : str or dict
+        TVM target (tag such as ``nvidia/jetson-tx2`` or a dict such as ``{"kind": "cuda", "arch": "sm_70"}``).
+    efficiency : Efficiency
+    description, source : str
+        Free text; ``source`` is the file the profile came from.
+    """
+
+    name: str
+    kind: str
+    pes: int
+    lanes: int
+    clock_mhz: float
+    dram_gbps: float
+    onchip_gbps: float
+    pe_bytes_per_cycle: float
+    l2_kb: float
+    local_kb: float
+    target: Any
+    efficiency: Efficiency
+    description: str = ""
+    source: str = field(default="", compare=False)
+
+    def __hash__(self) -> int:  # target may be a dict; hash the figures the model uses
+        return hash((self.name, self.kind, self.pes, self.lanes, self.clock_mhz, self.dram_gbps,
+                     self.onchip_gbps, self.pe_bytes_per_cycle, self.l2_kb, self.local_kb, self.efficiency))
+
+    @property
+    def peak_gflops(self) -> float:
+        """Nominal FP32 peak (2 FLOPs per FMA lane and cycle), GFLOP/s."""
+        return 2.0 * self.pes * self.lanes * self.clock_mhz * 1e-3
+
+    def with_(self, **changes: Any) -> "HardwareProfile":
+        """A copy with some figures changed (e.g. ``with_(pes=160)``); efficiency fields go by name too."""
+        eff = {k: changes.pop(k) for k in list(changes) if k in {f.name for f in fields(Efficiency)}}
+        out = replace(self, **changes)
+        return replace(out, efficiency=replace(out.efficiency, **eff)) if eff else out
+
+    def target_str(self) -> str:
+        t = self.target
+        if isinstance(t, dict):
+            return "{" + ", ".join(f"{k}: {v}" for k, v in t.items()) + "}"
+        return str(t)
+
+
+def _num(raw: Mapping[str, Any], key: str, where: str, *, integer: bool = False, lo: float = 0.0,
+         hi: float | None = None, default: Any = None) -> Any:
+    value = raw.get(key, default)
+    if value is None:
+        raise LasnetError(f"{where}: missing field '{key}'")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+        kind = "an integer" if integer else "a number"
+        raise LasnetError(f"{where}: field '{key}' must be {kind}, got {value!r}")
+    if value <= lo or (hi is not None and value > hi):
+        rng = f"in ({lo:g}, {hi:g}]" if hi is not None else f"> {lo:g}"
+        raise LasnetError(f"{where}: field '{key}' must be {rng}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def profile_from_dict(raw: Any, name: str, source: str = "<dict>") -> HardwareProfile:
+    """Validate a parsed YAML mapping and build a :class:`HardwareProfile`.
+
+    Raises
+    ------
+    LasnetError
+        Naming ``source`` and the offending field.
+    """
+    if not isinstance(raw, dict):
+        raise LasnetError(f"{source}: expected a mapping of fields, got {type(raw).__name__}")
+    kind = raw.get("kind")
+    if kind is None:
+        raise LasnetError(f"{source}: missing field 'kind'")
+    if kind not in KINDS:
+        raise LasnetError(f"{source}: field 'kind' must be one of {', '.join(KINDS)}, got {kind!r}")
+    target = raw.get("target")
+    if target is None:
+        raise LasnetError(f"{source}: missing field 'target'")
+    if isinstance(target, dict):
+        if not isinstance(target.get("kind"), str):
+            raise LasnetError(f"{source}: field 'target' must have a 'kind' (e.g. cuda, llvm)")
+    elif not isinstance(target, str) or not target:
+        raise LasnetError(f"{source}: field 'target' must be a TVM tag string or a mapping, got {target!r}")
+    dram = _num(raw, "dram_gbps", source)
+    clock = _num(raw, "clock_mhz", source)
+    eff_raw = raw.get("efficiency", {}) or {}
+    if not isinstance(eff_raw, dict):
+        raise LasnetError(f"{source}: field 'efficiency' must be a mapping")
+    unknown = set(eff_raw) - {f.name for f in fields(Efficiency)}
+    if unknown:
+        raise LasnetError(f"{source}: unknown field 'efficiency.{sorted(unknown)[0]}'")
+    d = EFFICIENCY_DEFAULTS[kind]
+    ew = f"{source}: efficiency"
+    eff = Efficiency(
+        compute=_num(eff_raw, "compute", ew, hi=1.0, default=d["compute"]),
+        dram=_num(eff_raw, "dram", ew, hi=1.0, default=d["dram"]),
+        onchip=_num(eff_raw, "onchip", ew, hi=1.0, default=d["onchip"]),
+        dram_half_bytes=_num(eff_raw, "dram_half_bytes", ew, lo=-1e-12, default=d["dram_half_bytes"]),
+        onchip_half_bytes=_num(eff_raw, "onchip_half_bytes", ew, lo=-1e-12, default=d["onchip_half_bytes"]),
+        launch_us=_num(eff_raw, "launch_us", ew, lo=-1e-12, default=d["launch_us"]),
+    )
+    return HardwareProfile(
+        name=str(raw.get("name", name)),
+        kind=kind,
+        pes=_num(raw, "pes", source, integer=True),
+        lanes=_num(raw, "lanes", source, integer=True),
+        clock_mhz=clock,
+        dram_gbps=dram,
+        onchip_gbps=_num(raw, "onchip_gbps", source, default=4.0 * dram),
+        pe_bytes_per_cycle=_num(raw, "pe_bytes_per_cycle", source, default=64),
+        l2_kb=_num(raw, "l2_kb", source),
+        local_kb=_num(raw, "local_kb", source),
+        target=target,
+        efficiency=eff,
+        description=str(raw.get("description", "")),
+        source=source,
+    )
+
+
+def load_profile(path: str | os.PathLike) -> HardwareProfile:
+    """Load and validate one YAML profile file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise LasnetError(f"{path}: cannot read profile ({e.strerror or e})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise LasnetError(f"{path}: malformed YAML{at}") from None
+    return profile_from_dict(raw, path.stem, str(path))
+
+
+def shipped_profiles() -> dict[str, Path]:
+    """Name -> path of every profile shipped in ``hw_profiles/``."""
+    return {p.stem: p for p in sorted(hw_profiles_dir().glob("*.yaml"))}
+
+
+def cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """User cache folder: ``$XDG_CACHE_HOME/lasnet-tvm`` or ``~/.cache/lasnet-tvm``."""
+    env = os.environ if env is None else env
+    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "lasnet-tvm"
+
+
+def local_profile_path(env: Mapping[str, str] | None = None) -> Path:
+    """Where the measured profile of this machine (``--device local``) is cached."""
+    return cache_dir(env) / "local.yaml"
+
+
+def known_devices() -> list[str]:
+    return sorted(shipped_profiles()) + ["local"]
+
+
+def get_profile(device: str, *, measure_local: bool = True) -> HardwareProfile:
+    """Profile of a device name (shipped file stem) or ``local``.
+
+    ``local`` prefers a shipped ``hw_profiles/local.yaml`` (written by ``profile-device``), then the user cache
+    (:func:`local_profile_path`); if neither exists and ``measure_local`` it measures this machine and caches
+    the result.
+    """
+    shipped = shipped_profiles()
+    if device in shipped:
+        return load_profile(shipped[device])
+    if device == "local":
+        cached = local_profile_path()
+        if not cached.exists():
+            if not measure_local:
+                raise LasnetError(f"no profile of this machine at {cached}; run 'lasnet-tvm profile-device'")
+            from .measure import write_local_profile
+
+            write_local_profile(cached)
+        return load_profile(cached)
+    raise LasnetError(f"unknown device {device!r}; known devices: {', '.join(known_devices())}")

@@ -1,0 +1,80 @@
+"""Granularity search per stage with the latency model (paper Sec. 4.2, Fig. 6 / Fig. 10).
+
+For each of the first three stages, every candidate S (powers of two and divisors of the stage's output size,
+below the size itself: S equal to the size would skip whole blocks, which the paper excludes) is scored by the
+predicted dynamic latency of the stage's blocks at the given activation rate. Latency falls with S with
+diminishing returns while the mask gets coarser (less flexible, lower accuracy in the paper), so the search
+returns the **smallest S whose stage latency is within** ``tolerance`` **of the stage's best** (``tolerance=0``
+picks the fastest S). The last stage is fixed at S=1, as in the paper (7x7 features).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from ..archs import arch_spec, depths_of, format_granularity
+from ..errors import LasnetError
+from .network import NetworkLatency, predict_block, predict_spec
+from .profiles import HardwareProfile
+
+
+def stage_candidates(size: int, include_full: bool = False) -> list[int]:
+    """Candidate S of a stage of output size ``size``: powers of two and divisors, not exceeding it."""
+    cands = {d for d in range(1, size + 1) if size % d == 0} | {1 << i for i in range(size.bit_length()) if (1 << i) <= size}
+    if not include_full and size > 1:
+        cands.discard(size)
+    return sorted(cands)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Chosen granularity, the per-stage scores and the network prediction at that granularity."""
+
+    granularity: str
+    per_stage: tuple[int, ...]
+    scores: tuple[dict[int, float], ...]  # stage -> {S: predicted stage latency in seconds}
+    prediction: NetworkLatency
+
+
+def search_granularity(arch: str, hw: HardwareProfile, rate: float | Sequence[float] = 0.5, fusion: str = "all",
+                       batch: int = 1, input_size: int = 224, tolerance: float = 0.05,
+                       fixed_last: bool = True, include_full: bool = False) -> SearchResult:
+    """Choose S per stage for ``arch`` on ``hw``.
+
+    Parameters
+    ----------
+    rate : float or sequence of float
+        Activation rate (one, or one per block).
+    tolerance : float
+        Relative slack: the smallest S with latency <= (1 + tolerance) x the stage's minimum is chosen.
+    fixed_last : bool
+        Fix the last stage at S=1 (the paper's choice).
+    include_full : bool
+        Also try S equal to the stage's feature size (whole-block skipping).
+    """
+    if tolerance < 0:
+        raise LasnetError(f"tolerance must be >= 0, got {tolerance}")
+    depths = depths_of(arch)
+    base = arch_spec(arch, 1, input_size)
+    n = len(base.blocks)
+    rates = [float(rate)] * n if isinstance(rate, (int, float)) else [float(r) for r in rate]
+    if len(rates) == 1:
+        rates = rates * n
+    if len(rates) != n:
+        raise LasnetError(f"expected 1 activation rate or {n} (one per block), got {len(rates)}")
+    chosen: list[int] = []
+    scores: list[dict[int, float]] = []
+    for stage, size in enumerate(base.stage_sizes(), start=1):
+        cands = [1] if (fixed_last and stage == 4) else stage_candidates(size, include_full)
+        score: dict[int, float] = {}
+        for S in cands:
+            spec = arch_spec(arch, [S if s == stage else 1 for s in range(1, 5)], input_size)
+            score[S] = sum(predict_block(b, hw, r, fusion, batch).dynamic_s
+                           for b, r in zip(spec.blocks, rates) if b.stage == stage)
+        best = min(score.values())
+        chosen.append(min(S for S, v in score.items() if v <= best * (1.0 + tolerance)))
+        scores.append(score)
+    spec = arch_spec(arch, chosen, input_size)
+    pred = predict_spec(spec, hw, rates, fusion, batch)
+    return SearchResult(format_granularity(spec.granularity, depths), tuple(chosen), tuple(scores), pred)
