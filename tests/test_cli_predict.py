@@ -76,7 +76,6 @@ def test_bad_profile_file(tmp_path):
     assert r.exit_code != 0 and "mine.yaml" in r.output and "'pes'" in r.output
 
 
-@pytest.mark.slow
 def test_profile_device(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     out = tmp_path / "local.yaml"
