@@ -128,10 +128,12 @@ class SyntheticShapes(Dataset):
     split : {"train", "val"}
     flip : bool
         Random horizontal flips (every shape class is closed under them).
+    min_radius, max_radius : float
+        Object radius range as a fraction of the image side.
     """
 
     def __init__(self, size: int = 1000, input_size: int = 64, num_classes: int = 10, seed: int = 0,
-                 split: str = "train", flip: bool = False):
+                 split: str = "train", flip: bool = False, min_radius: float = 0.08, max_radius: float = 0.25):
         if not 2 <= num_classes <= len(SHAPE_NAMES):
             raise LasnetError(f"synthetic data has 2..{len(SHAPE_NAMES)} classes, got {num_classes}")
         if split not in SPLIT_IDS:
@@ -142,7 +144,9 @@ class SyntheticShapes(Dataset):
         self.classes = list(SHAPE_NAMES[:num_classes])
         self.flip = flip
         stream = int(np.random.SeedSequence([int(seed), SPLIT_IDS[split]]).generate_state(1)[0])
-        self.images, self.labels = generate_shapes(size, input_size, num_classes, stream)
+        if not 0 < min_radius <= max_radius <= 0.5:
+            raise LasnetError(f"object radius range must satisfy 0 < min <= max <= 0.5, got {min_radius}, {max_radius}")
+        self.images, self.labels = generate_shapes(size, input_size, num_classes, stream, min_radius, max_radius)
 
     def __len__(self) -> int:
         return len(self.labels)

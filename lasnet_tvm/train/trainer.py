@@ -10,7 +10,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -201,8 +201,10 @@ def _atomic_save(obj: Any, path: Path) -> None:
     tmp.replace(path)
 
 
-def train(cfg: TrainConfig) -> TrainResult:
+def train(cfg: TrainConfig, on_epoch_end: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
     """Train a LAS model as the paper does and write ``cfg.output`` (plus ``<output>.state`` each epoch).
+
+    ``on_epoch_end``, if given, is called with each epoch's history entry after its state file is written.
 
     Raises
     ------
@@ -217,12 +219,12 @@ def train(cfg: TrainConfig) -> TrainResult:
     threads_before = torch.get_num_threads()
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     try:
-        return _train(cfg, output, state_path)
+        return _train(cfg, output, state_path, on_epoch_end)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _train(cfg: TrainConfig, output: Path, state_path: Path) -> TrainResult:
+def _train(cfg: TrainConfig, output: Path, state_path: Path, on_epoch_end) -> TrainResult:
     start = time.time()
     train_ds, val_ds, num_classes, data_name = build_data(cfg)
     torch.manual_seed(cfg.seed)
@@ -289,8 +291,8 @@ def _train(cfg: TrainConfig, output: Path, state_path: Path) -> TrainResult:
             iteration += 1
             seen += len(y)
             correct += int((logits.argmax(1) == y).sum())
-            rate_sum += float(stats["rates"].mean(1).sum())
-            loss_sum += float(loss) * len(y)
+            rate_sum += float(stats["rates"].detach().mean(1).sum())
+            loss_sum += float(loss.detach()) * len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", rate=f"{rate_sum / seen:.3f}")
         bar.close()
         metrics = evaluate(model, val_loader)
@@ -305,6 +307,8 @@ def _train(cfg: TrainConfig, output: Path, state_path: Path) -> TrainResult:
             "spec": _spec_dict(model), "config": dataclasses.asdict(cfg), "history": history,
             "elapsed_s": elapsed_now,
         }, state_path)
+        if on_epoch_end is not None:
+            on_epoch_end(history[-1])
 
     model.set_static(False)
     wall = elapsed + time.time() - start

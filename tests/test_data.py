@@ -1,0 +1,123 @@
+"""Synthetic shapes and image-folder data sets."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lasnet_tvm.errors import LasnetError
+from lasnet_tvm.train.data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SHAPE_NAMES,
+    _SHAPES,
+    ImageFolder,
+    SyntheticShapes,
+    folder_splits,
+    scan_folder,
+)
+
+
+def test_synthetic_is_deterministic_and_splits_differ():
+    a = SyntheticShapes(40, 48, 6, seed=3, split="train")
+    b = SyntheticShapes(40, 48, 6, seed=3, split="train")
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    val = SyntheticShapes(40, 48, 6, seed=3, split="val")
+    other = SyntheticShapes(40, 48, 6, seed=4, split="train")
+    assert not torch.equal(a.images, val.images)
+    assert not torch.equal(a.images, other.images)
+
+
+@pytest.mark.parametrize("size", [33, 64])
+def test_synthetic_shapes_and_labels(size):
+    ds = SyntheticShapes(30, size, 5, seed=0)
+    x, y = ds[7]
+    assert x.shape == (3, size, size) and x.dtype == torch.float32
+    assert 0 <= y < 5 and ds.num_classes == 5 and len(ds) == 30
+    assert set(ds.labels.tolist()) <= set(range(5))
+    # ImageNet normalization of the stored uint8 image.
+    raw = ds.images[7].float() / 255
+    want = (raw - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    assert torch.allclose(x, want, atol=1e-6)
+
+
+def test_synthetic_object_is_localized():
+    """The object is a region of one colour covering a small part of the image, and differs per class."""
+    ds = SyntheticShapes(64, 64, 10, seed=1)
+    fractions = []
+    for img in ds.images:
+        flat = img.reshape(3, -1).T
+        _, counts = torch.unique(flat, dim=0, return_counts=True)
+        fractions.append(counts.max().item() / flat.shape[0])  # the object's colour is the most common one
+    fractions = np.array(fractions)
+    assert fractions.min() > 0.005 and fractions.max() < 0.35
+
+
+def test_shape_classes_are_distinct():
+    lin = torch.linspace(-1.2, 1.2, 97)
+    y, x = torch.meshgrid(lin, lin, indexing="ij")
+    masks = [f(x, y) for f in _SHAPES]
+    assert len(masks) == len(SHAPE_NAMES)
+    for i, m in enumerate(masks):
+        assert 0.05 < m.float().mean() < 0.8, SHAPE_NAMES[i]
+        for j in range(i):
+            assert (m ^ masks[j]).float().mean() > 0.02, (SHAPE_NAMES[i], SHAPE_NAMES[j])
+
+
+def test_synthetic_rejects_bad_arguments():
+    with pytest.raises(LasnetError, match="classes"):
+        SyntheticShapes(10, 32, len(SHAPE_NAMES) + 1)
+    with pytest.raises(LasnetError, match="split"):
+        SyntheticShapes(10, 32, 4, split="test")
+
+
+def _write_folder(root, counts, colours=((255, 0, 0), (0, 0, 255))):
+    for c, n in enumerate(counts):
+        d = root / f"class{c}"
+        d.mkdir(parents=True)
+        for i in range(n):
+            ext = ".png" if i % 2 else ".jpg"
+            Image.new("RGB", (40 + 7 * i, 30 + 5 * i), colours[c]).save(d / f"img{i}{ext}")
+    return root
+
+
+def test_image_folder_loads_and_normalizes(tmp_path):
+    root = _write_folder(tmp_path / "data", [3, 2])
+    classes, samples = scan_folder(root)
+    assert classes == ["class0", "class1"] and len(samples) == 5
+    ds = ImageFolder(samples, classes, 24, train=False)
+    x, y = ds[0]
+    assert x.shape == (3, 24, 24) and y == 0
+    want = (torch.tensor([1.0, 0.0, 0.0]) - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
+    assert torch.allclose(x[:, 12, 12], want, atol=0.05)  # JPEG keeps a solid colour almost exactly
+    x, y = ds[4]
+    assert y == 1
+    aug = ImageFolder(samples, classes, 24, train=True)
+    torch.manual_seed(0)
+    assert aug[1][0].shape == (3, 24, 24)
+
+
+def test_folder_split_by_seed_and_subfolders(tmp_path):
+    root = _write_folder(tmp_path / "flat", [5, 5])
+    tr, va = folder_splits(root, 16, seed=1, val_fraction=0.2)
+    assert len(tr) == 8 and len(va) == 2 and tr.train and not va.train
+    assert {s[1] for s in va.samples} == {0, 1}
+    assert not {s[0] for s in tr.samples} & {s[0] for s in va.samples}
+    tr2, va2 = folder_splits(root, 16, seed=1, val_fraction=0.2)
+    assert va2.samples == va.samples
+    split = tmp_path / "split"
+    _write_folder(split / "train", [2, 2])
+    _write_folder(split / "val", [1, 1])
+    tr, va = folder_splits(split, 16)
+    assert (len(tr), len(va), tr.num_classes) == (4, 2, 2)
+
+
+def test_folder_errors_name_the_folder(tmp_path):
+    with pytest.raises(LasnetError, match="nowhere"):
+        folder_splits(tmp_path / "nowhere", 16)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LasnetError, match="no class sub-folders"):
+        scan_folder(tmp_path / "empty")
+    root = _write_folder(tmp_path / "d", [2, 0])
+    with pytest.raises(LasnetError, match="class1"):
+        scan_folder(root)
