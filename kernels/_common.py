@@ -1,0 +1,72 @@
+"""Helpers shared by the kernel modules: tile-size choice, schedule idioms and search-space declarations.
+
+Every kernel module defines a PrimFunc builder (shape parameters in, ``tvm.tirx.PrimFunc`` out, float32),
+``schedule_cpu(func, **params)`` and ``schedule_cuda(func, **params)`` returning a ``tvm.s_tir.Schedule`` with
+the default schedule applied, and ``SEARCH_SPACE``, a :class:`SearchSpace` for the MetaSchedule tuning issue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tvm import s_tir
+
+VEC = 8  # float32 lanes of one AVX2 / two NEON registers
+
+
+def largest_divisor(n: int, cap: int) -> int:
+    """Largest divisor of ``n`` that is at most ``cap`` (at least 1)."""
+    for d in range(min(n, max(cap, 1)), 0, -1):
+        if n % d == 0:
+            return d
+    return 1
+
+
+def vec_width(n: int, cap: int = 16) -> int:
+    """Vector tile for a contiguous axis of length ``n``: a multiple of 8 dividing ``n``, else ``n`` if short."""
+    for v in (16, 8):
+        if v <= cap and n % v == 0:
+            return v
+    if n <= 2 * cap:
+        return n
+    return largest_divisor(n, cap)
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def bind_spatial_cuda(sch: s_tir.Schedule, block, threads: int = 128) -> None:
+    """Fuse all loops of a spatial block and bind them to ``blockIdx.x`` / ``threadIdx.x``."""
+    loops = sch.get_loops(block)
+    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+    bx, tx = sch.split(fused, [None, threads])
+    sch.bind(bx, "blockIdx.x")
+    sch.bind(tx, "threadIdx.x")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Declaration of a kernel's MetaSchedule search space (consumed by the tuning issue).
+
+    Attributes
+    ----------
+    rules : str
+        ``"default"``: MetaSchedule's default schedule rules for the target kind (``PostOrderApply``).
+    specialize : dict
+        Symbolic extents to pin before tuning (MetaSchedule cannot tune a symbolic parallel loop) with the
+        representative value as a fraction of their maximum (e.g. ``{"P": 0.5}`` = half the patches).
+    index_args : tuple of str
+        Int32 arguments holding patch indices: the runner must fill them with valid indices.
+    """
+
+    rules: str = "default"
+    specialize: dict = field(default_factory=dict)
+    index_args: tuple = ()
+
+    def generator(self):
+        """The ``ms.space_generator.PostOrderApply`` to tune with."""
+        from tvm.s_tir import meta_schedule as ms
+
+        return ms.space_generator.PostOrderApply(sch_rules="from-target", postprocs="from-target",
+                                                 mutator_probs="from-target")

@@ -1,0 +1,61 @@
+"""Dense 1x1 conv with stride (static block's conv1/conv3, dense conv1 of the unfused block, downsample
+branch): ``out = act(w x[:, ::stride, ::stride] + b)``, ``act`` = ReLU or identity. Weights ``[C_out, C_in]``."""
+
+from __future__ import annotations
+
+from tvm import s_tir
+from tvm.script import tirx as T
+
+from ._common import SearchSpace, bind_spatial_cuda, ceil_div
+from .masker_conv1x1 import schedule_conv1x1_cpu
+
+SEARCH_SPACE = SearchSpace()
+
+
+def conv1x1(C_in: int, C_out: int, H: int, W: int, stride: int = 1, relu: bool = True):
+    """Build ``(x [C_in, H, W], w [C_out, C_in], b [C_out], out [C_out, Ho, Wo])``."""
+    Ho, Wo = ceil_div(H, stride), ceil_div(W, stride)
+
+    @T.prim_func(s_tir=True)
+    def main(x: T.Buffer((C_in, H, W), "float32"), w: T.Buffer((C_out, C_in), "float32"),
+             b: T.Buffer((C_out,), "float32"), out: T.Buffer((C_out, Ho, Wo), "float32")):
+        T.func_attr({"tir.noalias": True})
+        acc = T.sblock_alloc_buffer((C_out, Ho, Wo))
+        for co, i, j, k in T.grid(C_out, Ho, Wo, C_in):
+            with T.sblock("conv"):
+                vco, vi, vj, vk = T.axis.remap("SSSR", [co, i, j, k])
+                with T.init():
+                    acc[vco, vi, vj] = T.float32(0)
+                acc[vco, vi, vj] = acc[vco, vi, vj] + w[vco, vk] * x[vk, vi * stride, vj * stride]
+        for co, i, j in T.grid(C_out, Ho, Wo):
+            with T.sblock("epi"):
+                vco, vi, vj = T.axis.remap("SSS", [co, i, j])
+                if relu:
+                    out[vco, vi, vj] = T.max(acc[vco, vi, vj] + b[vco], T.float32(0))
+                else:
+                    out[vco, vi, vj] = acc[vco, vi, vj] + b[vco]
+
+    return main
+
+
+def schedule_cpu(func, **params) -> s_tir.Schedule:
+    """Same register-tiled GEMM schedule as the fused masker/conv1 (:mod:`masker_conv1x1`)."""
+    stride = params.get("stride", 1)
+    Ho, Wo = ceil_div(params["H"], stride), ceil_div(params["W"], stride)
+    sch = s_tir.Schedule(func)
+    schedule_conv1x1_cpu(sch, sch.get_sblock("conv"), sch.get_sblock("epi"), params["C_out"], Ho, Wo)
+    return sch
+
+
+def schedule_cuda(func, **params) -> s_tir.Schedule:
+    """One thread per output element, serial reduction in a register."""
+    sch = s_tir.Schedule(func)
+    conv = sch.get_sblock("conv")
+    loops = sch.get_loops(conv)
+    f = sch.fuse(*loops[:-1])
+    bx, tx = sch.split(f, [None, 128])
+    sch.bind(bx, "blockIdx.x")
+    sch.bind(tx, "threadIdx.x")
+    sch.set_scope(conv, 0, "local")
+    sch.reverse_compute_at(sch.get_sblock("epi"), tx)
+    return sch

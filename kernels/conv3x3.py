@@ -1,0 +1,88 @@
+"""Dense 3x3 conv (static block's conv2): stride, groups, zero padding 1, bias, ReLU.
+
+``x [C, H, W] -> out [C, Ho, Wo]``; weights in ``[C // groups, 3, 3, C]`` layout (``w2.permute(1, 2, 3, 0)``)
+like :mod:`gather_conv3x3`, and the same output-channel-vectorized schedule, so the static baseline gets
+kernels as good as the dynamic block's.
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir
+from tvm.script import tirx as T
+
+from ._common import SearchSpace, bind_spatial_cuda, ceil_div, largest_divisor
+from .gather_conv3x3 import co_tile
+
+SEARCH_SPACE = SearchSpace()
+
+
+def conv3x3(C: int, H: int, W: int, stride: int = 1, groups: int = 1):
+    """Build ``(x [C, H, W], w [C // groups, 3, 3, C], b [C], out [C, Ho, Wo])``."""
+    Ho, Wo = ceil_div(H, stride), ceil_div(W, stride)
+    Hp, Wp = (Ho - 1) * stride + 3, (Wo - 1) * stride + 3
+    ipg = C // groups
+    opg = C // groups
+
+    @T.prim_func(s_tir=True)
+    def main(x: T.Buffer((C, H, W), "float32"), w: T.Buffer((ipg, 3, 3, C), "float32"),
+             b: T.Buffer((C,), "float32"), out: T.Buffer((C, Ho, Wo), "float32")):
+        T.func_attr({"tir.noalias": True})
+        pad = T.sblock_alloc_buffer((C, Hp, Wp))
+        acc = T.sblock_alloc_buffer((Ho, Wo, C))
+        for c, a, e in T.grid(C, Hp, Wp):
+            with T.sblock("pad"):
+                vc, va, ve = T.axis.remap("SSS", [c, a, e])
+                pad[vc, va, ve] = T.if_then_else(
+                    1 <= va and va <= H and 1 <= ve and ve <= W,
+                    x[vc, T.max(T.min(va - 1, H - 1), 0), T.max(T.min(ve - 1, W - 1), 0)], T.float32(0))
+        for i, j, co, rc, kh, kw in T.grid(Ho, Wo, C, ipg, 3, 3):
+            with T.sblock("conv"):
+                vi, vj, vco, vrc, vkh, vkw = T.axis.remap("SSSRRR", [i, j, co, rc, kh, kw])
+                with T.init():
+                    acc[vi, vj, vco] = T.float32(0)
+                acc[vi, vj, vco] = acc[vi, vj, vco] + pad[
+                    (vco // opg) * ipg + vrc, vi * stride + vkh, vj * stride + vkw] * w[vrc, vkh, vkw, vco]
+        for co, i, j in T.grid(C, Ho, Wo):
+            with T.sblock("out"):
+                vco, vi, vj = T.axis.remap("SSS", [co, i, j])
+                out[vco, vi, vj] = T.max(acc[vi, vj, vco] + b[vco], T.float32(0))
+
+    return main
+
+
+def schedule_cpu(func, **params) -> s_tir.Schedule:
+    """Rows in parallel; output channels vectorized, register tile over output columns (as gather_conv3x3)."""
+    C, groups, stride = params["C"], params.get("groups", 1), params.get("stride", 1)
+    Wo = ceil_div(params["W"], stride)
+    sch = s_tir.Schedule(func)
+    conv, out, pad = sch.get_sblock("conv"), sch.get_sblock("out"), sch.get_sblock("pad")
+    i, j, co, rc, kh, kw = sch.get_loops(conv)
+    tco = co_tile(C, groups)
+    tx = largest_divisor(Wo, max(1, 96 // tco))
+    co_o, co_i = sch.split(co, [None, tco])
+    j_o, j_i = sch.split(j, [None, tx])
+    sch.reorder(i, co_o, j_o, rc, kh, kw, j_i, co_i)
+    sch.parallel(i)
+    sch.reverse_compute_at(out, j_o)
+    sch.unroll(kw)
+    sch.unroll(j_i)
+    sch.vectorize(co_i)
+    sch.decompose_reduction(conv, rc)
+    pl = sch.get_loops(pad)
+    sch.parallel(pl[0])
+    return sch
+
+
+def schedule_cuda(func, **params) -> s_tir.Schedule:
+    """One thread per output element (serial reduction); padding one thread per element."""
+    sch = s_tir.Schedule(func)
+    bind_spatial_cuda(sch, sch.get_sblock("pad"), 256)
+    conv = sch.get_sblock("conv")
+    loops = sch.get_loops(conv)
+    f = sch.fuse(*loops[:3])
+    bx, tx = sch.split(f, [None, 128])
+    sch.bind(bx, "blockIdx.x")
+    sch.bind(tx, "threadIdx.x")
+    sch.set_scope(conv, 0, "local")
+    sch.reverse_compute_at(sch.get_sblock("out"), tx)
+    return sch

@@ -1,0 +1,137 @@
+"""Fused gather + 3x3 conv on the active patches (and the plain window conv of the unfused variant).
+
+For each of the ``P`` active patch indices (``P`` symbolic: one compiled function serves every ``P``), the
+kernel reads the patch and its halo straight from the conv1 map ``f1 [C, H, W]`` (zero outside the image),
+applies the 3x3 conv (stride, groups), adds the bias, applies ReLU and writes ``out [P, C, S, S]``.
+
+Weights are in ``[C // groups, 3, 3, C]`` layout (input channel in group, kh, kw, output channel), i.e.
+``w2.permute(1, 2, 3, 0)``, so the CPU schedule can vectorize over output channels.
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir
+from tvm.script import tirx as T
+
+from ._common import SearchSpace, bind_spatial_cuda, ceil_div, largest_divisor
+
+SEARCH_SPACE = SearchSpace(specialize={"P": 0.5}, index_args=("idx",))
+
+
+def gather_conv3x3(C: int, H: int, W: int, S: int, stride: int = 1, groups: int = 1):
+    """Build the fused gather-conv3x3 PrimFunc ``(f1, idx, w, b, out)`` for a conv1 map ``[C, H, W]``."""
+    Ho, Wo = ceil_div(H, stride), ceil_div(W, stride)
+    g = ceil_div(Ho, S)
+    L = (S - 1) * stride + 3
+    ipg = C // groups
+    opg = C // groups
+    P = T.int32()
+
+    @T.prim_func(s_tir=True)
+    def main(f1: T.Buffer((C, H, W), "float32"), idx_h: T.handle, w: T.Buffer((ipg, 3, 3, C), "float32"),
+             b: T.Buffer((C,), "float32"), out_h: T.handle):
+        T.func_attr({"tir.noalias": True})
+        idx = T.match_buffer(idx_h, (P,), "int32")
+        out = T.match_buffer(out_h, (P, C, S, S), "float32")
+        win = T.sblock_alloc_buffer((P, C, L, L))
+        acc = T.sblock_alloc_buffer((P, S, S, C))
+        for p, c, a, e in T.grid(P, C, L, L):
+            with T.sblock("window"):
+                vp, vc, va, ve = T.axis.remap("SSSS", [p, c, a, e])
+                T.reads(idx[vp], f1[vc, 0:H, 0:W])
+                T.writes(win[vp, vc, va, ve])
+                win[vp, vc, va, ve] = T.if_then_else(
+                    1 <= (idx[vp] // g) * S * stride + va and (idx[vp] // g) * S * stride + va <= H
+                    and 1 <= (idx[vp] % g) * S * stride + ve and (idx[vp] % g) * S * stride + ve <= W,
+                    f1[vc, T.max(T.min((idx[vp] // g) * S * stride + va - 1, H - 1), 0),
+                       T.max(T.min((idx[vp] % g) * S * stride + ve - 1, W - 1), 0)],
+                    T.float32(0))
+        for p, y, x, co, rc, kh, kw in T.grid(P, S, S, C, ipg, 3, 3):
+            with T.sblock("conv"):
+                vp, vy, vx, vco, vrc, vkh, vkw = T.axis.remap("SSSSRRR", [p, y, x, co, rc, kh, kw])
+                with T.init():
+                    acc[vp, vy, vx, vco] = T.float32(0)
+                acc[vp, vy, vx, vco] = acc[vp, vy, vx, vco] + win[
+                    vp, (vco // opg) * ipg + vrc, vy * stride + vkh, vx * stride + vkw] * w[vrc, vkh, vkw, vco]
+        for p, co, y, x in T.grid(P, C, S, S):
+            with T.sblock("out"):
+                vp, vco, vy, vx = T.axis.remap("SSSS", [p, co, y, x])
+                out[vp, vco, vy, vx] = T.max(acc[vp, vy, vx, vco] + b[vco], T.float32(0))
+
+    return main
+
+
+def co_tile(C: int, groups: int) -> int:
+    """Output-channel vector tile: divides the channels per group so that every lane reads one input channel."""
+    opg = C // groups
+    for t in (16, 8):
+        if opg % t == 0:
+            return t
+    return largest_divisor(opg, 16)
+
+
+def schedule_patch_conv_cpu(sch: s_tir.Schedule, C: int, S: int, groups: int) -> None:
+    """Vectorize the ``conv`` block over output channels, register-tile over x, parallel over patches.
+
+    Shared by :mod:`gather_conv3x3` (with its ``window`` staging block) and :mod:`window_conv3x3`.
+    """
+    conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
+    p, y, x, co, rc, kh, kw = sch.get_loops(conv)
+    tco = co_tile(C, groups)
+    tx = largest_divisor(S, max(1, 96 // tco))
+    co_o, co_i = sch.split(co, [None, tco])
+    x_o, x_i = sch.split(x, [None, tx])
+    sch.reorder(p, co_o, y, x_o, rc, kh, kw, x_i, co_i)
+    sch.parallel(p)
+    # Small constant "global" allocations become stack arrays on CPU (LLVM keeps them in registers);
+    # "local" ones would go through TVMBackendAllocWorkspace.
+    sch.reverse_compute_at(out, x_o)
+    try:
+        win = sch.get_sblock("window")
+    except Exception:  # the unfused window conv has no staging block
+        win = None
+    if win is not None:
+        sch.compute_at(win, p)
+        sch.set_scope(win, 0, "global")
+    sch.unroll(kw)
+    sch.unroll(x_i)
+    sch.vectorize(co_i)
+    sch.decompose_reduction(conv, rc)
+
+
+def schedule_cpu(func, **params) -> s_tir.Schedule:
+    """Default CPU schedule: patches in parallel, per-patch window staged in cache, co-vectorized conv."""
+    sch = s_tir.Schedule(func)
+    schedule_patch_conv_cpu(sch, params["C"], params["S"], params.get("groups", 1))
+    return sch
+
+
+def schedule_patch_conv_cuda(sch: s_tir.Schedule) -> None:
+    """One CUDA block per patch, one thread per (output channel, pixel); window staged in shared memory."""
+    conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
+    p, y, x, co, rc, kh, kw = sch.get_loops(conv)
+    sch.reorder(p, co, y, x, rc, kh, kw)
+    sch.bind(p, "blockIdx.x")
+    t = sch.fuse(co, y, x)
+    t_o, t_i = sch.split(t, [None, 64])
+    sch.bind(t_i, "threadIdx.x")
+    sch.set_scope(conv, 0, "local")
+    sch.reverse_compute_at(out, t_i)
+    try:
+        win = sch.get_sblock("window")
+    except Exception:
+        win = None
+    if win is not None:
+        sch.compute_at(win, p)
+        sch.set_scope(win, 0, "shared")
+        loops = sch.get_loops(win)[1:]
+        f = sch.fuse(*loops)
+        _, ti = sch.split(f, [None, 64])
+        sch.bind(ti, "threadIdx.x")
+
+
+def schedule_cuda(func, **params) -> s_tir.Schedule:
+    """Default CUDA schedule (see :func:`schedule_patch_conv_cuda`)."""
+    sch = s_tir.Schedule(func)
+    schedule_patch_conv_cuda(sch)
+    return sch

@@ -1,0 +1,131 @@
+"""Fused masker + conv1 (paper Appendix B.1, Eq. 3): one 1x1 conv with ``C_mid + 1`` output channels.
+
+Channels ``0..C_mid-1`` are conv1 (bias, ReLU) written to ``f1 [C_mid, H, W]``; channel ``C_mid`` is the
+masker logit difference ``wm . x`` per pixel, pooled over each coarse patch's clipped input area, plus ``bm``
+and thresholded (``>= 0``). The kernel also writes ``mask [g*g]`` (int32 0/1), the compact row-major list of
+active patch indices ``idx [g*g]`` (first ``count[0]`` entries valid) and ``count [1]``.
+
+Weights: ``w [C_mid + 1, C_in]`` (row ``C_mid`` = ``wm``), ``b [C_mid + 1]`` (``b[C_mid]`` = ``bm``).
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir
+from tvm.script import tirx as T
+
+from ._common import SearchSpace, bind_spatial_cuda, ceil_div, largest_divisor, vec_width
+
+SEARCH_SPACE = SearchSpace()
+
+
+def masker_conv1x1(C_in: int, C_mid: int, H: int, W: int, S: int, stride: int = 1):
+    """Build the fused masker/conv1 PrimFunc for a block input ``[C_in, H, W]`` (``H == W``)."""
+    Ho = ceil_div(H, stride)
+    g = ceil_div(Ho, S)
+    pin = S * stride  # patch side in input pixels
+    G = g * g
+
+    @T.prim_func(s_tir=True)
+    def main(x: T.Buffer((C_in, H, W), "float32"), w: T.Buffer((C_mid + 1, C_in), "float32"),
+             b: T.Buffer((C_mid + 1,), "float32"), f1: T.Buffer((C_mid, H, W), "float32"),
+             mask: T.Buffer((G,), "int32"), idx: T.Buffer((G,), "int32"), count: T.Buffer((1,), "int32")):
+        T.func_attr({"tir.noalias": True})
+        acc = T.sblock_alloc_buffer((C_mid + 1, H, W))
+        md = T.sblock_alloc_buffer((H, W))
+        ps = T.sblock_alloc_buffer((G,))
+        for co, i, j, k in T.grid(C_mid + 1, H, W, C_in):
+            with T.sblock("conv"):
+                vco, vi, vj, vk = T.axis.remap("SSSR", [co, i, j, k])
+                with T.init():
+                    acc[vco, vi, vj] = T.float32(0)
+                acc[vco, vi, vj] = acc[vco, vi, vj] + w[vco, vk] * x[vk, vi, vj]
+        for co, i, j in T.grid(C_mid + 1, H, W):
+            with T.sblock("epi"):
+                vco, vi, vj = T.axis.remap("SSS", [co, i, j])
+                T.reads(acc[vco, vi, vj], b[vco])
+                T.writes(f1[T.min(vco, C_mid - 1), vi, vj], md[vi, vj])
+                if vco < C_mid:
+                    f1[vco, vi, vj] = T.max(acc[vco, vi, vj] + b[vco], T.float32(0))
+                else:
+                    md[vi, vj] = acc[vco, vi, vj]
+        for p, a, c in T.grid(G, pin, pin):
+            with T.sblock("pool"):
+                vp, va, vc = T.axis.remap("SRR", [p, a, c])
+                with T.init():
+                    ps[vp] = T.float32(0)
+                ps[vp] = ps[vp] + T.if_then_else(
+                    (vp // g) * pin + va < H and (vp % g) * pin + vc < W,
+                    md[T.min((vp // g) * pin + va, H - 1), T.min((vp % g) * pin + vc, W - 1)], T.float32(0))
+        for p in range(G):
+            with T.sblock("decide"):
+                vp = T.axis.spatial(G, p)
+                mask[vp] = T.Select(
+                    ps[vp] / T.Cast("float32", T.min(pin, H - (vp // g) * pin) * T.min(pin, W - (vp % g) * pin))
+                    + b[C_mid] >= T.float32(0), 1, 0)
+        with T.sblock("compact"):
+            T.reads(mask[0:G])
+            T.writes(idx[0:G], count[0:1])
+            count[0] = 0
+            for p in range(G):
+                if mask[p] != 0:
+                    idx[count[0]] = p
+                    count[0] = count[0] + 1
+
+    return main
+
+
+def schedule_conv1x1_cpu(sch: s_tir.Schedule, conv, epi, C: int, H: int, W: int):
+    """Register-tiled GEMM schedule of a ``[C, H, W]`` 1x1 conv block (vector over W) with its epilogue.
+
+    About 8 vector accumulators: ``tc`` channels x ``ti`` rows x ``tj`` columns (``tj`` vectorized).
+
+    Returns the parallel loop (so other blocks can be computed at it).
+    """
+    co, i, j, k = sch.get_loops(conv)
+    tj = vec_width(W, 8)
+    tc = largest_divisor(C, 8)
+    if tc < 4:
+        tc = min(C, 8)  # ragged last tile, predicated
+    ti = largest_divisor(H, max(1, (64 // tj) // tc))
+    co_o, co_i = sch.split(co, [None, tc])
+    i_o, i_i = sch.split(i, [None, ti])
+    j_o, j_i = sch.split(j, [None, tj])
+    sch.reorder(i_o, j_o, co_o, k, co_i, i_i, j_i)
+    sch.reverse_compute_at(epi, co_o)  # accumulator tile: small "global" alloc -> stack -> registers
+    par = sch.fuse(i_o, j_o)
+    sch.parallel(par)
+    sch.unroll(co_i)
+    sch.unroll(i_i)
+    sch.vectorize(j_i)
+    sch.vectorize(sch.get_loops(epi)[-1])
+    sch.decompose_reduction(conv, k)
+    return par
+
+
+def schedule_cpu(func, **params) -> s_tir.Schedule:
+    """Default CPU schedule: register-tiled 1x1 conv over all ``C_mid + 1`` channels; pooling/compaction serial."""
+    C_in, C_mid, H, W = params["C_in"], params["C_mid"], params["H"], params["W"]
+    sch = s_tir.Schedule(func)
+    conv, epi = sch.get_sblock("conv"), sch.get_sblock("epi")
+    schedule_conv1x1_cpu(sch, conv, epi, C_mid + 1, H, W)
+    return sch
+
+
+def schedule_cuda(func, **params) -> s_tir.Schedule:
+    """Default CUDA schedule: one thread per (channel, pixel) output with the reduction serial."""
+    sch = s_tir.Schedule(func)
+    for name in ("conv",):
+        blk = sch.get_sblock(name)
+        loops = sch.get_loops(blk)
+        fused = sch.fuse(*loops[:-1])
+        bx, tx = sch.split(fused, [None, 128])
+        sch.bind(bx, "blockIdx.x")
+        sch.bind(tx, "threadIdx.x")
+    bind_spatial_cuda(sch, sch.get_sblock("epi"))
+    for name in ("pool", "decide"):
+        blk = sch.get_sblock(name)
+        loops = sch.get_loops(blk)
+        bx, tx = sch.split(loops[0], [None, 64])
+        sch.bind(bx, "blockIdx.x")
+        sch.bind(tx, "threadIdx.x")
+    return sch

@@ -1,0 +1,66 @@
+"""Fused scatter-add: ``out = relu(identity + patch)`` on active patches, ``relu(identity)`` elsewhere.
+
+One pass over the identity ``[C, Ho, Wo]``; a tiny prologue builds the patch -> slot map from ``idx [P]``
+(``P`` symbolic). Clipped edge pixels of a patch are ignored.
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir
+from tvm.script import tirx as T
+
+from ._common import SearchSpace, bind_spatial_cuda, ceil_div, vec_width
+
+SEARCH_SPACE = SearchSpace(specialize={"P": 0.5}, index_args=("idx",))
+
+
+def scatter_add(C: int, Ho: int, Wo: int, S: int):
+    """Build the PrimFunc ``(identity [C, Ho, Wo], patches [P, C, S, S], idx [P], out [C, Ho, Wo])``."""
+    g = ceil_div(Ho, S)
+    G = g * g
+    P = T.int32()
+
+    @T.prim_func(s_tir=True)
+    def main(ident: T.Buffer((C, Ho, Wo), "float32"), patches_h: T.handle, idx_h: T.handle,
+             out: T.Buffer((C, Ho, Wo), "float32")):
+        T.func_attr({"tir.noalias": True})
+        patches = T.match_buffer(patches_h, (P, C, S, S), "float32")
+        idx = T.match_buffer(idx_h, (P,), "int32")
+        slot = T.sblock_alloc_buffer((G,), "int32")
+        for q in range(G):
+            with T.sblock("slot_init"):
+                vq = T.axis.spatial(G, q)
+                slot[vq] = -1
+        with T.sblock("slot_set"):
+            T.reads(idx[0:P])
+            T.writes(slot[0:G])
+            for p in range(P):
+                slot[idx[p]] = p
+        for c, h, w in T.grid(C, Ho, Wo):
+            with T.sblock("add"):
+                vc, vh, vw = T.axis.remap("SSS", [c, h, w])
+                T.reads(ident[vc, vh, vw], slot[0:G], patches[0:P, vc, 0:S, 0:S])
+                T.writes(out[vc, vh, vw])
+                out[vc, vh, vw] = T.max(ident[vc, vh, vw] + T.if_then_else(
+                    slot[(vh // S) * g + vw // S] >= 0,
+                    patches[T.max(slot[(vh // S) * g + vw // S], 0), vc, vh % S, vw % S], T.float32(0)),
+                    T.float32(0))
+
+    return main
+
+
+def schedule_cpu(func, **params) -> s_tir.Schedule:
+    """Parallel over channels and rows, serial over columns (the slot lookup is per column block)."""
+    sch = s_tir.Schedule(func)
+    add = sch.get_sblock("add")
+    c, h, w = sch.get_loops(add)
+    sch.parallel(sch.fuse(c, h))
+    return sch
+
+
+def schedule_cuda(func, **params) -> s_tir.Schedule:
+    """Slot map in one thread block; the add one thread per output element."""
+    sch = s_tir.Schedule(func)
+    bind_spatial_cuda(sch, sch.get_sblock("slot_init"), 64)
+    bind_spatial_cuda(sch, sch.get_sblock("add"), 256)
+    return sch
