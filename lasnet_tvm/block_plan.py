@@ -1,0 +1,112 @@
+"""The kernel sequence of a LAS block, declared once: which kernels, with which shapes, on which buffers.
+
+:func:`block_plan` lists the :class:`Step` s of a block for a fusion level (paper Table 1) or the static block;
+:func:`prepared_weights` gives the weights in the layouts the kernels take. The compiler's ``LowerLASBlocks``
+pass turns a plan into Relax ``call_tir`` bindings.
+
+Buffer names: ``x`` (block input ``[C_in, H, W]``), ``ident`` (identity or downsample output), ``out`` (block
+output); weights (see :func:`prepared_weights`); activations ``f1``, ``mask``, ``idx``, ``count``, ``win``,
+``c2``, ``c2se``, ``p3``, ``canvas``, ``f2``, ``f2se``, ``f3``. A dimension ``"P"`` is the number of active
+patches, known only at run time (read from ``count``); inputs named ``idx`` of such steps are the first ``P``
+entries of the masker's index list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .archs import BlockSpec
+from .models.folded import FoldedBlock
+
+FUSIONS = ("none", "masker", "masker+gather", "all")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One kernel call: ``kernel(**params)`` applied to ``inputs``, writing ``outputs``.
+
+    ``outputs`` holds ``(name, shape, dtype)``; a shape may contain ``"P"``.
+    """
+
+    kernel: str
+    params: dict
+    inputs: tuple
+    outputs: tuple
+
+
+def _f(name, *shape):
+    return (name, tuple(shape), "float32")
+
+
+def block_plan(s: BlockSpec, fusion: str = "all", static: bool = False) -> list[Step]:
+    """The kernel steps of block ``s`` (``fusion`` is ignored for the static block)."""
+    H, Ho, S, st, G = s.in_size, s.out_size, s.S, s.stride, s.groups
+    cm, co, R = s.c_mid, s.c_out, s.se_channels
+    gg = s.grid * s.grid
+    L = (S - 1) * st + 3
+    steps: list[Step] = []
+    if s.downsample:
+        steps.append(Step("conv1x1", dict(C_in=s.c_in, C_out=co, H=H, W=H, stride=st, relu=False),
+                          ("x", "wd", "bd"), (_f("ident", co, Ho, Ho),)))
+    ident = "ident" if s.downsample else "x"
+    if static:
+        steps.append(Step("conv1x1", dict(C_in=s.c_in, C_out=cm, H=H, W=H), ("x", "w1", "b1"), (_f("f1", cm, H, H),)))
+        steps.append(Step("conv3x3", dict(C=cm, H=H, W=H, stride=st, groups=G), ("f1", "w2t", "b2"),
+                          (_f("f2", cm, Ho, Ho),)))
+        f2 = "f2"
+        if R:
+            steps.append(Step("se_dense", dict(C=cm, R=R, H=Ho, W=Ho), ("f2", "se_w1", "se_b1", "se_w2", "se_b2"),
+                              (_f("f2se", cm, Ho, Ho),)))
+            f2 = "f2se"
+        steps.append(Step("conv1x1", dict(C_in=cm, C_out=co, H=Ho, W=Ho, relu=False), (f2, "w3", "b3"),
+                          (_f("f3", co, Ho, Ho),)))
+        steps.append(Step("add_relu", dict(C=co, H=Ho, W=Ho), (ident, "f3"), (_f("out", co, Ho, Ho),)))
+        return steps
+    if fusion not in FUSIONS:
+        raise ValueError(f"unknown fusion {fusion!r}")
+    index_outs = (("mask", (gg,), "int32"), ("idx", (gg,), "int32"), ("count", (1,), "int32"))
+    if fusion == "none":
+        steps.append(Step("masker", dict(C_in=s.c_in, H=H, W=H, S=S, stride=st), ("x", "wm", "bm"), index_outs))
+        steps.append(Step("conv1x1", dict(C_in=s.c_in, C_out=cm, H=H, W=H), ("x", "w1", "b1"), (_f("f1", cm, H, H),)))
+    else:
+        steps.append(Step("masker_conv1x1", dict(C_in=s.c_in, C_mid=cm, H=H, W=H, S=S, stride=st),
+                          ("x", "w1m", "b1m"), (_f("f1", cm, H, H),) + index_outs))
+    if fusion in ("none", "masker"):
+        steps.append(Step("gather", dict(C=cm, H=H, W=H, S=S, stride=st), ("f1", "idx"), (_f("win", "P", cm, L, L),)))
+        steps.append(Step("window_conv3x3", dict(C=cm, S=S, stride=st, groups=G), ("win", "w2t", "b2"),
+                          (_f("c2", "P", cm, S, S),)))
+    else:
+        steps.append(Step("gather_conv3x3", dict(C=cm, H=H, W=H, S=S, stride=st, groups=G), ("f1", "idx", "w2t", "b2"),
+                          (_f("c2", "P", cm, S, S),)))
+    c2 = "c2"
+    if R:
+        steps.append(Step("se", dict(C=cm, R=R, Ho=Ho, S=S), ("c2", "idx", "se_w1", "se_b1", "se_w2", "se_b2"),
+                          (_f("c2se", "P", cm, S, S),)))
+        c2 = "c2se"
+    steps.append(Step("patch_conv1x1", dict(C_in=cm, C_out=co, S=S), (c2, "w3", "b3"), (_f("p3", "P", co, S, S),)))
+    if fusion == "all":
+        steps.append(Step("scatter_add", dict(C=co, Ho=Ho, Wo=Ho, S=S), (ident, "p3", "idx"), (_f("out", co, Ho, Ho),)))
+    else:
+        steps.append(Step("scatter", dict(C=co, Ho=Ho, Wo=Ho, S=S), ("p3", "idx"), (_f("canvas", co, Ho, Ho),)))
+        steps.append(Step("add_relu", dict(C=co, H=Ho, W=Ho), (ident, "canvas"), (_f("out", co, Ho, Ho),)))
+    return steps
+
+
+def prepared_weights(fb: FoldedBlock) -> dict[str, np.ndarray]:
+    """The block's weights in the kernels' layouts (float32 numpy arrays, contiguous)."""
+    t = {
+        "w1": fb.w1, "b1": fb.b1, "wm": fb.wm, "bm": fb.bm.reshape(1),
+        "w2t": fb.w2.permute(1, 2, 3, 0), "b2": fb.b2, "w3": fb.w3, "b3": fb.b3,
+    }
+    out = {k: np.ascontiguousarray(v.detach().cpu().numpy(), dtype=np.float32) for k, v in t.items()}
+    out["w1m"] = np.concatenate([out["w1"], out["wm"][None]], 0)
+    out["b1m"] = np.concatenate([out["b1"], out["bm"]])
+    if fb.wd is not None:
+        out["wd"] = np.ascontiguousarray(fb.wd.cpu().numpy(), dtype=np.float32)
+        out["bd"] = np.ascontiguousarray(fb.bd.cpu().numpy(), dtype=np.float32)
+    if fb.se is not None:
+        for k, v in zip(("se_w1", "se_b1", "se_w2", "se_b2"), fb.se):
+            out[k] = np.ascontiguousarray(v.cpu().numpy(), dtype=np.float32)
+    return out

@@ -1,0 +1,122 @@
+"""Compiled models on disk (a shared library plus a JSON manifest) and in memory (load, run, time)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import LasnetError
+from ..runner import RunResult, check_input_shape
+
+
+def manifest_path(lib: str | Path) -> Path:
+    """The manifest beside a compiled library: ``model.so`` -> ``model.json``."""
+    return Path(lib).with_suffix(".json")
+
+
+def save_artifact(executable, path: str | Path, manifest: dict[str, Any]) -> Path:
+    """Export ``executable`` to ``path`` (atomically) and write its manifest beside it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    executable.export_library(str(tmp))
+    tmp.replace(path)
+    mtmp = manifest_path(path).with_suffix(".json.tmp")
+    mtmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    mtmp.replace(manifest_path(path))
+    return path
+
+
+@dataclass
+class CompiledModel:
+    """A compiled LAS model: ``main(x [1, 3, H, W]) -> (logits [1, classes], counts [n_blocks])``.
+
+    Attributes
+    ----------
+    vm : tvm.relax.VirtualMachine
+    manifest : dict
+        Arch, granularity (one S per block), input size, block names and grid sizes, target, versions.
+    device : tvm.runtime.Device
+    """
+
+    vm: Any
+    manifest: dict
+    device: Any
+
+    @classmethod
+    def from_executable(cls, executable, manifest: dict, device=None) -> "CompiledModel":
+        import tvm
+        from tvm import relax
+
+        device = device or tvm.cpu()
+        return cls(relax.VirtualMachine(executable, device), manifest, device)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CompiledModel":
+        """Load a library written by ``lasnet-tvm compile`` (and its manifest)."""
+        import tvm
+
+        path = Path(path)
+        if not path.is_file():
+            raise LasnetError(f"{path}: no such file")
+        mpath = manifest_path(path)
+        if not mpath.is_file():
+            raise LasnetError(f"{path}: no manifest {mpath.name} beside it (was it made by `lasnet-tvm compile`?)")
+        try:
+            manifest = json.loads(mpath.read_text())
+        except json.JSONDecodeError as e:
+            raise LasnetError(f"{mpath}: corrupt manifest ({e.msg} at line {e.lineno})") from None
+        try:
+            lib = tvm.runtime.load_module(str(path))
+        except Exception as e:  # noqa: BLE001 - TVM raises several types for a bad library
+            raise LasnetError(f"{path}: cannot load compiled module ({str(e).splitlines()[0][:160]})") from None
+        kind = manifest.get("target", {}).get("kind", "llvm")
+        device = tvm.cpu() if kind == "llvm" else tvm.cuda()
+        if kind != "llvm" and not device.exist:
+            raise LasnetError(f"{path}: compiled for {kind}, but no such device is present here")
+        return cls.from_executable(lib, manifest, device)
+
+    @property
+    def input_size(self) -> int:
+        return int(self.manifest["input_size"])
+
+    def _call(self, x: np.ndarray):
+        import tvm
+
+        out = self.vm["main"](tvm.runtime.tensor(x, self.device))
+        return out[0].numpy(), out[1].numpy()
+
+    def run(self, x: np.ndarray) -> RunResult:
+        """Run on ``x`` ``[N, 3, H, W]`` (float32), one image at a time."""
+        check_input_shape(x, self.input_size, self.manifest.get("source", "compiled model"))
+        grids = np.array([g * g for g in self.manifest["grids"]], dtype=np.float64)
+        logits, counts = [], []
+        for n in range(x.shape[0]):
+            lg, ct = self._call(np.ascontiguousarray(x[n : n + 1], dtype=np.float32))
+            logits.append(lg[0])
+            counts.append(ct)
+        counts = np.stack(counts)
+        rates = counts / grids  # share of active patches per block
+        masks = {name: counts[:, i] for i, name in enumerate(self.manifest["blocks"])}
+        return RunResult(np.stack(logits).astype(np.float32), rates, masks)
+
+    def time(self, x: np.ndarray, repeats: int = 20, warmup: int = 3) -> list[float]:
+        """Wall-clock seconds of ``repeats`` calls on one image (after ``warmup`` calls)."""
+        import tvm
+
+        inp = tvm.runtime.tensor(np.ascontiguousarray(x[:1], dtype=np.float32), self.device)
+        f = self.vm["main"]
+        for _ in range(warmup):
+            f(inp)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            out = f(inp)
+            out[1].numpy()  # synchronizes
+            times.append(time.perf_counter() - t0)
+        return times

@@ -1,0 +1,145 @@
+"""LowerLASBlocks: each call of a LAS block function -> the block's TensorIR kernels (``call_tir``).
+
+Matches ``las_block_k(x, w...)`` calls (functions carrying the ``lasnet.spec`` attribute, made by the
+importer) whose weights are constants, and produces the kernel sequence of :func:`~lasnet_tvm.block_plan.
+block_plan` with the weights pre-arranged in the kernels' layouts. The number of active patches ``P`` flows
+from the masker's ``count`` tensor into a symbolic shape (``tensor_to_shape`` + ``match_cast``), so one
+compiled module serves any activation rate. The block functions are removed afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+import tvm
+from tvm import relax, tirx
+from tvm.script import tirx as T
+
+from ... import kernels as K
+from ...block_plan import FUSIONS, Step, block_plan, prepared_weights
+from ..export import folded_from_weights, spec_from_ints
+from ..importer import SPEC_ATTR
+
+KERNEL_ATTR = "lasnet.kernel"  # kernel module name on every PrimFunc this pass adds
+PARAMS_ATTR = "lasnet.params"  # its builder parameters, JSON
+
+
+def index_prefix(G: int) -> tirx.PrimFunc:
+    """Copy the first ``P`` entries of an index list ``[G]`` into ``[P]``."""
+    P = T.int32()
+
+    @T.prim_func(s_tir=True)
+    def main(idx: T.Buffer((G,), "int32"), out_h: T.handle):
+        T.func_attr({"tir.noalias": True})
+        out = T.match_buffer(out_h, (P,), "int32")
+        for p in range(P):
+            with T.sblock("copy"):
+                vp = T.axis.spatial(P, p)
+                out[vp] = idx[vp]
+
+    return main
+
+
+def _tagged(func: tirx.PrimFunc, kernel: str, params: dict) -> tirx.PrimFunc:
+    return func.with_attrs({KERNEL_ATTR: kernel, PARAMS_ATTR: json.dumps(params, sort_keys=True)})
+
+
+@tvm.transform.module_pass(opt_level=0, name="LowerLASBlocks")
+class LowerLASBlocks:
+    """Rewrite LAS block calls into kernels.
+
+    Parameters
+    ----------
+    fusion : {"none", "masker", "masker+gather", "all"}
+        Fusion level of the dynamic blocks (paper Table 1).
+    static : bool
+        Lower every block to the dense static kernels instead (the same-compiler baseline).
+    """
+
+    def __init__(self, fusion: str = "all", static: bool = False):
+        if fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion {fusion!r}")
+        self.fusion, self.static = fusion, static
+
+    def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
+        return _Lowerer(mod, self.fusion, self.static).run()
+
+
+@relax.expr_functor.mutator
+class _Lowerer(relax.PyExprMutator):
+    def __init__(self, mod: tvm.IRModule, fusion: str, static: bool):
+        super().__init__(mod)
+        self.mod_, self.fusion, self.static = mod, fusion, static
+        self.kernels: dict[str, relax.GlobalVar] = {}
+
+    def _is_block(self, gv) -> bool:
+        if not isinstance(gv, relax.GlobalVar) or gv not in self.mod_.get_global_vars():
+            return False
+        func = self.mod_[gv]
+        return isinstance(func, relax.Function) and func.attrs is not None and SPEC_ATTR in func.attrs
+
+    def run(self) -> tvm.IRModule:
+        blocks = [gv for gv in self.mod_.get_global_vars() if self._is_block(gv)]
+        for gv, func in self.mod_.functions_items():
+            if isinstance(func, relax.Function) and gv not in blocks:
+                self.builder_.update_func(gv, self.visit_expr(func))
+        mod = self.builder_.get()
+        for gv in blocks:
+            mod = mod.without(gv) if hasattr(mod, "without") else _without(mod, gv)
+        return mod
+
+    def _kernel(self, name: str, params: dict, func: tirx.PrimFunc | None = None) -> relax.GlobalVar:
+        key = name + json.dumps(params, sort_keys=True)
+        if key not in self.kernels:
+            func = func if func is not None else K.builder(name)(**params)
+            gname = f"{name}_" + "_".join(f"{v}" for _, v in sorted(params.items())).replace("True", "1").replace("False", "0")
+            func = _tagged(func, name, params).with_attr("global_symbol", gname)
+            self.kernels[key] = self.builder_.add_func(func, gname)
+        return self.kernels[key]
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if not self._is_block(call.op):
+            return call
+        ints = [int(v) for v in self.mod_[call.op].attrs[SPEC_ATTR]]
+        _, spec = spec_from_ints(ints)
+        if not all(isinstance(a, tvm.ir.expr.Constant) for a in call.args[1:]):
+            raise ValueError(f"LowerLASBlocks: block {call.op.name_hint} has non-constant weights")
+        ws = [torch.from_numpy(a.value.numpy()) for a in call.args[1:]]
+        weights = prepared_weights(folded_from_weights(spec, ws))
+        return self._emit_block(spec, call.args[0], weights)
+
+    def _emit_block(self, s, x, weights) -> relax.Expr:
+        bb = self.builder_
+        env: dict[str, relax.Expr] = {"x": bb.emit(relax.op.reshape(x, (s.c_in, s.in_size, s.in_size)))}
+        P = None
+        for step in block_plan(s, self.fusion, self.static):
+            if P is None and any("P" in shape for _, shape, _ in step.outputs):
+                P, env["idx"] = self._active_patches(env, s)
+            args = [env[n] if n in env else relax.const(weights[n]) for n in step.inputs]
+            outs = [relax.TensorType([P if d == "P" else d for d in shape], dt) for _, shape, dt in step.outputs]
+            res = bb.emit(relax.call_tir(self._kernel(step.kernel, step.params), args,
+                                         out_ty=outs if len(outs) > 1 else outs[0]))
+            for i, (name, _, _) in enumerate(step.outputs):
+                env[name] = bb.emit(relax.TupleGetItem(res, i)) if len(outs) > 1 else res
+        y = bb.emit(relax.op.reshape(env["out"], (1, s.c_out, s.out_size, s.out_size)))
+        count = env.get("count", relax.const(np.array([s.grid * s.grid], dtype=np.int32)))
+        return relax.Tuple([y, count])
+
+    def _active_patches(self, env, s):
+        """``P`` (symbolic) from the masker's count, and the first ``P`` patch indices."""
+        bb = self.builder_
+        shape = bb.emit(relax.op.tensor_to_shape(relax.op.astype(env["count"], "int64")))
+        P = tirx.Var("P", "int64")
+        bb.match_cast(shape, relax.ShapeType([P]))
+        G = s.grid * s.grid
+        prefix = self._kernel("index_prefix", {"G": G}, index_prefix(G))
+        idx = bb.emit(relax.call_tir(prefix, [env["idx"]], out_ty=relax.TensorType([P], "int32")))
+        return P, idx
+
+
+def _without(mod: tvm.IRModule, gv: relax.GlobalVar) -> tvm.IRModule:
+    funcs = {g: f for g, f in mod.functions_items() if not g.same_as(gv)}
+    return tvm.IRModule(funcs, attrs=mod.attrs)
