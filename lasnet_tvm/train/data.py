@@ -76,8 +76,8 @@ def _backgrounds(n: int, size: int, g: torch.Generator) -> torch.Tensor:
     return bg.clamp(0.0, 1.0), base
 
 
-def generate_shapes(n: int, size: int, num_classes: int, seed: int, min_radius: float = 0.08,
-                    max_radius: float = 0.25) -> tuple[torch.Tensor, torch.Tensor]:
+def generate_shapes(n: int, size: int, num_classes: int, seed: int, min_radius: float = 0.12,
+                    max_radius: float = 0.35) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw ``n`` shape images (uint8 ``[n, 3, size, size]``) and their labels (int64 ``[n]``).
 
     Each image holds one object (its class is the shape) of a random colour, radius (a fraction
@@ -133,7 +133,7 @@ class SyntheticShapes(Dataset):
     """
 
     def __init__(self, size: int = 1000, input_size: int = 64, num_classes: int = 10, seed: int = 0,
-                 split: str = "train", flip: bool = False, min_radius: float = 0.08, max_radius: float = 0.25):
+                 split: str = "train", flip: bool = False, min_radius: float = 0.12, max_radius: float = 0.35):
         if not 2 <= num_classes <= len(SHAPE_NAMES):
             raise LasnetError(f"synthetic data has 2..{len(SHAPE_NAMES)} classes, got {num_classes}")
         if split not in SPLIT_IDS:

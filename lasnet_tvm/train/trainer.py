@@ -33,7 +33,7 @@ class TrainConfig:
     ``lr`` is the backbone's learning rate; maskers train at ``lr * masker_lr_mult``. ``static_epochs``
     first trains the static counterpart (maskers off, cross-entropy only) and then freezes it as the
     teacher: useful when training from scratch, where the initial model is no teacher. ``threads`` None
-    uses every core.
+    uses every core. ``zero_init_residual`` zeroes each block's last BN scale when no ``init`` is given.
     """
 
     output: str = "model.pt"
@@ -65,6 +65,7 @@ class TrainConfig:
     seed: int = 0
     threads: int | None = None
     progress: bool = True
+    zero_init_residual: bool = True
 
 
 @dataclass
@@ -245,6 +246,9 @@ def _train(cfg: TrainConfig, output: Path, state_path: Path, on_epoch_end) -> Tr
             teacher.load_state_dict(state["teacher"])
     elif cfg.init:
         missing, unexpected = load_init_weights(model, cfg.init)
+    elif cfg.zero_init_residual:
+        for block in model.blocks:  # each residual branch starts at zero: steadier training from scratch
+            torch.nn.init.zeros_(block.bn3.weight)
 
     drop_last = len(train_ds) > cfg.batch_size
     train_loader_len = len(train_ds) // cfg.batch_size if drop_last else 1
