@@ -1,0 +1,185 @@
+"""``lasnet-tvm bench block``: one LAS block, static vs dynamic, TVM vs PyTorch, and the fusion ablation.
+
+Measured side by side in one process, round-robin: our static block (TVM, same style of schedules), the
+PyTorch eager static block (BN folded), the sparse PyTorch reference (:func:`sparse_block`), the fused
+dynamic block at each rate, and the paper's Table 1 ablation (fusion none / masker / masker+gather / all).
+
+Masks at a target rate: ``round(r * g * g)`` random patches are chosen; the masker weights are set to
+``wm = e_0, bm = 0`` and channel 0 of the input is +1 on the chosen patches' input area, -1 elsewhere, so
+each variant's own masker kernel selects exactly those patches (no variant is fed a mask). The PyTorch
+sparse reference is given the same mask. Every variant is checked against the PyTorch reference on the
+same input before timing; times are medians over full block calls including the Python glue.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..archs import BlockSpec, arch_spec, conv_out
+from ..block_runtime import FUSIONS, CompiledBlock
+from ..errors import LasnetError
+from ..models.folded import FoldedBlock, dense_masked_block, sparse_block
+from .common import git_revision, machine_info, time_interleaved, versions
+
+TOLERANCE = 1e-4  # max |out - ref| / max(1, max |ref|) accepted for float32
+
+
+def block_spec(arch: str | None, stage: int, channels: tuple[int, int, int] | None, size: int | None,
+               stride: int, S: int) -> BlockSpec:
+    """The benchmarked block: explicit channels/size/stride, or the first identity block of ``arch``'s stage."""
+    if channels is not None:
+        if size is None:
+            raise LasnetError("--channels needs --size")
+        c_in, c_mid, c_out = channels
+        out = conv_out(size, stride)
+        spec = BlockSpec("bench", stage, 0, c_in, c_mid, c_out, stride, 1, 0, size, out, S,
+                         downsample=(c_in != c_out or stride != 1))
+    else:
+        blocks = [b for b in arch_spec(arch or "las_resnet50").blocks if b.stage == stage]
+        if not blocks:
+            raise LasnetError(f"stage {stage} does not exist (1..4)")
+        plain = [b for b in blocks if not b.downsample]
+        b = (plain or blocks)[0]
+        from dataclasses import replace
+
+        spec = replace(b, S=S)
+    if S < 1 or S > spec.out_size:
+        raise LasnetError(f"S={S} must be in 1..{spec.out_size} (the block's output size)")
+    return spec
+
+
+def random_folded_block(spec: BlockSpec, seed: int = 0) -> FoldedBlock:
+    """Random BN-folded weights (scaled by 1/sqrt(fan-in)) with the masker set to ``wm = e_0, bm = 0``."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape, fan=1):
+        return torch.randn(*shape, generator=gen) / math.sqrt(fan)
+
+    s = spec
+    wm = torch.zeros(s.c_in)
+    wm[0] = 1.0
+    fb = FoldedBlock(s, rnd(s.c_mid, s.c_in, fan=s.c_in), rnd(s.c_mid) * 0.1, wm, torch.zeros(()),
+                     rnd(s.c_mid, s.c_mid // s.groups, 3, 3, fan=9 * s.c_mid // s.groups), rnd(s.c_mid) * 0.1,
+                     rnd(s.c_out, s.c_mid, fan=s.c_mid), rnd(s.c_out) * 0.1)
+    if s.downsample:
+        fb.wd, fb.bd = rnd(s.c_out, s.c_in, fan=s.c_in), rnd(s.c_out) * 0.1
+    return fb
+
+
+def input_at_rate(spec: BlockSpec, rate: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random input ``[C_in, H, W]`` whose channel 0 makes the masker (``wm = e_0``) pick ``round(r g^2)`` patches.
+
+    Returns ``(x, mask [g, g])``.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    g = spec.grid
+    chosen = torch.zeros(g * g, dtype=torch.bool)
+    chosen[torch.randperm(g * g, generator=gen)[: round(rate * g * g)]] = True
+    pin = spec.S * spec.stride
+    up = chosen.view(g, g).repeat_interleave(pin, 0).repeat_interleave(pin, 1)[: spec.in_size, : spec.in_size]
+    x = torch.randn(spec.c_in, spec.in_size, spec.in_size, generator=gen)
+    x[0] = torch.where(up, 1.0, -1.0)
+    return x, chosen.view(g, g)
+
+
+def torch_static(fb: FoldedBlock, x: torch.Tensor) -> torch.Tensor:
+    """PyTorch eager static block (BN folded), input ``[1, C, H, W]``."""
+    s = fb.spec
+    out = F.relu(F.conv2d(x, fb.w1[:, :, None, None], fb.b1))
+    out = F.relu(F.conv2d(out, fb.w2, fb.b2, stride=s.stride, padding=1, groups=s.groups))
+    out = F.conv2d(out, fb.w3[:, :, None, None], fb.b3)
+    ident = x if fb.wd is None else F.conv2d(x, fb.wd[:, :, None, None], fb.bd, stride=s.stride)
+    return F.relu(out + ident)
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((out - ref).abs().max()) / max(1.0, float(ref.abs().max()))
+
+
+def run(spec: BlockSpec, rates=(0.25, 0.5, 0.75, 1.0), repeats: int = 50, ablation_rate: float = 0.6,
+        target: str = "llvm", threads: int = 2, seed: int = 0, log=print) -> dict:
+    """Build, check and time every variant; returns the JSON-ready result dict.
+
+    Raises
+    ------
+    LasnetError
+        A variant's output differs from the PyTorch reference by more than :data:`TOLERANCE`.
+    """
+    torch.set_num_threads(threads)
+    fb = random_folded_block(spec, seed)
+    log(f"compiling block {spec.c_in}->{spec.c_mid}->{spec.c_out} {spec.in_size}x{spec.in_size} "
+        f"stride {spec.stride} S={spec.S} for {target} ...")
+    static = CompiledBlock.build(fb, target, static=True)
+    dyn = {f: CompiledBlock.build(fb, target, fusion=f) for f in FUSIONS}
+    errs: dict[str, float] = {}
+    fns: dict[str, object] = {}
+
+    x0, _ = input_at_rate(spec, 1.0, seed)
+    x0b = x0[None].contiguous()
+    errs["static"] = rel_err(static(x0)[0], dense_masked_block(fb, x0b, torch.ones(1, spec.grid, spec.grid, dtype=torch.bool))[0])
+    errs["torch_static"] = rel_err(torch_static(fb, x0b)[0], dense_masked_block(fb, x0b, torch.ones(1, spec.grid, spec.grid, dtype=torch.bool))[0])
+    fns["static"] = lambda: static(x0)
+    fns["torch_static"] = lambda: torch_static(fb, x0b)
+
+    cases = [(r, "all") for r in rates] + [(ablation_rate, f) for f in FUSIONS]
+    for r, fusion in cases:
+        x, want = input_at_rate(spec, r, seed + 1)
+        xb = x[None].contiguous()
+        ref, _ = sparse_block(fb, xb, want[None])
+        out, mask = dyn[fusion](x)
+        if not torch.equal(mask, want):
+            raise LasnetError(f"fused={fusion} r={r}: the masker kernel selected {int(mask.sum())} patches, "
+                              f"expected {int(want.sum())}")
+        key = f"{fusion}@{r}"
+        errs[key] = rel_err(out, ref[0])
+        fns[key] = (lambda b=dyn[fusion], x=x: b(x))
+        if fusion == "all":
+            errs[f"torch_sparse@{r}"] = 0.0  # it is the reference
+            fns[f"torch_sparse@{r}"] = (lambda x=xb, m=want[None]: sparse_block(fb, x, m))
+    worst = max(errs.values())
+    bad = {k: v for k, v in errs.items() if v > TOLERANCE}
+    if bad:
+        raise LasnetError(f"outputs differ from the PyTorch reference beyond {TOLERANCE}: {bad}")
+    log(f"all {len(errs)} variants match the reference (max rel err {worst:.2e}); timing {repeats} rounds ...")
+    with torch.no_grad():
+        t = time_interleaved(fns, repeats)
+    med = {k: v["median_ms"] for k, v in t.items()}
+    return {
+        "device": target,
+        "shape": {"C_in": spec.c_in, "C_mid": spec.c_mid, "C_out": spec.c_out, "H": spec.in_size,
+                  "W": spec.in_size, "stride": spec.stride, "groups": spec.groups},
+        "S": spec.S,
+        "repeats": repeats,
+        "threads": threads,
+        "static_ms": med["static"],
+        "torch_static_ms": med["torch_static"],
+        "rates": [{"rate": r, "fused_ms": med[f"all@{r}"], "torch_sparse_ms": med[f"torch_sparse@{r}"],
+                   "fused_vs_static": med[f"all@{r}"] / med["static"]} for r in rates],
+        "ablation": {"rate": ablation_rate, **{f: med[f"{f}@{ablation_rate}"] for f in FUSIONS}},
+        "max_rel_err": errs,
+        "timings": t,
+        "mask_method": "masker weights wm=e_0, bm=0; input channel 0 = +1 on chosen patches, -1 elsewhere",
+        "machine": machine_info(),
+        "versions": versions(),
+        "git_revision": git_revision(),
+    }
+
+
+def format_table(res: dict) -> str:
+    """Plain-text table of a :func:`run` result."""
+    sh = res["shape"]
+    lines = [f"block {sh['C_in']}->{sh['C_mid']}->{sh['C_out']} {sh['H']}x{sh['W']} stride {sh['stride']} "
+             f"S={res['S']} on {res['device']} ({res['repeats']} rounds, median ms)",
+             f"  static (TVM)           {res['static_ms']:8.3f}",
+             f"  static (PyTorch eager) {res['torch_static_ms']:8.3f}",
+             "  rate   fused(TVM)  vs static  sparse(PyTorch)"]
+    for r in res["rates"]:
+        lines.append(f"  {r['rate']:<5.2f}  {r['fused_ms']:9.3f}  {r['fused_vs_static']:9.2f}  {r['torch_sparse_ms']:12.3f}")
+    ab = res["ablation"]
+    lines.append(f"  ablation at r={ab['rate']}: " + ", ".join(f"{f} {ab[f]:.3f}" for f in FUSIONS)
+                 + f"  (fusion speedup {ab['none'] / ab['all']:.2f}x)")
+    lines.append(f"  max rel err {max(res['max_rel_err'].values()):.2e}")
+    return "\n".join(lines)

@@ -1,0 +1,96 @@
+"""Helpers shared by the benchmarks: machine and version info, git revision, timing, safe JSON writing."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+
+def cpu_model() -> str:
+    """CPU model name from /proc/cpuinfo (or platform.processor())."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict:
+    """Host, OS, CPU model and core count."""
+    return {"hostname": platform.node(), "system": platform.platform(), "machine": platform.machine(),
+            "cpu": cpu_model(), "cores": os.cpu_count(),
+            "tvm_num_threads": os.environ.get("TVM_NUM_THREADS")}
+
+
+def versions() -> dict:
+    """Versions of python, tvm, tvm-ffi, torch and numpy."""
+    import numpy
+    import torch
+    import tvm
+
+    try:
+        import tvm_ffi
+
+        ffi = getattr(tvm_ffi, "__version__", "unknown")
+    except ImportError:
+        ffi = None
+    return {"python": platform.python_version(), "tvm": tvm.__version__, "tvm_ffi": ffi,
+            "torch": torch.__version__, "numpy": numpy.__version__}
+
+
+def git_revision() -> str | None:
+    """``git describe --always --dirty`` of the source tree, or None outside a checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "describe", "--always", "--dirty"], capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def summarize(samples_s: list[float]) -> dict:
+    """Median and spread (min, quartiles, max) in milliseconds of per-call times in seconds."""
+    ms = sorted(t * 1e3 for t in samples_s)
+    q = statistics.quantiles(ms, n=4) if len(ms) >= 2 else [ms[0]] * 3
+    return {"median_ms": statistics.median(ms), "min_ms": ms[0], "p25_ms": q[0], "p75_ms": q[2],
+            "max_ms": ms[-1], "n": len(ms)}
+
+
+def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 3) -> dict[str, dict]:
+    """Time every function ``repeats`` times, round-robin (fair on a noisy machine); per-name summaries."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            samples[k].append(time.perf_counter() - t0)
+    return {k: summarize(v) for k, v in samples.items()}
+
+
+def write_json(path: str | os.PathLike, data: dict) -> Path:
+    """Write ``data`` as JSON atomically: to a temporary file beside ``path``, then rename over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
