@@ -43,7 +43,8 @@ def index_prefix(G: int) -> tirx.PrimFunc:
 
 
 def _tagged(func: tirx.PrimFunc, kernel: str, params: dict) -> tirx.PrimFunc:
-    return func.with_attrs({KERNEL_ATTR: kernel, PARAMS_ATTR: json.dumps(params, sort_keys=True)})
+    # op_pattern 8 (opaque): operator fusion must not merge a kernel into another PrimFunc
+    return func.with_attrs({KERNEL_ATTR: kernel, PARAMS_ATTR: json.dumps(params, sort_keys=True), "op_pattern": 8})
 
 
 @tvm.transform.module_pass(opt_level=0, name="LowerLASBlocks")
@@ -73,6 +74,7 @@ class _Lowerer(relax.PyExprMutator):
         super().__init__(mod)
         self.mod_, self.fusion, self.static = mod, fusion, static
         self.kernels: dict[str, relax.GlobalVar] = {}
+        self.bounds: dict[str, int] = {}  # patch-count variable -> its upper bound (all patches)
 
     def _is_block(self, gv) -> bool:
         if not isinstance(gv, relax.GlobalVar) or gv not in self.mod_.get_global_vars():
@@ -84,7 +86,14 @@ class _Lowerer(relax.PyExprMutator):
         blocks = [gv for gv in self.mod_.get_global_vars() if self._is_block(gv)]
         for gv, func in self.mod_.functions_items():
             if isinstance(func, relax.Function) and gv not in blocks:
-                self.builder_.update_func(gv, self.visit_expr(func))
+                self.bounds = {}
+                new = self.visit_expr(func)
+                if self.bounds:  # lets memory planning allocate patch buffers statically, at their maximum
+                    upper = dict(func.attrs.get("tir_var_upper_bound", {}) if func.attrs else {}, **self.bounds)
+                    lower = dict(func.attrs.get("tir_var_lower_bound", {}) if func.attrs else {},
+                                 **{k: 0 for k in self.bounds})
+                    new = new.with_attr("tir_var_upper_bound", upper).with_attr("tir_var_lower_bound", lower)
+                self.builder_.update_func(gv, new)
         mod = self.builder_.get()
         for gv in blocks:
             mod = mod.without(gv) if hasattr(mod, "without") else _without(mod, gv)
@@ -104,20 +113,20 @@ class _Lowerer(relax.PyExprMutator):
         if not self._is_block(call.op):
             return call
         ints = [int(v) for v in self.mod_[call.op].attrs[SPEC_ATTR]]
-        _, spec = spec_from_ints(ints)
+        index, spec = spec_from_ints(ints)
         if not all(isinstance(a, tvm.ir.expr.Constant) for a in call.args[1:]):
             raise ValueError(f"LowerLASBlocks: block {call.op.name_hint} has non-constant weights")
         ws = [torch.from_numpy(a.value.numpy()) for a in call.args[1:]]
         weights = prepared_weights(folded_from_weights(spec, ws))
-        return self._emit_block(spec, call.args[0], weights)
+        return self._emit_block(index, spec, call.args[0], weights)
 
-    def _emit_block(self, s, x, weights) -> relax.Expr:
+    def _emit_block(self, index: int, s, x, weights) -> relax.Expr:
         bb = self.builder_
         env: dict[str, relax.Expr] = {"x": bb.emit(relax.op.reshape(x, (s.c_in, s.in_size, s.in_size)))}
         P = None
         for step in block_plan(s, self.fusion, self.static):
             if P is None and any("P" in shape for _, shape, _ in step.outputs):
-                P, env["idx"] = self._active_patches(env, s)
+                P, env["idx"] = self._active_patches(env, s, f"P{index}")
             args = [env[n] if n in env else relax.const(weights[n]) for n in step.inputs]
             outs = [relax.TensorType([P if d == "P" else d for d in shape], dt) for _, shape, dt in step.outputs]
             res = bb.emit(relax.call_tir(self._kernel(step.kernel, step.params), args,
@@ -128,11 +137,12 @@ class _Lowerer(relax.PyExprMutator):
         count = env.get("count", relax.const(np.array([s.grid * s.grid], dtype=np.int32)))
         return relax.Tuple([y, count])
 
-    def _active_patches(self, env, s):
+    def _active_patches(self, env, s, name: str):
         """``P`` (symbolic) from the masker's count, and the first ``P`` patch indices."""
         bb = self.builder_
         shape = bb.emit(relax.op.tensor_to_shape(relax.op.astype(env["count"], "int64")))
-        P = tirx.Var("P", "int64")
+        P = tirx.Var(name, "int64")
+        self.bounds[name] = s.grid * s.grid
         bb.match_cast(shape, relax.ShapeType([P]))
         G = s.grid * s.grid
         prefix = self._kernel("index_prefix", {"G": G}, index_prefix(G))

@@ -1,0 +1,74 @@
+"""ScheduleKernels: give every LAS kernel its tuned schedule (from a MetaSchedule database) or its default one.
+
+PrimFuncs added by ``LowerLASBlocks`` carry their kernel name and builder parameters; this pass re-applies
+the kernel module's ``schedule_cpu`` / ``schedule_cuda`` (or the database's best trace when one matches the
+workload) and marks the result ``tir.is_scheduled`` so later default rules leave it alone.
+"""
+
+from __future__ import annotations
+
+import json
+
+import tvm
+from tvm import s_tir, tirx
+
+from ... import kernels as K
+from ...targets import target_kind
+from .lower_las_blocks import KERNEL_ATTR, PARAMS_ATTR
+
+
+def _schedule_prefix(func: tirx.PrimFunc, kind: str) -> tirx.PrimFunc:
+    sch = s_tir.Schedule(func)
+    (loop,) = sch.get_loops(sch.get_sblock("copy"))
+    if kind == "cuda":
+        bx, tx = sch.split(loop, [None, 64])
+        sch.bind(bx, "blockIdx.x")
+        sch.bind(tx, "threadIdx.x")
+    return sch.mod["main"]
+
+
+def schedule_kernel(func: tirx.PrimFunc, target: tvm.target.Target, database=None) -> tirx.PrimFunc:
+    """The scheduled form of a tagged kernel PrimFunc (tuned record first, else the default schedule)."""
+    name = str(func.attrs[KERNEL_ATTR])
+    params = json.loads(str(func.attrs[PARAMS_ATTR]))
+    kind = target_kind(target)
+    attrs = dict(func.attrs)
+    bare = func.without_attr("global_symbol")
+    scheduled = None
+    if database is not None:
+        scheduled = database.query_schedule(name, params, bare, target)
+    if scheduled is None:
+        if name == "index_prefix":
+            scheduled = _schedule_prefix(bare, kind)
+        else:
+            mod = K.get(name)
+            sch = (mod.schedule_cuda if kind == "cuda" else mod.schedule_cpu)(bare, **params)
+            scheduled = sch.mod["main"]
+    for k, v in attrs.items():
+        scheduled = scheduled.with_attr(k, v)
+    return scheduled.with_attr("tir.is_scheduled", True)
+
+
+@tvm.transform.module_pass(opt_level=0, name="ScheduleKernels")
+class ScheduleKernels:
+    """Schedule the LAS kernels of a module for ``target``.
+
+    Parameters
+    ----------
+    target : tvm.target.Target
+    database : optional
+        An object with ``query_schedule(kernel, params, func, target) -> PrimFunc | None`` (the tuning
+        databases of :mod:`lasnet_tvm.tuning`); None uses the default schedules.
+    """
+
+    def __init__(self, target, database=None):
+        self.target, self.database = target, database
+
+    def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
+        updates = {}
+        for gv, func in mod.functions_items():
+            if isinstance(func, tirx.PrimFunc) and func.attrs is not None and KERNEL_ATTR in func.attrs:
+                updates[gv] = schedule_kernel(func, self.target, self.database)
+        for gv, func in updates.items():
+            mod[gv] = func
+        return mod

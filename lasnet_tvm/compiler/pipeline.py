@@ -1,0 +1,105 @@
+"""The compile flow: export -> import -> passes (in order) -> build, and the library API behind ``compile``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import tvm
+from tvm import relax
+
+from .. import __version__
+from ..models import LASNet
+from .export import export_model
+from .importer import import_exported
+from .passes.lower_las_blocks import LowerLASBlocks
+from .passes.schedule_kernels import ScheduleKernels
+from .passes.schedule_static_ops import ScheduleStaticOps
+
+
+def lasnet_passes(target: tvm.target.Target, fusion: str = "all", static: bool = False, database=None) -> list:
+    """The passes applied to an imported LAS module, in order."""
+    return [
+        relax.transform.LegalizeOps(),  # static operators (stem, pooling, fc) -> TensorIR
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),  # fuses the static operators' epilogues
+        relax.transform.FuseTIR(),
+        # After operator fusion, which reorders bindings by data dependence and would move the
+        # match_cast that defines each block's patch count after its uses.
+        LowerLASBlocks(fusion=fusion, static=static),  # LAS blocks -> TensorIR kernels
+        relax.transform.DeadCodeElimination(["main"]),
+        relax.transform.LegalizeOps(),  # the reshapes and casts the lowering added
+        ScheduleKernels(target, database),  # tuned or default schedules of the LAS kernels
+        ScheduleStaticOps(target),  # default schedules of the rest
+    ]
+
+
+def relax_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
+    """The backend's default Relax pipeline without its legalization and fusion (done by :func:`lasnet_passes`)."""
+    from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+    from tvm.relax.backend.cuda import pipeline as cuda
+
+    backend = cuda if target.kind.name in ("cuda", "nvptx") else cpu_generic
+
+    @tvm.transform.module_pass(opt_level=0, name="LasnetRelaxPipeline")
+    def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        with target:
+            return tvm.transform.Sequential(
+                backend.library_dispatch_passes(target) + backend.dataflow_lower_passes(target)
+                + backend.finalize_passes(target)
+            )(mod)
+
+    return _pipeline
+
+
+@dataclass
+class CompileResult:
+    """A built Relax executable and its manifest."""
+
+    executable: Any
+    manifest: dict
+
+
+def compile_model(model: LASNet, target, fusion: str = "all", static: bool = False, database=None,
+                  source: str = "") -> CompileResult:
+    """Compile an eval-mode LAS model for ``target``.
+
+    Parameters
+    ----------
+    model : LASNet
+    target : tvm.target.Target
+        Resolved target (see :func:`lasnet_tvm.targets.resolve_target`).
+    fusion : {"none", "masker", "masker+gather", "all"}
+    static : bool
+        Compile the static counterpart (dense kernels for every block) instead.
+    database : optional
+        Tuned schedules (see :class:`.passes.schedule_kernels.ScheduleKernels`).
+    source : str
+        Where the model came from, recorded in the manifest.
+    """
+    t0 = time.perf_counter()
+    mod = import_exported(export_model(model))
+    mod = tvm.transform.Sequential(lasnet_passes(target, fusion, static, database))(mod)
+    executable = tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target))
+    s = model.spec
+    manifest = {
+        "format": "lasnet-tvm/compiled",
+        "lasnet_tvm": __version__,
+        "tvm": tvm.__version__,
+        "source": source,
+        "arch": s.arch,
+        "granularity": list(s.granularity),
+        "input_size": s.input_size,
+        "num_classes": s.num_classes,
+        "width_mult": s.width_mult,
+        "blocks": [b.name for b in s.blocks],
+        "grids": [b.grid for b in s.blocks],
+        "fusion": fusion,
+        "static": static,
+        "target": dict(target.export()),
+        "tuned": database is not None,
+        "compile_seconds": round(time.perf_counter() - t0, 2),
+    }
+    return CompileResult(executable, manifest)
