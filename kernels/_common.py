@@ -36,6 +36,21 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def padded_extent(H: int, S: int, stride: int) -> int:
+    """Side of a conv1 map stored with a zero border: 1 pixel top/left, enough bottom/right for every window.
+
+    Every patch window of :func:`lasnet_tvm.models.folded.gather_patches` then lies inside the buffer.
+    """
+    Ho = ceil_div(H, stride)
+    g = ceil_div(Ho, S)
+    return max(H + 2, (g * S - 1) * stride + 3)
+
+
+def dense_padded_extent(H: int, stride: int) -> int:
+    """Side of a zero-bordered map that a dense 3x3 conv (stride) reads without bounds checks."""
+    return max(H + 2, (ceil_div(H, stride) - 1) * stride + 3)
+
+
 def bind_spatial_cuda(sch: s_tir.Schedule, block, threads: int = 128) -> None:
     """Fuse all loops of a spatial block and bind them to ``blockIdx.x`` / ``threadIdx.x``."""
     loops = sch.get_loops(block)

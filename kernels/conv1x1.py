@@ -6,19 +6,27 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from ._common import SearchSpace, bind_spatial_cuda, ceil_div
+from ._common import SearchSpace, bind_spatial_cuda, ceil_div, dense_padded_extent
 from .masker_conv1x1 import schedule_conv1x1_cpu
 
 SEARCH_SPACE = SearchSpace()
 
 
-def conv1x1(C_in: int, C_out: int, H: int, W: int, stride: int = 1, relu: bool = True):
-    """Build ``(x [C_in, H, W], w [C_out, C_in], b [C_out], out [C_out, Ho, Wo])``."""
+def conv1x1(C_in: int, C_out: int, H: int, W: int, stride: int = 1, relu: bool = True, pad_for: int = 0):
+    """Build ``(x [C_in, H, W], w [C_out, C_in], b [C_out], out [C_out, Ho, Wo])``.
+
+    ``pad_for = s > 0`` stores ``out`` inside a border the caller zeroes once (pixel ``(i, j)`` at ``(i + 1, j + 1)``, side
+    ``dense_padded_extent(Ho, s)``) so that a following 3x3 conv with stride ``s`` (:mod:`conv3x3`,
+    ``padded=True``) needs no padding pass.
+    """
     Ho, Wo = ceil_div(H, stride), ceil_div(W, stride)
+    Hq = dense_padded_extent(Ho, pad_for) if pad_for else Ho
+    Wq = dense_padded_extent(Wo, pad_for) if pad_for else Wo
+    off = 1 if pad_for else 0
 
     @T.prim_func(s_tir=True)
     def main(x: T.Buffer((C_in, H, W), "float32"), w: T.Buffer((C_out, C_in), "float32"),
-             b: T.Buffer((C_out,), "float32"), out: T.Buffer((C_out, Ho, Wo), "float32")):
+             b: T.Buffer((C_out,), "float32"), out: T.Buffer((C_out, Hq, Wq), "float32")):
         T.func_attr({"tir.noalias": True})
         acc = T.sblock_alloc_buffer((C_out, Ho, Wo))
         for co, i, j, k in T.grid(C_out, Ho, Wo, C_in):
@@ -31,10 +39,9 @@ def conv1x1(C_in: int, C_out: int, H: int, W: int, stride: int = 1, relu: bool =
             with T.sblock("epi"):
                 vco, vi, vj = T.axis.remap("SSS", [co, i, j])
                 if relu:
-                    out[vco, vi, vj] = T.max(acc[vco, vi, vj] + b[vco], T.float32(0))
+                    out[vco, vi + off, vj + off] = T.max(acc[vco, vi, vj] + b[vco], T.float32(0))
                 else:
-                    out[vco, vi, vj] = acc[vco, vi, vj] + b[vco]
-
+                    out[vco, vi + off, vj + off] = acc[vco, vi, vj] + b[vco]
     return main
 
 

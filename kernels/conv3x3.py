@@ -10,21 +10,26 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from ._common import SearchSpace, bind_spatial_cuda, ceil_div, largest_divisor
+from ._common import SearchSpace, bind_spatial_cuda, ceil_div, dense_padded_extent, largest_divisor
 from .gather_conv3x3 import co_tile
 
 SEARCH_SPACE = SearchSpace()
 
 
-def conv3x3(C: int, H: int, W: int, stride: int = 1, groups: int = 1):
-    """Build ``(x [C, H, W], w [C // groups, 3, 3, C], b [C], out [C, Ho, Wo])``."""
+def conv3x3(C: int, H: int, W: int, stride: int = 1, groups: int = 1, padded: bool = False):
+    """Build ``(x [C, H, W], w [C // groups, 3, 3, C], b [C], out [C, Ho, Wo])``.
+
+    ``padded=True``: ``x`` is already zero-bordered (``[C, Hq, Wq]`` as written by
+    ``conv1x1(pad_for=stride)``); the padding pass is skipped.
+    """
     Ho, Wo = ceil_div(H, stride), ceil_div(W, stride)
     Hp, Wp = (Ho - 1) * stride + 3, (Wo - 1) * stride + 3
+    Hq, Wq = (dense_padded_extent(H, stride), dense_padded_extent(W, stride)) if padded else (H, W)
     ipg = C // groups
     opg = C // groups
 
     @T.prim_func(s_tir=True)
-    def main(x: T.Buffer((C, H, W), "float32"), w: T.Buffer((ipg, 3, 3, C), "float32"),
+    def main(x: T.Buffer((C, Hq, Wq), "float32"), w: T.Buffer((ipg, 3, 3, C), "float32"),
              b: T.Buffer((C,), "float32"), out: T.Buffer((C, Ho, Wo), "float32")):
         T.func_attr({"tir.noalias": True})
         pad = T.sblock_alloc_buffer((C, Hp, Wp))
@@ -32,9 +37,12 @@ def conv3x3(C: int, H: int, W: int, stride: int = 1, groups: int = 1):
         for c, a, e in T.grid(C, Hp, Wp):
             with T.sblock("pad"):
                 vc, va, ve = T.axis.remap("SSS", [c, a, e])
-                pad[vc, va, ve] = T.if_then_else(
-                    1 <= va and va <= H and 1 <= ve and ve <= W,
-                    x[vc, T.max(T.min(va - 1, H - 1), 0), T.max(T.min(ve - 1, W - 1), 0)], T.float32(0))
+                if padded:
+                    pad[vc, va, ve] = x[vc, va, ve]
+                else:
+                    pad[vc, va, ve] = T.if_then_else(
+                        1 <= va and va <= H and 1 <= ve and ve <= W,
+                        x[vc, T.max(T.min(va - 1, H - 1), 0), T.max(T.min(ve - 1, W - 1), 0)], T.float32(0))
         for i, j, co, rc, kh, kw in T.grid(Ho, Wo, C, ipg, 3, 3):
             with T.sblock("conv"):
                 vi, vj, vco, vrc, vkh, vkw = T.axis.remap("SSSRRR", [i, j, co, rc, kh, kw])
@@ -68,15 +76,20 @@ def schedule_cpu(func, **params) -> s_tir.Schedule:
     sch.unroll(j_i)
     sch.vectorize(co_i)
     sch.decompose_reduction(conv, rc)
-    pl = sch.get_loops(pad)
-    sch.parallel(pl[0])
+    if params.get("padded"):
+        sch.compute_inline(pad)  # read the zero-bordered input directly
+    else:
+        sch.parallel(sch.get_loops(pad)[0])
     return sch
 
 
 def schedule_cuda(func, **params) -> s_tir.Schedule:
     """One thread per output element (serial reduction); padding one thread per element."""
     sch = s_tir.Schedule(func)
-    bind_spatial_cuda(sch, sch.get_sblock("pad"), 256)
+    if params.get("padded"):
+        sch.compute_inline(sch.get_sblock("pad"))
+    else:
+        bind_spatial_cuda(sch, sch.get_sblock("pad"), 256)
     conv = sch.get_sblock("conv")
     loops = sch.get_loops(conv)
     f = sch.fuse(*loops[:3])

@@ -13,19 +13,53 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from ._common import SearchSpace, bind_spatial_cuda, ceil_div, largest_divisor
+from ._common import SearchSpace, bind_spatial_cuda, ceil_div, largest_divisor, padded_extent
 
 SEARCH_SPACE = SearchSpace(specialize={"P": 0.5}, index_args=("idx",))
 
 
-def gather_conv3x3(C: int, H: int, W: int, S: int, stride: int = 1, groups: int = 1):
-    """Build the fused gather-conv3x3 PrimFunc ``(f1, idx, w, b, out)`` for a conv1 map ``[C, H, W]``."""
+def gather_conv3x3(C: int, H: int, W: int, S: int, stride: int = 1, groups: int = 1, padded: bool = False):
+    """Build the fused gather-conv3x3 PrimFunc ``(f1, idx, w, b, out)`` for a conv1 map ``[C, H, W]``.
+
+    ``padded=False``: ``f1`` is ``[C, H, W]``; each patch's window is staged (zero outside the image) in a
+    per-patch buffer. ``padded=True``: ``f1`` is the zero-bordered ``[C, Hp, Hp]`` map written by
+    ``masker_conv1x1(pad=True)`` and the conv reads it directly (no staging, no bounds checks).
+    """
     Ho, Wo = ceil_div(H, stride), ceil_div(W, stride)
     g = ceil_div(Ho, S)
     L = (S - 1) * stride + 3
     ipg = C // groups
     opg = C // groups
+    Hp = padded_extent(H, S, stride)
     P = T.int32()
+
+    if padded:
+
+        @T.prim_func(s_tir=True)
+        def main_p(f1: T.Buffer((C, Hp, Hp), "float32"), idx_h: T.handle, w: T.Buffer((ipg, 3, 3, C), "float32"),
+                   b: T.Buffer((C,), "float32"), out_h: T.handle):
+            T.func_attr({"tir.noalias": True})
+            idx = T.match_buffer(idx_h, (P,), "int32")
+            out = T.match_buffer(out_h, (P, C, S, S), "float32")
+            acc = T.sblock_alloc_buffer((P, S, S, C))
+            for p, y, x, co, rc, kh, kw in T.grid(P, S, S, C, ipg, 3, 3):
+                with T.sblock("conv"):
+                    vp, vy, vx, vco, vrc, vkh, vkw = T.axis.remap("SSSSRRR", [p, y, x, co, rc, kh, kw])
+                    T.reads(acc[vp, vy, vx, vco], idx[vp], f1[(vco // opg) * ipg + vrc, 0:Hp, 0:Hp],
+                            w[vrc, vkh, vkw, vco])
+                    T.writes(acc[vp, vy, vx, vco])
+                    with T.init():
+                        acc[vp, vy, vx, vco] = T.float32(0)
+                    acc[vp, vy, vx, vco] = acc[vp, vy, vx, vco] + f1[
+                        (vco // opg) * ipg + vrc,
+                        (idx[vp] // g) * S * stride + vy * stride + vkh,
+                        (idx[vp] % g) * S * stride + vx * stride + vkw] * w[vrc, vkh, vkw, vco]
+            for p, co, y, x in T.grid(P, C, S, S):
+                with T.sblock("out"):
+                    vp, vco, vy, vx = T.axis.remap("SSSS", [p, co, y, x])
+                    out[vp, vco, vy, vx] = T.max(acc[vp, vy, vx, vco] + b[vco], T.float32(0))
+
+        return main_p
 
     @T.prim_func(s_tir=True)
     def main(f1: T.Buffer((C, H, W), "float32"), idx_h: T.handle, w: T.Buffer((ipg, 3, 3, C), "float32"),

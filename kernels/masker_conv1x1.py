@@ -13,21 +13,28 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from ._common import SearchSpace, bind_spatial_cuda, ceil_div, largest_divisor, vec_width
+from ._common import SearchSpace, bind_spatial_cuda, ceil_div, largest_divisor, padded_extent, vec_width
 
 SEARCH_SPACE = SearchSpace()
 
 
-def masker_conv1x1(C_in: int, C_mid: int, H: int, W: int, S: int, stride: int = 1):
-    """Build the fused masker/conv1 PrimFunc for a block input ``[C_in, H, W]`` (``H == W``)."""
+def masker_conv1x1(C_in: int, C_mid: int, H: int, W: int, S: int, stride: int = 1, pad: bool = False):
+    """Build the fused masker/conv1 PrimFunc for a block input ``[C_in, H, W]`` (``H == W``).
+
+    With ``pad=True`` ``f1`` is ``[C_mid, Hp, Hp]`` (``Hp`` from :func:`~._common.padded_extent`) with pixel
+    ``(i, j)`` at ``(i + 1, j + 1)``; the kernel never writes the border, which the caller zeroes once, so
+    :func:`~.gather_conv3x3.gather_conv3x3` (``padded=True``) reads windows without bounds checks.
+    """
     Ho = ceil_div(H, stride)
+    Hp = padded_extent(H, S, stride) if pad else H
+    off = 1 if pad else 0
     g = ceil_div(Ho, S)
     pin = S * stride  # patch side in input pixels
     G = g * g
 
     @T.prim_func(s_tir=True)
     def main(x: T.Buffer((C_in, H, W), "float32"), w: T.Buffer((C_mid + 1, C_in), "float32"),
-             b: T.Buffer((C_mid + 1,), "float32"), f1: T.Buffer((C_mid, H, W), "float32"),
+             b: T.Buffer((C_mid + 1,), "float32"), f1: T.Buffer((C_mid, Hp, Hp), "float32"),
              mask: T.Buffer((G,), "int32"), idx: T.Buffer((G,), "int32"), count: T.Buffer((1,), "int32")):
         T.func_attr({"tir.noalias": True})
         acc = T.sblock_alloc_buffer((C_mid + 1, H, W))
@@ -43,9 +50,9 @@ def masker_conv1x1(C_in: int, C_mid: int, H: int, W: int, S: int, stride: int = 
             with T.sblock("epi"):
                 vco, vi, vj = T.axis.remap("SSS", [co, i, j])
                 T.reads(acc[vco, vi, vj], b[vco])
-                T.writes(f1[T.min(vco, C_mid - 1), vi, vj], md[vi, vj])
+                T.writes(f1[T.min(vco, C_mid - 1), vi + off, vj + off], md[vi, vj])
                 if vco < C_mid:
-                    f1[vco, vi, vj] = T.max(acc[vco, vi, vj] + b[vco], T.float32(0))
+                    f1[vco, vi + off, vj + off] = T.max(acc[vco, vi, vj] + b[vco], T.float32(0))
                 else:
                     md[vi, vj] = acc[vco, vi, vj]
         for p, a, c in T.grid(G, pin, pin):

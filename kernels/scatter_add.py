@@ -50,11 +50,16 @@ def scatter_add(C: int, Ho: int, Wo: int, S: int):
 
 
 def schedule_cpu(func, **params) -> s_tir.Schedule:
-    """Parallel over channels and rows, serial over columns (the slot lookup is per column block)."""
+    """Parallel over channels and rows; columns split by patch (one slot lookup per patch row segment),
+    the ``S`` pixels of a segment vectorized when ``S`` divides the width."""
+    S, Wo = params["S"], params["Wo"]
     sch = s_tir.Schedule(func)
     add = sch.get_sblock("add")
     c, h, w = sch.get_loops(add)
     sch.parallel(sch.fuse(c, h))
+    if S > 1 and Wo % S == 0:
+        _, x = sch.split(w, [None, S])
+        sch.vectorize(x)
     return sch
 
 

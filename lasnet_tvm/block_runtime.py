@@ -20,6 +20,7 @@ import tvm
 from . import kernels as K
 from .errors import LasnetError
 from .models.folded import FoldedBlock
+from .kernels._common import dense_padded_extent, padded_extent
 from .targets import resolve_target, target_kind
 
 FUSIONS = ("none", "masker", "masker+gather", "all")
@@ -105,8 +106,8 @@ class CompiledBlock:
         if self.fb.wd is not None:
             f["down"] = compile_kernel("conv1x1", t, C_in=s.c_in, C_out=s.c_out, H=H, W=H, stride=st, relu=False)
         if self.static:
-            f["conv1"] = compile_kernel("conv1x1", t, C_in=s.c_in, C_out=s.c_mid, H=H, W=H)
-            f["conv2"] = compile_kernel("conv3x3", t, C=s.c_mid, H=H, W=H, stride=st, groups=G)
+            f["conv1"] = compile_kernel("conv1x1", t, C_in=s.c_in, C_out=s.c_mid, H=H, W=H, pad_for=st)
+            f["conv2"] = compile_kernel("conv3x3", t, C=s.c_mid, H=H, W=H, stride=st, groups=G, padded=True)
             if self.fb.se is not None:
                 f["se"] = compile_kernel("se_dense", t, C=s.c_mid, R=self.fb.se[0].shape[0], H=Ho, W=Ho)
             f["conv3"] = compile_kernel("conv1x1", t, C_in=s.c_mid, C_out=s.c_out, H=Ho, W=Ho, relu=False)
@@ -116,13 +117,15 @@ class CompiledBlock:
             f["masker"] = compile_kernel("masker", t, C_in=s.c_in, H=H, W=H, S=S, stride=st)
             f["conv1"] = compile_kernel("conv1x1", t, C_in=s.c_in, C_out=s.c_mid, H=H, W=H)
         else:
+            # with the gather fused, conv1 is stored zero-bordered so that windows need no bounds checks
             f["masker_conv1"] = compile_kernel("masker_conv1x1", t, C_in=s.c_in, C_mid=s.c_mid, H=H, W=H, S=S,
-                                               stride=st)
+                                               stride=st, pad=self.fusion != "masker")
         if self.fusion in ("none", "masker"):
             f["gather"] = compile_kernel("gather", t, C=s.c_mid, H=H, W=H, S=S, stride=st)
             f["conv2"] = compile_kernel("window_conv3x3", t, C=s.c_mid, S=S, stride=st, groups=G)
         else:
-            f["conv2"] = compile_kernel("gather_conv3x3", t, C=s.c_mid, H=H, W=H, S=S, stride=st, groups=G)
+            f["conv2"] = compile_kernel("gather_conv3x3", t, C=s.c_mid, H=H, W=H, S=S, stride=st, groups=G,
+                                        padded=True)
         if self.fb.se is not None:
             f["se"] = compile_kernel("se", t, C=s.c_mid, R=self.fb.se[0].shape[0], Ho=Ho, S=S)
         f["conv3"] = compile_kernel("patch_conv1x1", t, C_in=s.c_mid, C_out=s.c_out, S=S)
@@ -155,12 +158,15 @@ class CompiledBlock:
             for k, t in zip(("se_w1", "se_b1", "se_w2", "se_b2"), fb.se):
                 put(k, t)
         if self.static:
-            b["f1"] = torch.empty(s.c_mid, H, H, device=dev)
+            hq = dense_padded_extent(H, st)
+            b["f1"] = torch.zeros(s.c_mid, hq, hq, device=dev)
             b["f2"] = torch.empty(s.c_mid, Ho, Ho, device=dev)
             b["f2se"] = torch.empty(s.c_mid, Ho, Ho, device=dev)
             b["f3"] = torch.empty(s.c_out, Ho, Ho, device=dev)
         else:
             b["f1"] = torch.empty(s.c_mid, H, H, device=dev)
+            hp = padded_extent(H, S, st)
+            b["f1p"] = torch.zeros(s.c_mid, hp, hp, device=dev)
             b["mask"] = torch.zeros(GG, dtype=torch.int32, device=dev)
             b["idx"] = torch.zeros(GG, dtype=torch.int32, device=dev)
             b["count"] = torch.zeros(1, dtype=torch.int32, device=dev)
@@ -226,7 +232,8 @@ class CompiledBlock:
             f["masker"](xt, tv["wm"], tv["bm"], tv["mask"], tv["idx"], tv["count"])
             f["conv1"](xt, tv["w1"], tv["b1"], tv["f1"])
         else:
-            f["masker_conv1"](xt, tv["w1m"], tv["b1m"], tv["f1"], tv["mask"], tv["idx"], tv["count"])
+            f1 = tv["f1"] if self.fusion == "masker" else tv["f1p"]
+            f["masker_conv1"](xt, tv["w1m"], tv["b1m"], f1, tv["mask"], tv["idx"], tv["count"])
         P = self.active_count()
         cm, co, S = s.c_mid, s.c_out, s.S
         L = (S - 1) * s.stride + 3
@@ -237,7 +244,7 @@ class CompiledBlock:
             f["gather"](tv["f1"], idx, win)
             f["conv2"](win, tv["w2t"], tv["b2"], c2)
         else:
-            f["conv2"](tv["f1"], idx, tv["w2t"], tv["b2"], c2)
+            f["conv2"](tv["f1p"], idx, tv["w2t"], tv["b2"], c2)
         if "se" in f:
             c2se = tv["c2se"]._create_view((P, cm, S, S))
             f["se"](c2, idx, tv["se_w1"], tv["se_b1"], tv["se_w2"], tv["se_b2"], c2se)

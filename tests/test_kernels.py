@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from _blocks import masker_diff, random_block, set_rate, untie
 from lasnet_tvm.block_runtime import compile_kernel
+from lasnet_tvm.kernels._common import dense_padded_extent, padded_extent
 from lasnet_tvm.models.folded import (active_indices, coarse_mask, gather_patches, scatter_add_relu,
                                       valid_patch_pixels)
 
@@ -66,6 +67,14 @@ def test_masker_kernels(case, rate):
     assert torch.equal(m.bool(), mask)
     assert int(cnt[0]) == idx_ref.numel()
     assert torch.equal(idx[: int(cnt[0])], idx_ref)
+    # fused, conv1 stored zero-bordered
+    hp = padded_extent(size, S, stride)
+    f1p = torch.zeros(c_mid, hp, hp)
+    fn = k("masker_conv1x1", C_in=c_in, C_mid=c_mid, H=size, W=size, S=S, stride=stride, pad=True)
+    fn(x, torch.cat([fb.w1, fb.wm[None]]), torch.cat([fb.b1, fb.bm.reshape(1)]), f1p, m, idx, cnt)
+    close(f1p[:, 1:size + 1, 1:size + 1], f1)
+    f1p[:, 1:size + 1, 1:size + 1] = 0
+    assert not f1p.any() and torch.equal(m.bool(), mask)  # the border stays zero
     # unfused masker
     m2, idx2, cnt2 = fresh(G, dtype=torch.int32), fresh(G, dtype=torch.int32), fresh(1, dtype=torch.int32)
     k("masker", C_in=c_in, H=size, W=size, S=S, stride=stride)(x, fb.wm, fb.bm.reshape(1), m2, idx2, cnt2)
@@ -97,6 +106,12 @@ def test_patch_conv_kernels(case, rate):
     out = fresh(P, C, S, S)
     k("gather_conv3x3", C=C, H=size, W=size, S=S, stride=stride, groups=groups)(f1, idx, w2t, fb.b2, out)
     close(out, ref)
+    hp = padded_extent(size, S, stride)  # zero-bordered conv1 map read without staging
+    f1p = torch.zeros(C, hp, hp)
+    f1p[:, 1:size + 1, 1:size + 1] = f1
+    outp = fresh(P, C, S, S)
+    k("gather_conv3x3", C=C, H=size, W=size, S=S, stride=stride, groups=groups, padded=True)(f1p, idx, w2t, fb.b2, outp)
+    close(outp, ref)
     win = fresh(P, C, L, L)
     k("gather", C=C, H=size, W=size, S=S, stride=stride)(f1, idx, win)
     close(win, win_ref)
@@ -164,6 +179,17 @@ def test_dense_conv3x3_and_se(C, size, stride, groups):
     k("conv3x3", C=C, H=size, W=size, stride=stride, groups=groups)(x, w.permute(1, 2, 3, 0).contiguous(), b, out)
     ref = F.relu(F.conv2d(x[None], w, b, stride=stride, padding=1, groups=groups))[0]
     close(out, ref)
+    # conv1 writing a zero-bordered map for a padding-free conv3x3 (the static block's pair)
+    hq = dense_padded_extent(size, stride)
+    xq = torch.zeros(C, hq, hq)
+    k("conv1x1", C_in=C, C_out=C, H=size, W=size, relu=True, pad_for=stride)(x, torch.eye(C), torch.zeros(C), xq)
+    close(xq[:, 1:size + 1, 1:size + 1], F.relu(x))
+    border = xq.clone()
+    border[:, 1:size + 1, 1:size + 1] = 0
+    assert not border.any()
+    outq = fresh(C, Ho, Ho)
+    k("conv3x3", C=C, H=size, W=size, stride=stride, groups=groups, padded=True)(xq, w.permute(1, 2, 3, 0).contiguous(), b, outq)
+    close(outq, F.relu(F.conv2d(F.relu(x)[None], w, b, stride=stride, padding=1, groups=groups))[0])
     R = 4
     w1, b1, w2, b2 = torch.randn(R, C), torch.randn(R), torch.randn(C, R), torch.randn(C)
     o2 = fresh(C, Ho, Ho)
