@@ -66,17 +66,24 @@ def summarize(samples_s: list[float]) -> dict:
             "max_ms": ms[-1], "n": len(ms)}
 
 
-def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 3) -> dict[str, dict]:
-    """Time every function ``repeats`` times, round-robin (fair on a noisy machine); per-name summaries."""
+def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 3,
+                     batch: int = 5) -> dict[str, dict]:
+    """Time every function ``repeats`` times (per-call wall time), in round-robin batches.
+
+    Variants take turns in batches of ``batch`` consecutive calls, so slow drifts of a shared machine hit
+    all of them alike while each batch still runs warm (thread pools of torch and TVM do not fight call by
+    call). Returns per-name summaries (:func:`summarize`).
+    """
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     samples: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
+    while any(len(v) < repeats for v in samples.values()):
         for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            samples[k].append(time.perf_counter() - t0)
+            for _ in range(min(batch, repeats - len(samples[k]))):
+                t0 = time.perf_counter()
+                fn()
+                samples[k].append(time.perf_counter() - t0)
     return {k: summarize(v) for k, v in samples.items()}
 
 
