@@ -41,6 +41,15 @@ def check_input_shape(x: np.ndarray, input_size: int, source: str | Path) -> Non
         )
 
 
+def run_model(model_path: str | Path, x: np.ndarray) -> RunResult:
+    """Run a ``model.pt`` (PyTorch) or a compiled library (``.so``, made by ``lasnet-tvm compile``) on ``x``."""
+    if Path(model_path).suffix in (".so", ".dylib", ".dll", ".tar"):
+        from .compiler.artifact import CompiledModel
+
+        return CompiledModel.load(model_path).run(x)
+    return run_pytorch(model_path, x)
+
+
 @torch.no_grad()
 def run_pytorch(model_path: str | Path, x: np.ndarray) -> RunResult:
     """Run a ``model.pt`` in eval mode (PyTorch) on ``x``."""

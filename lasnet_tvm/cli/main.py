@@ -18,6 +18,8 @@ COMMANDS = {
     "predict": "lasnet_tvm.cli.predict:predict",
     "devices": "lasnet_tvm.cli.predict:devices",
     "profile-device": "lasnet_tvm.cli.predict:profile_device",
+    "compile": "lasnet_tvm.cli.compile:compile_cmd",
+    "verify": "lasnet_tvm.cli.compile:verify",
     "bench": "lasnet_tvm.cli.bench:bench",
     "demo": "lasnet_tvm.cli.demo:demo",
 }

@@ -15,10 +15,13 @@ import click
 @click.option("--masks", "masks_path", type=click.Path(path_type=Path), default=None,
               help="Also write each block's coarse mask to this .npz.")
 def run(model_path, input_path, output, masks_path):
-    """Run MODEL (a model.pt) in eval mode on an input array; write float32 logits [N, classes]."""
-    from ..runner import load_input, run_pytorch, save_outputs
+    """Run MODEL (a model.pt, or a library from `lasnet-tvm compile`) on an input array; write float32 logits.
 
-    result = run_pytorch(model_path, load_input(input_path))
+    Logits are [N, classes]; --masks writes each block's coarse mask and the per-block activation rates.
+    """
+    from ..runner import load_input, run_model, save_outputs
+
+    result = run_model(model_path, load_input(input_path))
     save_outputs(result, output, masks_path)
     rates = result.rates.mean(axis=0)
     click.echo(f"wrote {output}: logits {tuple(result.logits.shape)}, mean activation rate {rates.mean():.3f}")

@@ -1,0 +1,92 @@
+"""The LAS compiler: ``model.pt`` -> export -> Relax -> LAS kernels -> one compiled module.
+
+Library API (the CLI is a thin layer over it)::
+
+    result = compile_checkpoint("model.pt", "llvm", output="model.so")
+    model = CompiledModel.load("model.so")
+    logits = model.run(x).logits
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tvm
+
+from ..errors import LasnetError
+from ..targets import cuda_root, resolve_target
+from .artifact import CompiledModel, save_artifact
+from .pipeline import CompileResult, compile_model, lasnet_passes
+
+__all__ = ["CompiledModel", "CompileResult", "compile_checkpoint", "compile_model", "lasnet_passes",
+           "build_target", "verify_compiled"]
+
+NVCC_MIN_ARCH = 75  # the local nvcc (CUDA 13) builds sm_75 and newer
+
+
+def build_target(spec) -> tvm.target.Target:
+    """The target to build with: CUDA archs older than sm_75 go through TVM's NVPTX backend (PTX)."""
+    target = resolve_target(spec)
+    if target.kind.name == "cuda":
+        arch = str(target.attrs.get("arch", "sm_75"))
+        if int(arch.split("_")[1]) < NVCC_MIN_ARCH:
+            root = cuda_root()
+            if root is None:
+                raise LasnetError(f"{arch} is built through NVPTX: set CUDA_PATH to a CUDA root with nvvm/libdevice")
+            os.environ["CUDA_PATH"] = str(root)
+            host = target.host if target.host is not None else resolve_target("llvm")
+            return tvm.target.Target({"kind": "nvptx", "mcpu": arch}, host=host)
+        os.environ.setdefault("TVM_CUDA_COMPILE_MODE", "nvcc")
+    return target
+
+
+def compile_checkpoint(path, target="llvm", fusion: str = "all", static: bool = False, output=None,
+                       database=None) -> CompileResult:
+    """Compile a ``model.pt`` for ``target``; with ``output``, also write the library and its manifest."""
+    from ..checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(path)
+    result = compile_model(model, build_target(target), fusion, static, database, source=str(path))
+    if output is not None:
+        save_artifact(result.executable, output, result.manifest)
+    return result
+
+
+@dataclass
+class VerifyReport:
+    """Differences between a ``model.pt`` and its compiled module on the same inputs."""
+
+    samples: int
+    max_rel_err: float
+    mask_mismatches: list = field(default_factory=list)
+    tolerance: float = 1e-4
+
+    @property
+    def ok(self) -> bool:
+        return self.max_rel_err <= self.tolerance and not self.mask_mismatches
+
+    def summary(self) -> str:
+        verdict = "OK" if self.ok else "MISMATCH"
+        masks = "masks identical" if not self.mask_mismatches else f"masks differ in {', '.join(self.mask_mismatches[:4])}"
+        return (f"{verdict}: {self.samples} inputs, max relative logit error {self.max_rel_err:.2e} "
+                f"(tolerance {self.tolerance:.0e}), {masks}")
+
+
+def verify_compiled(model_path, library, samples: int = 4, seed: int = 0) -> VerifyReport:
+    """Run ``model_path`` in PyTorch and ``library`` compiled on the same random inputs and compare."""
+    from ..runner import run_pytorch
+
+    compiled = CompiledModel.load(library)
+    size = compiled.input_size
+    x = np.random.default_rng(seed).standard_normal((samples, 3, size, size)).astype(np.float32)
+    ref = run_pytorch(model_path, x)
+    got = compiled.run(x)
+    if ref.logits.shape != got.logits.shape:
+        raise LasnetError(f"{library}: logits {got.logits.shape} do not match {model_path}'s {ref.logits.shape}")
+    scale = max(1.0, float(np.abs(ref.logits).max()))
+    err = float(np.abs(got.logits - ref.logits).max() / scale)
+    bad = [name for name, m in ref.masks.items() if name not in got.masks or not np.array_equal(m, got.masks[name])]
+    return VerifyReport(samples, err, bad)

@@ -34,7 +34,9 @@ def save_artifact(executable, path: str | Path, manifest: dict[str, Any]) -> Pat
 
 @dataclass
 class CompiledModel:
-    """A compiled LAS model: ``main(x [1, 3, H, W]) -> (logits [1, classes], counts [n_blocks])``.
+    """A compiled LAS model: ``main(x [1, 3, H, W]) -> (logits [1, classes], counts [n_blocks], masks)``.
+
+    ``masks`` concatenates every block's flattened coarse mask (int32).
 
     Attributes
     ----------
@@ -71,6 +73,13 @@ class CompiledModel:
             manifest = json.loads(mpath.read_text())
         except json.JSONDecodeError as e:
             raise LasnetError(f"{mpath}: corrupt manifest ({e.msg} at line {e.lineno})") from None
+        from .pipeline import ABI
+
+        if manifest.get("format") != "lasnet-tvm/compiled" or manifest.get("abi") != ABI:
+            raise LasnetError(
+                f"{path}: compiled by another lasnet-tvm version (abi {manifest.get('abi')}, this one reads {ABI}); "
+                "compile the model again"
+            )
         try:
             lib = tvm.runtime.load_module(str(path))
         except Exception as e:  # noqa: BLE001 - TVM raises several types for a bad library
@@ -89,20 +98,25 @@ class CompiledModel:
         import tvm
 
         out = self.vm["main"](tvm.runtime.tensor(x, self.device))
-        return out[0].numpy(), out[1].numpy()
+        return out[0].numpy(), out[1].numpy(), out[2].numpy()
 
     def run(self, x: np.ndarray) -> RunResult:
         """Run on ``x`` ``[N, 3, H, W]`` (float32), one image at a time."""
         check_input_shape(x, self.input_size, self.manifest.get("source", "compiled model"))
-        grids = np.array([g * g for g in self.manifest["grids"]], dtype=np.float64)
-        logits, counts = [], []
+        grids = self.manifest["grids"]
+        logits, counts, flat = [], [], []
         for n in range(x.shape[0]):
-            lg, ct = self._call(np.ascontiguousarray(x[n : n + 1], dtype=np.float32))
+            lg, ct, mk = self._call(np.ascontiguousarray(x[n : n + 1], dtype=np.float32))
             logits.append(lg[0])
             counts.append(ct)
-        counts = np.stack(counts)
-        rates = counts / grids  # share of active patches per block
-        masks = {name: counts[:, i] for i, name in enumerate(self.manifest["blocks"])}
+            flat.append(mk)
+        flat = np.stack(flat).astype(bool)
+        bounds = np.cumsum([0] + [g * g for g in grids])
+        masks = {
+            name: flat[:, bounds[i] : bounds[i + 1]].reshape(-1, g, g)
+            for i, (name, g) in enumerate(zip(self.manifest["blocks"], grids))
+        }
+        rates = np.stack(counts) / np.array([g * g for g in grids], dtype=np.float64)  # share of active patches
         return RunResult(np.stack(logits).astype(np.float32), rates, masks)
 
     def time(self, x: np.ndarray, repeats: int = 20, warmup: int = 3) -> list[float]:

@@ -57,17 +57,21 @@ def folded_from_weights(spec: BlockSpec, ws) -> FoldedBlock:
 
 
 @torch.library.custom_op("lasnet::las_block", mutates_args=())
-def las_block(x: torch.Tensor, weights: list[torch.Tensor], spec: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """One LAS block (batch 1): returns the block output and the number of active patches (int32 ``[1]``)."""
+def las_block(
+    x: torch.Tensor, weights: list[torch.Tensor], spec: list[int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One LAS block (batch 1): the block output, the number of active patches (int32 ``[1]``) and the
+    coarse mask (int32 ``[g * g]``, row-major)."""
     _, bspec = spec_from_ints(spec)
     out, mask = sparse_block(folded_from_weights(bspec, weights), x)
-    return out, mask.sum().reshape(1).to(torch.int32)
+    return out, mask.sum().reshape(1).to(torch.int32), mask.flatten().to(torch.int32)
 
 
 @las_block.register_fake
 def _(x, weights, spec):
     _, s = spec_from_ints(spec)
-    return x.new_empty(x.shape[0], s.c_out, s.out_size, s.out_size), x.new_empty(1, dtype=torch.int32)
+    return (x.new_empty(x.shape[0], s.c_out, s.out_size, s.out_size), x.new_empty(1, dtype=torch.int32),
+            x.new_empty(s.grid * s.grid, dtype=torch.int32))
 
 
 class _BlockOp(nn.Module):
@@ -86,8 +90,8 @@ class _BlockOp(nn.Module):
 class InferenceNet(nn.Module):
     """The exported form of a LAS model: folded stem and head, one custom op per LAS block.
 
-    ``forward(x)`` (batch 1) returns ``(logits, counts)``, ``counts`` the active patches of each block
-    (int32 ``[n_blocks]``).
+    ``forward(x)`` (batch 1) returns ``(logits, counts, masks)``: ``counts`` the active patches of each block
+    (int32 ``[n_blocks]``), ``masks`` every block's coarse mask flattened and concatenated (int32).
     """
 
     def __init__(self, model: LASNet):
@@ -104,12 +108,13 @@ class InferenceNet(nn.Module):
         x = F.relu(F.conv2d(x, self.stem_w, self.stem_b, self.stem_stride, self.stem_pad))
         if self.family == "resnet":
             x = F.max_pool2d(x, 3, 2, 1)
-        counts = []
+        counts, masks = [], []
         for blk in self.blocks:
-            x, c = blk(x)
+            x, c, m = blk(x)
             counts.append(c)
+            masks.append(m)
         logits = self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
-        return logits, torch.cat(counts)
+        return logits, torch.cat(counts), torch.cat(masks)
 
 
 def export_model(model: LASNet) -> torch.export.ExportedProgram:

@@ -1,7 +1,7 @@
 """Import an exported LAS model into Relax: one private Relax function per LAS block.
 
 Each ``lasnet::las_block`` call becomes a call of a private function ``las_block_<k>(x, w0, w1, ...)`` that
-returns ``(y, count)``. Its body is the block in plain Relax ops, dense and masked (the official semantics,
+returns ``(y, count, mask)``. Its body is the block in plain Relax ops, dense and masked (the official semantics,
 runnable as is: the reference the lowering is checked against); its attribute ``lasnet.spec`` carries the
 block's shape (see :func:`~.export.spec_to_ints`) so that the ``LowerLASBlocks`` pass can replace the body with
 the sparse TensorIR kernels.
@@ -47,7 +47,7 @@ def _conv1x1(bb, x, w, b, cout, cin, stride=1):
 
 
 def dense_block_function(index: int, spec_ints, s: BlockSpec) -> relax.Function:
-    """The block as dense, masked Relax ops: ``(x, weights...) -> (y, count)``."""
+    """The block as dense, masked Relax ops: ``(x, weights...) -> (y, count, mask)``."""
     bb = relax.BlockBuilder()
     params = block_params(s)
     x, w = params[0], params[1:]
@@ -61,6 +61,7 @@ def dense_block_function(index: int, spec_ints, s: BlockSpec) -> relax.Function:
             pooled = bb.emit(op.nn.avg_pool2d(diff, k, k, ceil_mode=True, count_include_pad=False)) if k > 1 else diff
             coarse = bb.emit(op.astype(op.greater_equal(op.add(pooled, w[3]), relax.const(0.0)), "float32"))
             count = bb.emit(op.astype(op.reshape(op.sum(coarse), (1,)), "int32"))
+            flat = bb.emit(op.astype(op.reshape(coarse, (s.grid * s.grid,)), "int32"))
             mask = coarse
             if s.S > 1:
                 mask = bb.emit(op.repeat(op.repeat(coarse, s.S, axis=2), s.S, axis=3))
@@ -77,7 +78,7 @@ def dense_block_function(index: int, spec_ints, s: BlockSpec) -> relax.Function:
             y = bb.emit(op.multiply(_conv1x1(bb, y, w[6], w[7], s.c_out, s.c_mid), mask))
             ident = _conv1x1(bb, x, w[8], w[9], s.c_out, s.c_in, s.stride) if s.downsample else x
             y = bb.emit(op.nn.relu(op.add(y, ident)))
-            out = bb.emit_output(relax.Tuple([y, count]))
+            out = bb.emit_output(relax.Tuple([y, count, flat]))
         bb.emit_func_output(out)
     return bb.get()[name]
 
@@ -93,5 +94,5 @@ def _convert_las_block(node, importer) -> relax.Expr:
 
 
 def import_exported(ep) -> tvm.IRModule:
-    """Relax module of an :func:`~.export.export_model` program: ``main(x) -> (logits, counts)``."""
+    """Relax module of an :func:`~.export.export_model` program: ``main(x) -> (logits, counts, masks)``."""
     return from_exported_program(ep, custom_convert_map={"las_block.default": _convert_las_block})

@@ -18,6 +18,10 @@ from .passes.schedule_kernels import ScheduleKernels
 from .passes.schedule_static_ops import ScheduleStaticOps
 
 
+# Calling convention of ``main``: (x [1, 3, H, W]) -> (logits, counts [n_blocks], masks [sum of g*g]).
+ABI = 1
+
+
 def lasnet_passes(target: tvm.target.Target, fusion: str = "all", static: bool = False, database=None) -> list:
     """The passes applied to an imported LAS module, in order."""
     return [
@@ -54,6 +58,19 @@ def relax_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
     return _pipeline
 
 
+def _plain(obj):
+    """TVM containers (Map, Array, IntImm, String) -> JSON-able Python values."""
+    if hasattr(obj, "items"):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)) or type(obj).__name__ == "Array":
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (bool, int, float)) or obj is None:
+        return obj
+    if hasattr(obj, "value"):
+        return obj.value
+    return str(obj)
+
+
 @dataclass
 class CompileResult:
     """A built Relax executable and its manifest."""
@@ -86,6 +103,7 @@ def compile_model(model: LASNet, target, fusion: str = "all", static: bool = Fal
     s = model.spec
     manifest = {
         "format": "lasnet-tvm/compiled",
+        "abi": ABI,
         "lasnet_tvm": __version__,
         "tvm": tvm.__version__,
         "source": source,
@@ -98,7 +116,7 @@ def compile_model(model: LASNet, target, fusion: str = "all", static: bool = Fal
         "grids": [b.grid for b in s.blocks],
         "fusion": fusion,
         "static": static,
-        "target": dict(target.export()),
+        "target": _plain(target.export()),
         "tuned": database is not None,
         "compile_seconds": round(time.perf_counter() - t0, 2),
     }

@@ -134,8 +134,10 @@ class _Lowerer(relax.PyExprMutator):
             for i, (name, _, _) in enumerate(step.outputs):
                 env[name] = bb.emit(relax.TupleGetItem(res, i)) if len(outs) > 1 else res
         y = bb.emit(relax.op.reshape(env["out"], (1, s.c_out, s.out_size, s.out_size)))
-        count = env.get("count", relax.const(np.array([s.grid * s.grid], dtype=np.int32)))
-        return relax.Tuple([y, count])
+        G = s.grid * s.grid
+        count = env.get("count", relax.const(np.array([G], dtype=np.int32)))
+        mask = env.get("mask", relax.const(np.ones(G, dtype=np.int32)))
+        return relax.Tuple([y, count, mask])
 
     def _active_patches(self, env, s, name: str):
         """``P`` (symbolic) from the masker's count, and the first ``P`` patch indices."""

@@ -1,0 +1,63 @@
+"""``lasnet-tvm compile`` and ``lasnet-tvm verify``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..block_plan import FUSIONS
+
+
+def _target_text(target: str | None, extra: list[str], device: str | None):
+    """The target a user asked for: ``--target`` plus bare flags after it (``-arch=sm_70``), or a profile's."""
+    from ..errors import LasnetError
+
+    if device is not None:
+        if target is not None:
+            raise LasnetError("give --target or --device, not both")
+        from ..predictor import get_profile
+
+        return get_profile(device).target
+    bad = [a for a in extra if not a.startswith("-") or "=" not in a]
+    if bad:
+        raise LasnetError(f"unexpected argument(s) {' '.join(bad)}")
+    return " ".join([target or "llvm", *extra])
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("model_path", metavar="MODEL.pt", type=click.Path(path_type=Path))
+@click.option("--target", default=None, help="llvm (default), 'cuda -arch=sm_70', a JSON dict or a TVM tag; "
+              "flags may follow as separate words: --target cuda -arch=sm_70.")
+@click.option("--device", default=None, help="Take the target from this hardware profile (see `lasnet-tvm devices`).")
+@click.option("--fusion", type=click.Choice(FUSIONS), default="all", show_default=True,
+              help="Fusion level of the dynamic blocks (paper Table 1).")
+@click.option("--no-fuse", is_flag=True, help="Same as --fusion none.")
+@click.option("--static", is_flag=True, help="Compile the static counterpart (dense blocks) instead.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Shared library to write.")
+@click.pass_context
+def compile_cmd(ctx, model_path, target, device, fusion, no_fuse, static, output):
+    """Compile MODEL.pt into a shared library (plus a JSON manifest beside it)."""
+    from ..compiler import compile_checkpoint
+
+    result = compile_checkpoint(model_path, _target_text(target, ctx.args, device), "none" if no_fuse else fusion,
+                                static, output)
+    m = result.manifest
+    click.echo(f"wrote {output} ({m['arch']}, {m['target']['kind']}"
+               f"{' ' + m['target'].get('arch', m['target'].get('mcpu', '')) if m['target']['kind'] != 'llvm' else ''}, "
+               f"fusion {m['fusion']}{', static' if static else ''}) in {m['compile_seconds']:.1f} s")
+
+
+@click.command()
+@click.argument("model_path", metavar="MODEL.pt", type=click.Path(path_type=Path))
+@click.argument("library", metavar="MODEL.so", type=click.Path(path_type=Path))
+@click.option("--samples", default=4, show_default=True, help="Random inputs to compare on.")
+@click.option("--seed", default=0, show_default=True)
+def verify(model_path, library, samples, seed):
+    """Run MODEL.pt (PyTorch) and MODEL.so on the same inputs; fail on any difference in logits or masks."""
+    from ..compiler import verify_compiled
+
+    report = verify_compiled(model_path, library, samples, seed)
+    click.echo(report.summary())
+    if not report.ok:
+        raise click.exceptions.Exit(1)
