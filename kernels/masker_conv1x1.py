@@ -93,7 +93,9 @@ def schedule_conv1x1_cpu(sch: s_tir.Schedule, conv, epi, C: int, H: int, W: int)
     tc = largest_divisor(C, 8)
     if tc < 4:
         tc = min(C, 8)  # ragged last tile, predicated
-    ti = largest_divisor(H, max(1, (64 // tj) // tc))
+    per_row = tc * ceil_div(tj, 8)  # vector accumulators per output row
+    want = ceil_div(8, per_row)  # >= 8 independent FMA chains hide the FMA latency
+    ti = next((d for d in range(want, H + 1) if H % d == 0 and d * per_row <= 12), largest_divisor(H, want))
     co_o, co_i = sch.split(co, [None, tc])
     i_o, i_i = sch.split(i, [None, ti])
     j_o, j_i = sch.split(j, [None, tj])
