@@ -15,9 +15,9 @@ SEARCH_SPACE = SearchSpace()
 def conv1x1(C_in: int, C_out: int, H: int, W: int, stride: int = 1, relu: bool = True, pad_for: int = 0):
     """Build ``(x [C_in, H, W], w [C_out, C_in], b [C_out], out [C_out, Ho, Wo])``.
 
-    ``pad_for = s > 0`` stores ``out`` inside a border the caller zeroes once (pixel ``(i, j)`` at ``(i + 1, j + 1)``, side
-    ``dense_padded_extent(Ho, s)``) so that a following 3x3 conv with stride ``s`` (:mod:`conv3x3`,
-    ``padded=True``) needs no padding pass.
+    ``pad_for = s > 0`` stores ``out`` inside a border that the caller zeroes once (pixel ``(i, j)`` at
+    ``(i + 1, j + 1)``, side ``dense_padded_extent(Ho, s)``) so that a following 3x3 conv with stride ``s``
+    (:mod:`conv3x3`, ``padded=True``) needs no padding pass.
     """
     Ho, Wo = ceil_div(H, stride), ceil_div(W, stride)
     Hq = dense_padded_extent(Ho, pad_for) if pad_for else Ho

@@ -104,7 +104,7 @@ def co_tile(C: int, groups: int) -> int:
     return largest_divisor(opg, 16)
 
 
-def schedule_patch_conv_cpu(sch: s_tir.Schedule, C: int, S: int, groups: int) -> None:
+def schedule_patch_conv_cpu(sch: s_tir.Schedule, C: int, S: int, groups: int, window: bool = False) -> None:
     """Vectorize the ``conv`` block over output channels, register-tile over x, parallel over patches.
 
     Shared by :mod:`gather_conv3x3` (with its ``window`` staging block) and :mod:`window_conv3x3`.
@@ -120,11 +120,8 @@ def schedule_patch_conv_cpu(sch: s_tir.Schedule, C: int, S: int, groups: int) ->
     # Small constant "global" allocations become stack arrays on CPU (LLVM keeps them in registers);
     # "local" ones would go through TVMBackendAllocWorkspace.
     sch.reverse_compute_at(out, x_o)
-    try:
+    if window:  # stage each patch's window (unpadded conv1 map)
         win = sch.get_sblock("window")
-    except Exception:  # the unfused window conv has no staging block
-        win = None
-    if win is not None:
         sch.compute_at(win, p)
         sch.set_scope(win, 0, "global")
     sch.unroll(kw)
@@ -134,14 +131,16 @@ def schedule_patch_conv_cpu(sch: s_tir.Schedule, C: int, S: int, groups: int) ->
 
 
 def schedule_cpu(func, **params) -> s_tir.Schedule:
-    """Default CPU schedule: patches in parallel, per-patch window staged in cache, co-vectorized conv."""
+    """Default CPU schedule: patches in parallel, co-vectorized conv (window staged per patch if unpadded)."""
     sch = s_tir.Schedule(func)
-    schedule_patch_conv_cpu(sch, params["C"], params["S"], params.get("groups", 1))
+    schedule_patch_conv_cpu(sch, params["C"], params["S"], params.get("groups", 1),
+                            window=not params.get("padded", False))
     return sch
 
 
-def schedule_patch_conv_cuda(sch: s_tir.Schedule) -> None:
-    """One CUDA block per patch, one thread per (output channel, pixel); window staged in shared memory."""
+def schedule_patch_conv_cuda(sch: s_tir.Schedule, window: bool = False) -> None:
+    """One CUDA block per patch, one thread per (output channel, pixel); an unpadded map's window is staged in
+    shared memory."""
     conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
     p, y, x, co, rc, kh, kw = sch.get_loops(conv)
     sch.reorder(p, co, y, x, rc, kh, kw)
@@ -151,11 +150,8 @@ def schedule_patch_conv_cuda(sch: s_tir.Schedule) -> None:
     sch.bind(t_i, "threadIdx.x")
     sch.set_scope(conv, 0, "local")
     sch.reverse_compute_at(out, t_i)
-    try:
+    if window:
         win = sch.get_sblock("window")
-    except Exception:
-        win = None
-    if win is not None:
         sch.compute_at(win, p)
         sch.set_scope(win, 0, "shared")
         loops = sch.get_loops(win)[1:]
@@ -167,5 +163,5 @@ def schedule_patch_conv_cuda(sch: s_tir.Schedule) -> None:
 def schedule_cuda(func, **params) -> s_tir.Schedule:
     """Default CUDA schedule (see :func:`schedule_patch_conv_cuda`)."""
     sch = s_tir.Schedule(func)
-    schedule_patch_conv_cuda(sch)
+    schedule_patch_conv_cuda(sch, window=not params.get("padded", False))
     return sch
