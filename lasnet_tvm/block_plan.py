@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .archs import BlockSpec
+from .kernels._common import dense_padded_extent, padded_extent
 from .models.folded import FoldedBlock
 
 FUSIONS = ("none", "masker", "masker+gather", "all")
@@ -27,13 +28,16 @@ FUSIONS = ("none", "masker", "masker+gather", "all")
 class Step:
     """One kernel call: ``kernel(**params)`` applied to ``inputs``, writing ``outputs``.
 
-    ``outputs`` holds ``(name, shape, dtype)``; a shape may contain ``"P"``.
+    ``outputs`` holds ``(name, shape, dtype)``; a shape may contain ``"P"``. Outputs named in ``zeroed`` must
+    be zero-filled before the call: the kernel writes their interior only (a zero border that the next
+    kernel reads without bounds checks).
     """
 
     kernel: str
     params: dict
     inputs: tuple
     outputs: tuple
+    zeroed: tuple = ()
 
 
 def _f(name, *shape):
@@ -52,8 +56,10 @@ def block_plan(s: BlockSpec, fusion: str = "all", static: bool = False) -> list[
                           ("x", "wd", "bd"), (_f("ident", co, Ho, Ho),)))
     ident = "ident" if s.downsample else "x"
     if static:
-        steps.append(Step("conv1x1", dict(C_in=s.c_in, C_out=cm, H=H, W=H), ("x", "w1", "b1"), (_f("f1", cm, H, H),)))
-        steps.append(Step("conv3x3", dict(C=cm, H=H, W=H, stride=st, groups=G), ("f1", "w2t", "b2"),
+        Hd = dense_padded_extent(H, st)
+        steps.append(Step("conv1x1", dict(C_in=s.c_in, C_out=cm, H=H, W=H, pad_for=st), ("x", "w1", "b1"),
+                          (_f("f1", cm, Hd, Hd),), zeroed=("f1",)))
+        steps.append(Step("conv3x3", dict(C=cm, H=H, W=H, stride=st, groups=G, padded=True), ("f1", "w2t", "b2"),
                           (_f("f2", cm, Ho, Ho),)))
         f2 = "f2"
         if R:
@@ -70,16 +76,20 @@ def block_plan(s: BlockSpec, fusion: str = "all", static: bool = False) -> list[
     if fusion == "none":
         steps.append(Step("masker", dict(C_in=s.c_in, H=H, W=H, S=S, stride=st), ("x", "wm", "bm"), index_outs))
         steps.append(Step("conv1x1", dict(C_in=s.c_in, C_out=cm, H=H, W=H), ("x", "w1", "b1"), (_f("f1", cm, H, H),)))
-    else:
+    elif fusion == "masker":  # the separate gather reads the plain conv1 map
         steps.append(Step("masker_conv1x1", dict(C_in=s.c_in, C_mid=cm, H=H, W=H, S=S, stride=st),
                           ("x", "w1m", "b1m"), (_f("f1", cm, H, H),) + index_outs))
+    else:  # gather-conv3x3 reads windows straight from a zero-bordered conv1 map
+        Hp = padded_extent(H, S, st)
+        steps.append(Step("masker_conv1x1", dict(C_in=s.c_in, C_mid=cm, H=H, W=H, S=S, stride=st, pad=True),
+                          ("x", "w1m", "b1m"), (_f("f1", cm, Hp, Hp),) + index_outs, zeroed=("f1",)))
     if fusion in ("none", "masker"):
         steps.append(Step("gather", dict(C=cm, H=H, W=H, S=S, stride=st), ("f1", "idx"), (_f("win", "P", cm, L, L),)))
         steps.append(Step("window_conv3x3", dict(C=cm, S=S, stride=st, groups=G), ("win", "w2t", "b2"),
                           (_f("c2", "P", cm, S, S),)))
     else:
-        steps.append(Step("gather_conv3x3", dict(C=cm, H=H, W=H, S=S, stride=st, groups=G), ("f1", "idx", "w2t", "b2"),
-                          (_f("c2", "P", cm, S, S),)))
+        steps.append(Step("gather_conv3x3", dict(C=cm, H=H, W=H, S=S, stride=st, groups=G, padded=True),
+                          ("f1", "idx", "w2t", "b2"), (_f("c2", "P", cm, S, S),)))
     c2 = "c2"
     if R:
         steps.append(Step("se", dict(C=cm, R=R, Ho=Ho, S=S), ("c2", "idx", "se_w1", "se_b1", "se_w2", "se_b2"),

@@ -7,8 +7,11 @@ from lasnet_tvm.models.masker import Masker
 
 
 @torch.no_grad()
-def randomize_(model: LASNet, seed: int = 0, masker_bias: float = 0.0) -> LASNet:
-    """Give every BN random statistics/affine terms and every masker a bias near ``masker_bias``."""
+def randomize_(model: LASNet, seed: int = 0, masker_bias: float = 0.0, force: bool = False) -> LASNet:
+    """Give every BN random statistics/affine terms and every masker the bias ``masker_bias``.
+
+    With ``force`` the masker weights are zeroed too, so every mask is all ones (bias > 0) or all zeros.
+    """
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
@@ -19,4 +22,6 @@ def randomize_(model: LASNet, seed: int = 0, masker_bias: float = 0.0) -> LASNet
             m.bias.copy_(torch.randn(n, generator=g) * 0.1)
         elif isinstance(m, Masker):
             m.conv2.bias.copy_(torch.tensor([masker_bias, 0.0]))
+            if force:
+                m.conv2.weight.zero_()
     return model.eval()

@@ -36,9 +36,9 @@ def test_sparse_reference_equals_dense_masked(arch, gran, size):
     assert 0.0 < rates.mean().item() < 1.0  # masks are mixed, so the test exercises gather and scatter
 
 
-@pytest.mark.parametrize("bias,rate", [(-100.0, 0.0), (100.0, 1.0)])
+@pytest.mark.parametrize("bias,rate", [(-1.0, 0.0), (1.0, 1.0)])
 def test_all_or_nothing_masks(bias, rate):
-    model = randomize_(build_model("las_regnety_400mf", "4-4-2-1", input_size=64), masker_bias=bias)
+    model = randomize_(build_model("las_regnety_400mf", "4-4-2-1", input_size=64), masker_bias=bias, force=True)
     static = model.static_counterpart()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
 
 from ..block_plan import FUSIONS
+
+# Target flags users write after --target, in TVM's old string syntax (e.g. -arch=sm_70).
+_TARGET_FLAG = re.compile(r"^--?(arch|mtriple|mcpu|mattr|mabi|max_num_threads|num-cores)=\S+$")
+
+
+class TargetFlagsCommand(click.Command):
+    """Takes target flags (``-arch=sm_70``) out of the arguments before click parses them as options."""
+
+    def parse_args(self, ctx, args):
+        ctx.meta["target_flags"] = [a for a in args if _TARGET_FLAG.match(a)]
+        return super().parse_args(ctx, [a for a in args if not _TARGET_FLAG.match(a)])
 
 
 def _target_text(target: str | None, extra: list[str], device: str | None):
@@ -19,13 +31,10 @@ def _target_text(target: str | None, extra: list[str], device: str | None):
         from ..predictor import get_profile
 
         return get_profile(device).target
-    bad = [a for a in extra if not a.startswith("-") or "=" not in a]
-    if bad:
-        raise LasnetError(f"unexpected argument(s) {' '.join(bad)}")
     return " ".join([target or "llvm", *extra])
 
 
-@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.command(cls=TargetFlagsCommand)
 @click.argument("model_path", metavar="MODEL.pt", type=click.Path(path_type=Path))
 @click.option("--target", default=None, help="llvm (default), 'cuda -arch=sm_70', a JSON dict or a TVM tag; "
               "flags may follow as separate words: --target cuda -arch=sm_70.")
@@ -40,7 +49,8 @@ def compile_cmd(ctx, model_path, target, device, fusion, no_fuse, static, output
     """Compile MODEL.pt into a shared library (plus a JSON manifest beside it)."""
     from ..compiler import compile_checkpoint
 
-    result = compile_checkpoint(model_path, _target_text(target, ctx.args, device), "none" if no_fuse else fusion,
+    result = compile_checkpoint(model_path, _target_text(target, ctx.meta["target_flags"], device),
+                                "none" if no_fuse else fusion,
                                 static, output)
     m = result.manifest
     click.echo(f"wrote {output} ({m['arch']}, {m['target']['kind']}"

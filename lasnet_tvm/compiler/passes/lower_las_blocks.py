@@ -129,8 +129,19 @@ class _Lowerer(relax.PyExprMutator):
                 P, env["idx"] = self._active_patches(env, s, f"P{index}")
             args = [env[n] if n in env else relax.const(weights[n]) for n in step.inputs]
             outs = [relax.TensorType([P if d == "P" else d for d in shape], dt) for _, shape, dt in step.outputs]
-            res = bb.emit(relax.call_tir(self._kernel(step.kernel, step.params), args,
-                                         out_ty=outs if len(outs) > 1 else outs[0]))
+            gv = self._kernel(step.kernel, step.params)
+            if step.zeroed:  # zero-filled outputs are passed in and written in place
+                inplace = []
+                for (name, shape, dt), ty in zip(step.outputs, outs):
+                    if name in step.zeroed:
+                        inplace.append(len(args))
+                        args.append(bb.emit(relax.op.zeros(ty.shape, dt)))
+                    else:
+                        inplace.append(-1)
+                call = relax.call_tir_inplace(gv, args, inplace, outs if len(outs) > 1 else outs[0])
+            else:
+                call = relax.call_tir(gv, args, out_ty=outs if len(outs) > 1 else outs[0])
+            res = bb.emit(call)
             for i, (name, _, _) in enumerate(step.outputs):
                 env[name] = bb.emit(relax.TupleGetItem(res, i)) if len(outs) > 1 else res
         y = bb.emit(relax.op.reshape(env["out"], (1, s.c_out, s.out_size, s.out_size)))

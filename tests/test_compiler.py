@@ -1,0 +1,192 @@
+"""The compiler: export, import, the LowerLASBlocks pass, whole models against PyTorch, the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import tvm
+from click.testing import CliRunner
+from tvm import relax
+
+from lasnet_tvm.checkpoint import save_checkpoint
+from lasnet_tvm.cli.main import cli
+from lasnet_tvm.compiler import CompiledModel, build_target, compile_model
+from lasnet_tvm.compiler.export import export_model
+from lasnet_tvm.compiler.importer import SPEC_ATTR, import_exported
+from lasnet_tvm.compiler.passes.lower_las_blocks import KERNEL_ATTR, LowerLASBlocks
+from lasnet_tvm.errors import LasnetError
+from lasnet_tvm.models import ARCHS, build_model
+from lasnet_tvm.targets import resolve_target
+from model_utils import randomize_
+
+LLVM = resolve_target("llvm")
+SIZE = 64
+
+
+def _model(arch="las_resnet50", gran="4-4-2-1", bias=None, seed=0, width=0.25):
+    width = width if arch.startswith("las_resnet") else 0.5
+    model = build_model(arch, gran, SIZE, 7, width)
+    return randomize_(model, seed=seed, masker_bias=bias or 0.0, force=bias is not None)
+
+
+def _reference(model, x):
+    with torch.no_grad():
+        logits, stats = model(torch.from_numpy(x), return_stats=True)
+    masks = [m[:, 0].bool().numpy() for m in stats["masks"]]
+    return logits.numpy(), masks
+
+
+def _check(compiled: CompiledModel, model, x):
+    ref_logits, ref_masks = _reference(model, x)
+    got = compiled.run(x)
+    scale = np.abs(ref_logits).max()
+    np.testing.assert_allclose(got.logits, ref_logits, rtol=1e-4, atol=1e-4 * scale)
+    for block, ref in zip(model.blocks, ref_masks):
+        np.testing.assert_array_equal(got.masks[block.spec.name], ref)
+    return got
+
+
+def _vm(mod):
+    return relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
+
+
+def test_import_gives_one_function_per_block_and_runs_dense():
+    model = _model()
+    mod = import_exported(export_model(model))
+    blocks = [gv for gv, f in mod.functions_items() if f.attrs is not None and SPEC_ATTR in f.attrs]
+    assert len(blocks) == len(model.blocks)
+    x = np.random.default_rng(0).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)
+    out = _vm(mod)["main"](tvm.runtime.tensor(x))
+    ref_logits, ref_masks = _reference(model, x)
+    np.testing.assert_allclose(out[0].numpy(), ref_logits, rtol=1e-4, atol=1e-4 * np.abs(ref_logits).max())
+    np.testing.assert_array_equal(out[1].numpy(), [m.sum() for m in ref_masks])
+
+
+@pytest.mark.parametrize("fusion", ["all", "none"])
+def test_lower_pass_replaces_block_functions_and_keeps_results(fusion):
+    model = _model(seed=2)
+    mod = import_exported(export_model(model))
+    lowered = LowerLASBlocks(fusion=fusion)(mod)
+    assert not [f for f in lowered.functions.values() if f.attrs is not None and SPEC_ATTR in f.attrs]
+    kernels = {str(f.attrs[KERNEL_ATTR]) for f in lowered.functions.values()
+               if isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None and KERNEL_ATTR in f.attrs}
+    if fusion == "all":
+        assert {"masker_conv1x1", "gather_conv3x3", "patch_conv1x1", "scatter_add"} <= kernels
+    else:
+        assert {"masker", "gather", "window_conv3x3", "scatter", "add_relu"} <= kernels
+    # the un-scheduled lowering already computes the same thing as the dense block functions
+    x = np.random.default_rng(1).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)
+    before = _vm(mod)["main"](tvm.runtime.tensor(x))
+    after = _vm(lowered)["main"](tvm.runtime.tensor(x))
+    np.testing.assert_allclose(after[0].numpy(), before[0].numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(after[2].numpy(), before[2].numpy())
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_compiled_model_matches_pytorch(arch):
+    gran = "4-4-2-1" if arch.startswith("las_resnet") else "2-4-2-1"
+    model = _model(arch, gran, seed=3)
+    compiled = CompiledModel.from_executable(*_compile(model))
+    x = np.random.default_rng(4).standard_normal((2, 3, SIZE, SIZE)).astype(np.float32)
+    got = _check(compiled, model, x)
+    assert 0.0 < got.rates.mean() < 1.0
+
+
+@pytest.mark.parametrize("bias,rate", [(-1.0, 0.0), (1.0, 1.0)])
+def test_compiled_model_at_rate_zero_and_one(bias, rate):
+    model = _model(bias=bias, seed=5)
+    compiled = CompiledModel.from_executable(*_compile(model))
+    x = np.random.default_rng(6).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)
+    got = _check(compiled, model, x)
+    assert np.all(got.rates == rate)
+
+
+def test_compiled_static_counterpart_matches_pytorch():
+    model = _model(seed=7)
+    result = compile_model(model, LLVM, static=True)
+    compiled = CompiledModel.from_executable(result.executable, result.manifest)
+    x = np.random.default_rng(8).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)
+    static = model.static_counterpart()
+    with torch.no_grad():
+        ref = static(torch.from_numpy(x)).numpy()
+    got = compiled.run(x)
+    np.testing.assert_allclose(got.logits, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    assert np.all(got.rates == 1.0)
+
+
+def _compile(model):
+    r = compile_model(model, LLVM)
+    return r.executable, r.manifest
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_cli_compile_verify_run(tmp_path):
+    model = _model(seed=9)
+    pt = save_checkpoint(tmp_path / "model.pt", model)
+    so = tmp_path / "model.so"
+    res = invoke("compile", pt, "--target", "llvm", "-o", so)
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((tmp_path / "model.json").read_text())
+    assert manifest["arch"] == "las_resnet50" and manifest["fusion"] == "all" and manifest["input_size"] == SIZE
+    res = invoke("verify", pt, so, "--samples", 2)
+    assert res.exit_code == 0 and res.output.startswith("OK"), res.output
+    x = np.random.default_rng(2).standard_normal((2, 3, SIZE, SIZE)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    res = invoke("run", so, "--input", tmp_path / "x.npy", "-o", tmp_path / "logits.npy", "--masks", tmp_path / "m.npz")
+    assert res.exit_code == 0, res.output
+    ref_logits, ref_masks = _reference(model, x)
+    np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), ref_logits, rtol=1e-4, atol=1e-4 * np.abs(ref_logits).max())
+    np.testing.assert_array_equal(np.load(tmp_path / "m.npz")["layer1.0"], ref_masks[0])
+    # wrong input size at run time: a one-line error
+    np.save(tmp_path / "bad.npy", np.zeros((1, 3, 32, 32), np.float32))
+    res = invoke("run", so, "--input", tmp_path / "bad.npy", "-o", tmp_path / "l2.npy")
+    assert res.exit_code != 0 and "takes 64x64 images" in res.output and "Traceback" not in res.output
+
+
+def test_cli_compile_errors(tmp_path):
+    res = invoke("compile", tmp_path / "missing.pt", "-o", tmp_path / "m.so")
+    assert res.exit_code != 0 and "missing.pt: no such file" in res.output
+    pt = save_checkpoint(tmp_path / "model.pt", _model())
+    res = invoke("compile", pt, "--target", "cuda", "-arch=sm_99", "-o", tmp_path / "m.so")
+    assert res.exit_code != 0 and "unknown CUDA arch 'sm_99'" in res.output
+    res = invoke("compile", pt, "--target", "vulkan", "-o", tmp_path / "m.so")
+    assert res.exit_code != 0 and "unknown target kind 'vulkan'" in res.output
+    assert not (tmp_path / "m.so").exists()
+    (tmp_path / "junk.so").write_bytes(b"junk")
+    np.save(tmp_path / "x.npy", np.zeros((1, 3, SIZE, SIZE), np.float32))
+    res = invoke("run", tmp_path / "junk.so", "--input", tmp_path / "x.npy", "-o", tmp_path / "l.npy")
+    assert res.exit_code != 0 and "no manifest" in res.output
+
+
+def test_dense_se_checkpoint_is_refused():
+    model = build_model("las_regnety_400mf", "4-4-2-1", SIZE, 7, 0.5, se_pool="dense").eval()
+    with pytest.raises(LasnetError, match="se-pool active"):
+        export_model(model)
+
+
+@pytest.mark.parametrize("arch", ["sm_70", "sm_80"])
+def test_cuda_build_without_gpu(tmp_path, arch):
+    """CUDA code for an old arch (through NVPTX) and a new one (nvcc) builds and exports without a GPU."""
+    target = build_target(f"cuda -arch={arch}")
+    assert target.kind.name == ("nvptx" if arch == "sm_70" else "cuda")
+    model = _model(seed=11)
+    try:
+        result = compile_model(model, target)
+    except LasnetError as e:  # no CUDA toolchain at all on this machine
+        pytest.skip(str(e))
+    def modules(m):
+        yield m
+        for sub in m.imports:
+            yield from modules(sub)
+
+    device_mods = [m for m in modules(result.executable.mod) if m.kind == "cuda"]
+    assert device_mods, "no CUDA kernels in the module"
+    fmt = "ptx" if arch == "sm_70" else "cuda"
+    code = device_mods[0].inspect_source(fmt)
+    assert ("gather_conv3x3" in code) and (f".target {arch}" in code if arch == "sm_70" else "__global__" in code)
+    result.executable.export_library(str(tmp_path / "m.so"))
+    assert (tmp_path / "m.so").stat().st_size > 0
