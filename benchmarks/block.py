@@ -22,7 +22,7 @@ from ..archs import BlockSpec, arch_spec, conv_out
 from ..block_runtime import FUSIONS, CompiledBlock
 from ..errors import LasnetError
 from ..models.folded import FoldedBlock, dense_masked_block, sparse_block
-from .common import git_revision, machine_info, time_interleaved, versions
+from .common import cpu_model, git_revision, machine_info, time_interleaved, versions
 
 TOLERANCE = 1e-4  # max |out - ref| / max(1, max |ref|) accepted for float32
 
@@ -148,7 +148,8 @@ def run(spec: BlockSpec, rates=(0.25, 0.5, 0.75, 1.0), repeats: int = 50, ablati
         t = time_interleaved(fns, repeats)
     med = {k: v["median_ms"] for k, v in t.items()}
     return {
-        "device": target,
+        "device": f"{target} ({cpu_model()}, {threads} threads)",
+        "target": str(static.target),
         "shape": {"C_in": spec.c_in, "C_mid": spec.c_mid, "C_out": spec.c_out, "H": spec.in_size,
                   "W": spec.in_size, "stride": spec.stride, "groups": spec.groups},
         "S": spec.S,
