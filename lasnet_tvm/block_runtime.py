@@ -6,7 +6,8 @@
 Fusion levels (paper Table 1): ``"none"`` (separate masker, dense conv1, gather, window conv3x3, conv3,
 scatter into a zero canvas, add + ReLU), ``"masker"`` (masker fused into conv1), ``"masker+gather"`` (also the
 gather fused into conv3x3), ``"all"`` (also the scatter fused with the residual add). ``static=True`` builds
-the dense static block (same kernels/schedules style). The kernels are compiled once per object; buffers
+the dense static block (same kernels/schedules style). The kernel sequence is the block's plan
+(:func:`lasnet_tvm.block_plan.block_plan`, shared with the compiler). The kernels are compiled once per object; buffers
 are preallocated for the largest ``P`` (all patches) and sliced to the active count read from the masker.
 """
 
@@ -18,12 +19,11 @@ import torch
 import tvm
 
 from . import kernels as K
+from .block_plan import FUSIONS, block_plan, prepared_weights
 from .errors import LasnetError
 from .models.folded import FoldedBlock
-from .kernels._common import dense_padded_extent, padded_extent
 from .targets import resolve_target, target_kind
 
-FUSIONS = ("none", "masker", "masker+gather", "all")
 
 
 def compile_kernel(name: str, target, **params):
@@ -69,9 +69,11 @@ class CompiledBlock:
     fusion: str
     static: bool
     device: torch.device
-    fns: dict = field(default_factory=dict)
-    bufs: dict = field(default_factory=dict)
-    tv: dict = field(default_factory=dict)
+    steps: list = field(default_factory=list)  # the block's plan (lasnet_tvm.block_plan)
+    fns: list = field(default_factory=list)  # one compiled kernel per step
+    bufs: dict = field(default_factory=dict)  # weights and activations (torch)
+    tv: dict = field(default_factory=dict)  # their tvm views
+    shapes: dict = field(default_factory=dict)  # activation shapes, "P" = active patches
 
     @classmethod
     def build(cls, fb: FoldedBlock, target="llvm", fusion: str = "all", static: bool = False) -> "CompiledBlock":
@@ -100,83 +102,25 @@ class CompiledBlock:
 
     # ------------------------------------------------------------------ build
     def _compile(self) -> None:
-        s, t = self.fb.spec, self.target
-        H, Ho, S, st, G = s.in_size, s.out_size, s.S, s.stride, s.groups
-        f = self.fns
-        if self.fb.wd is not None:
-            f["down"] = compile_kernel("conv1x1", t, C_in=s.c_in, C_out=s.c_out, H=H, W=H, stride=st, relu=False)
-        if self.static:
-            f["conv1"] = compile_kernel("conv1x1", t, C_in=s.c_in, C_out=s.c_mid, H=H, W=H, pad_for=st)
-            f["conv2"] = compile_kernel("conv3x3", t, C=s.c_mid, H=H, W=H, stride=st, groups=G, padded=True)
-            if self.fb.se is not None:
-                f["se"] = compile_kernel("se_dense", t, C=s.c_mid, R=self.fb.se[0].shape[0], H=Ho, W=Ho)
-            f["conv3"] = compile_kernel("conv1x1", t, C_in=s.c_mid, C_out=s.c_out, H=Ho, W=Ho, relu=False)
-            f["add"] = compile_kernel("add_relu", t, C=s.c_out, H=Ho, W=Ho)
-            return
-        if self.fusion == "none":
-            f["masker"] = compile_kernel("masker", t, C_in=s.c_in, H=H, W=H, S=S, stride=st)
-            f["conv1"] = compile_kernel("conv1x1", t, C_in=s.c_in, C_out=s.c_mid, H=H, W=H)
-        else:
-            # with the gather fused, conv1 is stored zero-bordered so that windows need no bounds checks
-            f["masker_conv1"] = compile_kernel("masker_conv1x1", t, C_in=s.c_in, C_mid=s.c_mid, H=H, W=H, S=S,
-                                               stride=st, pad=self.fusion != "masker")
-        if self.fusion in ("none", "masker"):
-            f["gather"] = compile_kernel("gather", t, C=s.c_mid, H=H, W=H, S=S, stride=st)
-            f["conv2"] = compile_kernel("window_conv3x3", t, C=s.c_mid, S=S, stride=st, groups=G)
-        else:
-            f["conv2"] = compile_kernel("gather_conv3x3", t, C=s.c_mid, H=H, W=H, S=S, stride=st, groups=G,
-                                        padded=True)
-        if self.fb.se is not None:
-            f["se"] = compile_kernel("se", t, C=s.c_mid, R=self.fb.se[0].shape[0], Ho=Ho, S=S)
-        f["conv3"] = compile_kernel("patch_conv1x1", t, C_in=s.c_mid, C_out=s.c_out, S=S)
-        if self.fusion == "all":
-            f["scatter_add"] = compile_kernel("scatter_add", t, C=s.c_out, Ho=Ho, Wo=Ho, S=S)
-        else:
-            f["scatter"] = compile_kernel("scatter", t, C=s.c_out, Ho=Ho, Wo=Ho, S=S)
-            f["add"] = compile_kernel("add_relu", t, C=s.c_out, H=Ho, W=Ho)
+        """Compile every step of the block's plan (:func:`lasnet_tvm.block_plan.block_plan`)."""
+        self.steps = block_plan(self.fb.spec, self.fusion, self.static)
+        self.fns = [compile_kernel(st.kernel, self.target, **st.params) for st in self.steps]
 
     def _alloc(self) -> None:
-        fb, s, dev = self.fb, self.fb.spec, self.device
-        H, Ho, S, st = s.in_size, s.out_size, s.S, s.stride
-        g = s.grid
-        GG = g * g
-        L = (S - 1) * st + 3
+        """Weights in the kernels' layouts; every activation at its largest size (``P`` = all patches).
+
+        Zero-bordered maps are zeroed once here: the kernels never write their border.
+        """
+        dev, G = self.device, self.fb.spec.grid ** 2
         b = self.bufs
-
-        def put(name, t):
-            b[name] = t.to(dev, torch.float32 if t.is_floating_point() else t.dtype).contiguous()
-
-        put("w1", fb.w1), put("b1", fb.b1)
-        put("w1m", torch.cat([fb.w1, fb.wm[None]], 0)), put("b1m", torch.cat([fb.b1, fb.bm.reshape(1)]))
-        put("wm", fb.wm), put("bm", fb.bm.reshape(1))
-        put("w2t", fb.w2.permute(1, 2, 3, 0)), put("b2", fb.b2)
-        put("w3", fb.w3), put("b3", fb.b3)
-        if fb.wd is not None:
-            put("wd", fb.wd), put("bd", fb.bd)
-            b["ident"] = torch.empty(s.c_out, Ho, Ho, device=dev)
-        if fb.se is not None:
-            for k, t in zip(("se_w1", "se_b1", "se_w2", "se_b2"), fb.se):
-                put(k, t)
-        if self.static:
-            hq = dense_padded_extent(H, st)
-            b["f1"] = torch.zeros(s.c_mid, hq, hq, device=dev)
-            b["f2"] = torch.empty(s.c_mid, Ho, Ho, device=dev)
-            b["f2se"] = torch.empty(s.c_mid, Ho, Ho, device=dev)
-            b["f3"] = torch.empty(s.c_out, Ho, Ho, device=dev)
-        else:
-            b["f1"] = torch.empty(s.c_mid, H, H, device=dev)
-            hp = padded_extent(H, S, st)
-            b["f1p"] = torch.zeros(s.c_mid, hp, hp, device=dev)
-            b["mask"] = torch.zeros(GG, dtype=torch.int32, device=dev)
-            b["idx"] = torch.zeros(GG, dtype=torch.int32, device=dev)
-            b["count"] = torch.zeros(1, dtype=torch.int32, device=dev)
-            b["win"] = torch.empty(GG, s.c_mid, L, L, device=dev)
-            b["c2"] = torch.empty(GG, s.c_mid, S, S, device=dev)
-            b["c2se"] = torch.empty(GG, s.c_mid, S, S, device=dev)
-            b["p3"] = torch.empty(GG, s.c_out, S, S, device=dev)
-            b["canvas"] = torch.empty(s.c_out, Ho, Ho, device=dev)
-        # zero-copy tvm views of every buffer, converted once
-        self.tv = {k: tvm.runtime.from_dlpack(v) for k, v in b.items()}
+        for name, w in prepared_weights(self.fb).items():
+            b[name] = torch.from_numpy(w).to(dev, copy=True)  # a torch allocation: 64-byte aligned for DLPack
+        for st in self.steps:
+            for name, shape, dtype in st.outputs:
+                if name != "out":
+                    b[name] = torch.zeros([G if d == "P" else d for d in shape], dtype=getattr(torch, dtype), device=dev)
+        self.tv = {k: tvm.runtime.from_dlpack(v) for k, v in b.items()}  # zero-copy views, converted once
+        self.shapes = {name: shape for st in self.steps for name, shape, _ in st.outputs}
         if dev.type == "cpu" and not self.static:
             self._count_np = b["count"].numpy()
 
@@ -206,55 +150,21 @@ class CompiledBlock:
 
     def __call__(self, x, out: torch.Tensor | None = None):
         """Run the block on ``x`` (``[C_in, H, W]`` or ``[1, C_in, H, W]``); returns ``(out, mask)``."""
-        s, f, tv = self.fb.spec, self.fns, self.tv
+        s = self.fb.spec
         x, squeeze = self._input(x)
-        Ho = s.out_size
         if out is None:
-            out = torch.empty(s.c_out, Ho, Ho, device=self.device)
-        xt, ot = tvm.runtime.from_dlpack(x), tvm.runtime.from_dlpack(out)
-        if "down" in f:
-            f["down"](xt, tv["wd"], tv["bd"], tv["ident"])
-            ident = tv["ident"]
-        else:
-            ident = xt
+            out = torch.empty(s.c_out, s.out_size, s.out_size, device=self.device)
+        env = dict(self.tv, x=tvm.runtime.from_dlpack(x), out=tvm.runtime.from_dlpack(out))
+        P = None
+        for st, fn in zip(self.steps, self.fns):
+            if P is None and any("P" in shape for _, shape, _ in st.outputs):
+                P = self.active_count()  # the masker has run: size the patch buffers to the active patches
+                env["idx"] = self.tv["idx"]._create_view((P,))
+                for name, shape in self.shapes.items():
+                    if "P" in shape:
+                        env[name] = self.tv[name]._create_view(tuple(P if d == "P" else d for d in shape))
+            fn(*[env[n] for n in st.inputs], *[env[n] for n, _, _ in st.outputs])
         if self.static:
-            f["conv1"](xt, tv["w1"], tv["b1"], tv["f1"])
-            f["conv2"](tv["f1"], tv["w2t"], tv["b2"], tv["f2"])
-            f2 = tv["f2"]
-            if "se" in f:
-                f["se"](f2, tv["se_w1"], tv["se_b1"], tv["se_w2"], tv["se_b2"], tv["f2se"])
-                f2 = tv["f2se"]
-            f["conv3"](f2, tv["w3"], tv["b3"], tv["f3"])
-            f["add"](ident, tv["f3"], ot)
-            res = out
-            return (res if squeeze else res[None]), None
-        if "masker" in f:
-            f["masker"](xt, tv["wm"], tv["bm"], tv["mask"], tv["idx"], tv["count"])
-            f["conv1"](xt, tv["w1"], tv["b1"], tv["f1"])
-        else:
-            f1 = tv["f1"] if self.fusion == "masker" else tv["f1p"]
-            f["masker_conv1"](xt, tv["w1m"], tv["b1m"], f1, tv["mask"], tv["idx"], tv["count"])
-        P = self.active_count()
-        cm, co, S = s.c_mid, s.c_out, s.S
-        L = (S - 1) * s.stride + 3
-        idx = tv["idx"]._create_view((P,))
-        c2 = tv["c2"]._create_view((P, cm, S, S))
-        if "gather" in f:
-            win = tv["win"]._create_view((P, cm, L, L))
-            f["gather"](tv["f1"], idx, win)
-            f["conv2"](win, tv["w2t"], tv["b2"], c2)
-        else:
-            f["conv2"](tv["f1p"], idx, tv["w2t"], tv["b2"], c2)
-        if "se" in f:
-            c2se = tv["c2se"]._create_view((P, cm, S, S))
-            f["se"](c2, idx, tv["se_w1"], tv["se_b1"], tv["se_w2"], tv["se_b2"], c2se)
-            c2 = c2se
-        p3 = tv["p3"]._create_view((P, co, S, S))
-        f["conv3"](c2, tv["w3"], tv["b3"], p3)
-        if "scatter_add" in f:
-            f["scatter_add"](ident, p3, idx, ot)
-        else:
-            f["scatter"](p3, idx, tv["canvas"])
-            f["add"](ident, tv["canvas"], ot)
+            return (out if squeeze else out[None]), None
         mask = self.bufs["mask"].view(s.grid, s.grid) != 0
         return (out if squeeze else out[None]), (mask if squeeze else mask[None])
