@@ -6,14 +6,13 @@ Everything is measured in this process: medians of repeated, interleaved runs on
 
 from __future__ import annotations
 
-import statistics
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .benchmarks.common import time_interleaved
 from .checkpoint import load_checkpoint
 from .compiler import CompiledModel, build_target, compile_model
 from .train.data import SyntheticShapes
@@ -25,7 +24,7 @@ DEMO_TRAIN = dict(arch="las_resnet50", width_mult=0.25, input_size=64, granulari
 
 @dataclass
 class DemoResult:
-    """What the demo measured (milliseconds are medians over images and repeats)."""
+    """What the demo measured (milliseconds per image: median over repeated, interleaved passes)."""
 
     model: str
     images: int
@@ -64,18 +63,6 @@ def train_demo_model(output: str | Path, progress: bool = True) -> Path:
     return train(TrainConfig(output=str(output), progress=progress, **DEMO_TRAIN)).output
 
 
-def _median_ms(f, x: np.ndarray, repeats: int) -> float:
-    times = []
-    for n in range(x.shape[0]):
-        xi = x[n : n + 1]
-        f(xi)  # warm-up
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            f(xi)
-            times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
-
-
 def run_demo(model_path: str | Path, images: int = 8, repeats: int = 5, threads: int | None = None) -> DemoResult:
     """Compile ``model_path`` (LAS and static) for this CPU, check it against PyTorch and time all three."""
     if threads:
@@ -104,9 +91,13 @@ def run_demo(model_path: str | Path, images: int = 8, repeats: int = 5, threads:
         with torch.no_grad():
             return static_model(torch.from_numpy(xi))
 
-    las_ms = _median_ms(compiled["las"]._call, x, repeats)
-    static_ms = _median_ms(compiled["static"]._call, x, repeats)
-    torch_ms = _median_ms(torch_static, x, repeats)
+    singles = [x[i : i + 1] for i in range(images)]
+    t = time_interleaved({
+        "las": lambda: [compiled["las"]._call(v) for v in singles],
+        "static": lambda: [compiled["static"]._call(v) for v in singles],
+        "torch": lambda: [torch_static(v) for v in singles],
+    }, repeats=repeats, warmup=1, batch=1)
+    las_ms, static_ms, torch_ms = (t[k]["median_ms"] / images for k in ("las", "static", "torch"))
     accuracy = float((las.logits.argmax(1) == labels).mean())
     return DemoResult(str(model_path), images, accuracy, float(las.rates.mean()), err, las_ms, static_ms, torch_ms,
                       compile_s)

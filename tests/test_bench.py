@@ -40,3 +40,24 @@ def test_write_json_atomic(tmp_path):
     write_json(p, {"a": 2})
     assert json.loads(p.read_text()) == {"a": 2}
     assert [f.name for f in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_bench_model_quick(tmp_path):
+    """`bench model` on a tiny network: every field present, compiled outputs checked."""
+    import json
+
+    from click.testing import CliRunner
+
+    from lasnet_tvm.cli.main import cli
+
+    out = tmp_path / "model.json"
+    res = CliRunner().invoke(cli, ["bench", "model", "--width-mult", "0.125", "--input-size", "64", "--images", "1",
+                                   "--repeats", "1", "--rate", "0.5", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    d = json.loads(out.read_text())
+    for k in ("machine", "versions", "git_revision", "arch", "granularity", "rate", "ms", "speedup_vs_static",
+              "speedup_vs_torch_static", "compile_s", "max_rel_err", "timings"):
+        assert k in d
+    assert set(d["ms"]) == {"las", "static", "torch_static", "torch_las_dense", "torch_sparse"}
+    assert max(d["max_rel_err"].values()) < 1e-4
+    assert 0.2 < d["rate"] < 0.8  # the maskers were calibrated to about half of the patches

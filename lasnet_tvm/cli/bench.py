@@ -59,3 +59,34 @@ def block(arch, stage, channels, size, stride, S, rates, ablation_rate, repeats,
     if out:
         write_json(out, res)
         click.echo(f"wrote {out}")
+
+
+@bench.command("model")
+@click.option("--model", "model_path", default=None, help="A model.pt; default: random weights at --rate.")
+@click.option("--arch", default="las_resnet50", show_default=True)
+@click.option("--granularity", "-g", default="4-4-2-1", show_default=True)
+@click.option("--input-size", default=224, show_default=True)
+@click.option("--width-mult", default=1.0, show_default=True)
+@click.option("--rate", default=0.5, show_default=True, help="Activation rate the random model's maskers aim at.")
+@click.option("--images", default=4, show_default=True, help="Synthetic images (timings are per image).")
+@click.option("--repeats", default=5, show_default=True)
+@click.option("--threads", default=2, show_default=True)
+@click.option("--out", type=click.Path(), required=True, help="JSON file to write.")
+def model(model_path, arch, granularity, input_size, width_mult, rate, images, repeats, threads, out):
+    """Whole network: compiled LAS vs compiled static vs PyTorch (static, LAS dense, sparse)."""
+    from ..benchmarks import common
+    from ..benchmarks import model as bm
+
+    os.environ.setdefault("TVM_NUM_THREADS", str(threads))
+    net = None
+    if model_path is not None:
+        from ..checkpoint import load_checkpoint
+
+        net, _ = load_checkpoint(model_path)
+    res = bm.run(arch, granularity, input_size, width_mult, rate, net, images, repeats, threads)
+    for k, err in res["max_rel_err"].items():
+        if err > 1e-4:
+            raise LasnetError(f"compiled {k} model differs from PyTorch (max relative error {err:.1e})")
+    common.write_json(out, res)
+    click.echo(bm.format_table(res))
+    click.echo(f"wrote {out}")

@@ -1,0 +1,130 @@
+"""Whole-network benchmark: a LAS model compiled by our pipeline against its static counterpart compiled the
+same way, PyTorch eager (static and LAS) and the sparse PyTorch reference, on the same images.
+
+A model comes from a ``model.pt`` or is built with random weights; for the latter, every masker's bias is set
+so that the block is active on about ``rate`` of the patches of the benchmark images (the activation rate of a
+trained model depends on its input; a random one has none to speak of).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from lasnet_tvm.archs import format_granularity
+from lasnet_tvm.compiler import CompiledModel, build_target, compile_model
+from lasnet_tvm.models import LASNet, build_model
+from lasnet_tvm.models.folded import fold_block
+from lasnet_tvm.models.masker import patch_pool
+from lasnet_tvm.models.sparse import SparseLASNet
+from lasnet_tvm.train.data import SyntheticShapes
+
+from .common import git_revision, machine_info, time_interleaved, versions
+
+
+@torch.no_grad()
+def calibrate_maskers(model: LASNet, x: torch.Tensor, rate: float) -> None:
+    """Shift every masker's bias so that about ``rate`` of its patches are active on ``x`` (eval mode)."""
+    model.eval()
+    h = model.forward_stem(x)
+    for block in model.blocks:
+        s = block.spec
+        fb = fold_block(block)
+        diff = torch.einsum("bchw,c->bhw", patch_pool(h, s.S * s.stride), fb.wm) + fb.bm
+        if rate >= 1.0:
+            shift = diff.min() - 1.0
+        elif rate <= 0.0:
+            shift = diff.max() + 1.0
+        else:  # patches at or above this quantile stay active
+            shift = torch.quantile(diff.flatten(), 1.0 - rate)
+        block.masker.conv2.bias[0] -= shift.item()
+        h, _ = block(h)
+
+
+def images(n: int, size: int, seed: int = 0) -> torch.Tensor:
+    data = SyntheticShapes(n, size, 6, seed=seed, split="val")
+    return torch.stack([data[i][0] for i in range(n)])
+
+
+def run(arch: str = "las_resnet50", granularity: str = "4-4-2-1", input_size: int = 224, width_mult: float = 1.0,
+        rate: float = 0.5, model: LASNet | None = None, n_images: int = 4, repeats: int = 5, threads: int = 2,
+        database=None) -> dict:
+    """Compile, check and time; returns the JSON-able result."""
+    torch.set_num_threads(threads)
+    if model is None:
+        model = build_model(arch, granularity, input_size, 1000, width_mult).eval()
+        x = images(n_images, input_size)
+        calibrate_maskers(model, x, rate)
+    else:
+        x = images(n_images, model.spec.input_size)
+    model.eval()
+    s = model.spec
+    target = build_target("llvm")
+    compiled, compile_s = {}, {}
+    for name, static in (("las", False), ("static", True)):
+        t0 = time.perf_counter()
+        r = compile_model(model, target, static=static, database=database)
+        compile_s[name] = time.perf_counter() - t0
+        compiled[name] = CompiledModel.from_executable(r.executable, r.manifest)
+    xs = x.numpy()
+    las = compiled["las"].run(xs)
+    static_model = model.static_counterpart()
+    sparse = SparseLASNet(model)
+    with torch.no_grad():
+        ref = model(x).numpy()
+        ref_static = static_model(x).numpy()
+    scale = max(1.0, float(np.abs(ref).max()))
+    errs = {
+        "las": float(np.abs(las.logits - ref).max() / scale),
+        "static": float(np.abs(compiled["static"].run(xs).logits - ref_static).max() / max(1.0, np.abs(ref_static).max())),
+    }
+    singles = [xs[i : i + 1] for i in range(n_images)]
+    tsingles = [x[i : i + 1] for i in range(n_images)]
+
+    def over_images(f, inputs):
+        return lambda: [f(v) for v in inputs]
+
+    with torch.no_grad():
+        t = time_interleaved({
+            "las": over_images(compiled["las"]._call, singles),
+            "static": over_images(compiled["static"]._call, singles),
+            "torch_static": over_images(static_model, tsingles),
+            "torch_las_dense": over_images(model, tsingles),
+            "torch_sparse": over_images(sparse, tsingles),
+        }, repeats=repeats, warmup=1, batch=1)
+    per_image = {k: v["median_ms"] / n_images for k, v in t.items()}
+    return {
+        "benchmark": "model",
+        "device": "local",
+        "machine": machine_info(),
+        "versions": versions(),
+        "git_revision": git_revision(),
+        "arch": s.arch,
+        "granularity": format_granularity(s.granularity, [sum(1 for b in s.blocks if b.stage == k) for k in range(1, 5)]),
+        "input_size": s.input_size,
+        "width_mult": s.width_mult,
+        "images": n_images,
+        "repeats": repeats,
+        "threads": threads,
+        "tuned": database is not None,
+        "rate": float(las.rates.mean()),
+        "rate_per_block": [float(v) for v in las.rates.mean(axis=0)],
+        "ms": per_image,
+        "speedup_vs_static": per_image["static"] / per_image["las"],
+        "speedup_vs_torch_static": per_image["torch_static"] / per_image["las"],
+        "compile_s": compile_s,
+        "max_rel_err": errs,
+        "timings": t,
+    }
+
+
+def format_table(res: dict) -> str:
+    ms = res["ms"]
+    rows = [f"{res['arch']} {res['granularity']} @{res['input_size']} (rate {res['rate']:.2f}), ms per image:"]
+    for k in ("las", "static", "torch_static", "torch_las_dense", "torch_sparse"):
+        rows.append(f"  {k:16s} {ms[k]:9.2f}")
+    rows.append(f"  LAS vs static compiled: {res['speedup_vs_static']:.2f}x; vs PyTorch static: "
+                f"{res['speedup_vs_torch_static']:.2f}x; compile {res['compile_s']['las']:.1f} s")
+    return "\n".join(rows)
