@@ -19,7 +19,7 @@ from .train.data import SyntheticShapes
 
 # A small LAS-ResNet-50 that trains on the synthetic shapes in a few minutes on 2 cores.
 DEMO_TRAIN = dict(arch="las_resnet50", width_mult=0.25, input_size=64, granularity="4-4-2-1", num_classes=4,
-                  train_size=1500, val_size=300, static_epochs=4, epochs=7, batch_size=32, lr=0.05, target=0.5)
+                  train_size=1000, val_size=200, static_epochs=2, epochs=4, batch_size=32, lr=0.05, target=0.5)
 
 
 @dataclass
