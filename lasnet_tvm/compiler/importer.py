@@ -9,6 +9,8 @@ the sparse TensorIR kernels.
 
 from __future__ import annotations
 
+import warnings
+
 import tvm
 from tvm import relax
 from tvm.relax.frontend.torch import from_exported_program
@@ -95,4 +97,6 @@ def _convert_las_block(node, importer) -> relax.Expr:
 
 def import_exported(ep) -> tvm.IRModule:
     """Relax module of an :func:`~.export.export_model` program: ``main(x) -> (logits, counts, masks)``."""
-    return from_exported_program(ep, custom_convert_map={"las_block.default": _convert_las_block})
+    with warnings.catch_warnings():  # torch-internal pytree deprecation, raised while copying the program
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+        return from_exported_program(ep, custom_convert_map={"las_block.default": _convert_las_block})
