@@ -67,10 +67,13 @@ def schedule_cpu(func, **params) -> s_tir.Schedule:
     i, j, co, rc, kh, kw = sch.get_loops(conv)
     tco = co_tile(C, groups)
     tx = largest_divisor(Wo, max(1, 96 // tco))
+    if tx < 4:  # 7x7 and 14x14 maps: 7 columns (14 AVX2 accumulators) rather than 1 or 2
+        tx = largest_divisor(Wo, max(1, 112 // tco))
     co_o, co_i = sch.split(co, [None, tco])
     j_o, j_i = sch.split(j, [None, tx])
     sch.reorder(i, co_o, j_o, rc, kh, kw, j_i, co_i)
-    sch.parallel(i)
+    # small maps: rows x channel tiles, so that 7 or 14 rows still split evenly over the cores
+    sch.parallel(sch.fuse(i, co_o) if Wo < 16 else i)
     sch.reverse_compute_at(out, j_o)
     sch.unroll(kw)
     sch.unroll(j_i)

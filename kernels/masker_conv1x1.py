@@ -90,6 +90,8 @@ def schedule_conv1x1_cpu(sch: s_tir.Schedule, conv, epi, C: int, H: int, W: int)
     """
     co, i, j, k = sch.get_loops(conv)
     tj = vec_width(W, 8)
+    if tj > 8:  # e.g. W = 14: two ragged vectors per row are slower (7.6 GFLOP/s) than 7 lanes (~45)
+        tj = largest_divisor(W, 8)
     # 4 (or 5) channels x 2-3 rows x 8 columns: 8-12 vector accumulators, measured best on a 2-core Zen 3
     tc = 4 if C % 4 == 0 else 5 if C % 5 == 0 else largest_divisor(C, 8)
     if tc < 4:
