@@ -36,6 +36,7 @@ setup(
         "lasnet_tvm.cli",
         "lasnet_tvm.train",
         "lasnet_tvm.predictor",
+        "lasnet_tvm.tuning",
         "lasnet_tvm.kernels",
         "lasnet_tvm.hw_profiles",
         "lasnet_tvm.schedules",

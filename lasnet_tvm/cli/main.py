@@ -22,6 +22,7 @@ COMMANDS = {
     "verify": "lasnet_tvm.cli.compile:verify",
     "bench": "lasnet_tvm.cli.bench:bench",
     "demo": "lasnet_tvm.cli.demo:demo",
+    "tune": "lasnet_tvm.cli.tune:tune",
 }
 
 

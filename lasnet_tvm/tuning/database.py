@@ -1,0 +1,308 @@
+"""The per-device tuning database: MetaSchedule JSON files, a manifest, a lock, and schedule lookup.
+
+A work dir (``schedules/<device>/``) holds ``database_workload.json`` and ``database_tuning_record.json``
+(MetaSchedule's :class:`JSONDatabase`, one JSON object per line, appended), ``manifest.json`` and, while a
+process tunes, ``.lock``. :class:`TunedSchedules` is the object the compiler's ``ScheduleKernels`` pass
+queries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ..errors import LasnetError
+from .tasks import Task, specialize, symbolic_vars
+
+DB_FILES = ("database_workload.json", "database_tuning_record.json")
+MANIFEST = "manifest.json"
+
+
+def check_database_files(work_dir: Path, repair_tail: bool = False) -> None:
+    """Check that every line of the database files is JSON.
+
+    A last line without its newline is a write cut short by an interrupted run (the batch in flight): with
+    ``repair_tail`` it is dropped (the file is truncated after the last complete line), else it is an error.
+
+    Raises
+    ------
+    LasnetError
+        A malformed line (file and line named); earlier records are left untouched.
+    """
+    for name in DB_FILES:
+        path = Path(work_dir) / name
+        if not path.exists():
+            continue
+        data = path.read_bytes()
+        lines = data.split(b"\n")
+        complete = len(lines) - 1  # the last element is "" when the file ends with a newline
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                json.loads(line)
+                if i < complete:
+                    continue
+            except ValueError:
+                if i < complete:
+                    raise LasnetError(f"corrupt tuning database {path}: line {i + 1} is not valid JSON; "
+                                      f"move the file away or re-tune") from None
+            # unterminated last line (valid JSON or not): a write cut short
+            if not repair_tail:
+                raise LasnetError(f"corrupt tuning database {path}: last line is incomplete")
+            with open(path, "r+b") as fh:
+                fh.truncate(len(data) - len(line))
+
+
+def open_database(work_dir: Path, repair_tail: bool = False):
+    """The :class:`ms.database.JSONDatabase` of ``work_dir`` (checked first; see :func:`check_database_files`)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    work_dir = Path(work_dir)
+    check_database_files(work_dir, repair_tail)
+    try:
+        return ms.database.JSONDatabase(work_dir=str(work_dir), module_equality="structural")
+    except Exception as e:  # noqa: BLE001 - TVM raises multi-line errors on a bad record
+        first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise LasnetError(f"corrupt tuning database in {work_dir}: {first[:200]}") from None
+
+
+class WorkDirLock:
+    """An exclusive ``flock`` on ``<work_dir>/.lock``: two processes never tune one device at once."""
+
+    def __init__(self, work_dir: Path):
+        self.path = Path(work_dir) / ".lock"
+        self.fh = None
+
+    def __enter__(self):
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = open(self.path, "a+")
+        try:
+            fcntl.flock(self.fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.fh.close()
+            self.fh = None
+            raise LasnetError(f"another process is tuning into {self.path.parent} (lock {self.path} held)") from None
+        self.fh.seek(0)
+        self.fh.truncate()
+        self.fh.write(f"{os.getpid()}\n")
+        self.fh.flush()
+        return self
+
+    def __exit__(self, *exc):
+        import fcntl
+
+        if self.fh is not None:
+            fcntl.flock(self.fh.fileno(), fcntl.LOCK_UN)
+            self.fh.close()
+            self.fh = None
+
+
+def read_manifest(work_dir: Path) -> dict:
+    path = Path(work_dir) / MANIFEST
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        raise LasnetError(f"corrupt manifest {path}: not valid JSON") from None
+
+
+def write_manifest(work_dir: Path, manifest: dict) -> None:
+    """Write ``manifest.json`` atomically (temp file + rename)."""
+    path = Path(work_dir) / MANIFEST
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def workload_mod(func):
+    """The IRModule MetaSchedule keys a task's workload by (as ``tune_tir`` normalizes it)."""
+    from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
+
+    return _normalize_mod(func)
+
+
+def ranked_records(db, task: Task) -> list:
+    """Records of ``task`` in ``db``, fastest first (mean run time); unmeasured records (``run_secs`` None,
+    written by ``--no-measure``) last; failed runs (MetaSchedule stores 1e10 s) left out."""
+    mod = workload_mod(task.func())
+    if not db.has_workload(mod):
+        return []
+    wl = db.commit_workload(mod)
+    measured, unmeasured = [], []
+    for rec in db.get_all_tuning_records():
+        if not rec.workload.same_as(wl):
+            continue
+        if rec.run_secs is None or len(rec.run_secs) == 0:
+            unmeasured.append(rec)
+            continue
+        t = sum(float(s) for s in rec.run_secs) / len(rec.run_secs)
+        if t < 1e9:
+            measured.append((t, len(measured), rec))
+    return [r for _, _, r in sorted(measured, key=lambda x: x[:2])] + unmeasured
+
+
+def best_record(db, task: Task, measured_only: bool = False):
+    """The fastest record of ``task`` (an unmeasured one only if none is measured, unless ``measured_only``)."""
+    recs = ranked_records(db, task)
+    if not recs or (measured_only and not recs[0].run_secs):
+        return None
+    return recs[0]
+
+
+def apply_trace(trace, func, num_patches: int | None = None):
+    """Replay a tuned ``trace`` onto ``func`` (symbolic P allowed).
+
+    A trace tuned at a fixed P samples constant tiles for the patch loop, which a symbolic extent cannot
+    take. Each ``SamplePerfectTile`` of a loop whose extent is symbolic is dropped: its tiles become
+    constants in the ``Split`` and the outermost one becomes ``None`` (inferred: ``ceil(P / inner)`` with a
+    ``p < P`` guard), so the schedule serves every P with the tuned inner tiles. Raises if the trace does not
+    replay.
+    """
+    from tvm import s_tir, tirx
+    from tvm.s_tir.schedule import Instruction, Trace
+
+    del num_patches  # every P is served
+    insts, decisions = list(trace.insts), dict(trace.decisions)
+    for _ in range(len(insts) + 1):
+        sch = s_tir.Schedule(func)
+        hit: list = []
+
+        def provider(inst, inputs, attrs, decision):
+            if (inst.kind.name == "SamplePerfectTile" and not hit
+                    and not isinstance(sch.get(inputs[0]).extent, tirx.IntImm)):
+                hit.append(inst)
+            return decision
+
+        try:
+            Trace(insts, decisions).apply_to_schedule(sch, remove_postproc=False, decision_provider=provider)
+            _move_unroll_pragmas(sch)
+            return sch.mod["main"]
+        except Exception:
+            if not hit:
+                raise
+        sample = hit[0]
+        consts = list(zip(sample.outputs, [int(d) for d in decisions[sample]]))  # tiles at the tuning size
+        out = []
+        for ins in insts:
+            if ins.same_as(sample):
+                continue
+            args = list(ins.inputs)
+            uses = [k for k, x in enumerate(args) if hasattr(x, "same_as") and any(x.same_as(o) for o, _ in consts)]
+            if uses:
+                for k in uses:
+                    args[k] = tirx.IntImm("int32", next(v for o, v in consts if args[k].same_as(o)))
+                if ins.kind.name == "Split" and uses[0] == 1:
+                    args[1] = None  # outermost tile of the symbolic loop: inferred from P
+                ins = Instruction(ins.kind, args, ins.attrs, ins.outputs)
+            out.append(ins)
+        insts = out
+        decisions.pop(sample, None)
+    raise RuntimeError("trace does not replay onto the symbolic function")
+
+
+_UNROLL = ("pragma_auto_unroll_max_step", "pragma_unroll_explicit")
+
+
+def _move_unroll_pragmas(sch) -> None:
+    """Move auto-unroll pragmas from loops of symbolic extent to the loop right inside them.
+
+    LLVM lowering of ``pragma_auto_unroll_max_step`` on a loop of symbolic extent fails; the pragma only
+    bounds the unrolling of the loops it encloses, so the next loop down carries it equally well.
+    """
+    from tvm import tirx
+
+    root = sch.get_sblock("root")
+    pending = []
+    for block in sch.get_child_blocks(root):
+        loops = sch.get_loops(block)
+        for i, rv in enumerate(loops):
+            st = sch.get(rv)
+            if isinstance(st.extent, tirx.IntImm) or not any(k in st.annotations for k in _UNROLL):
+                continue
+            vals = {k: st.annotations[k] for k in _UNROLL if k in st.annotations}
+            pending.append((rv, loops[i + 1] if i + 1 < len(loops) else None, vals))
+    for outer, child, vals in pending:
+        if child is not None:
+            have = sch.get(child).annotations
+            for k, v in vals.items():
+                if k not in have:
+                    sch.annotate(child, k, v)
+        have = sch.get(outer).annotations
+        for k in vals:
+            if k in have:
+                sch.unannotate(outer, k)
+
+
+class TunedSchedules:
+    """Tuned schedules of one device, for ``compile``: ``query_schedule(kernel, params, func, target)``.
+
+    Parameters
+    ----------
+    work_dir : str or Path
+        A folder written by ``lasnet-tvm tune`` (MetaSchedule JSON database + ``manifest.json``).
+
+    Raises
+    ------
+    LasnetError
+        Missing folder or corrupt database files.
+    """
+
+    def __init__(self, work_dir):
+        self.work_dir = Path(work_dir)
+        if not self.work_dir.is_dir():
+            raise LasnetError(f"no tuned schedules at {self.work_dir}")
+        self.manifest = read_manifest(self.work_dir)
+        self.tasks = {t["key"]: Task(t["kernel"], t["params"], t.get("P"), t.get("num_patches"))
+                      for t in self.manifest.get("tasks", [])}
+        self.db = open_database(self.work_dir)
+
+    @property
+    def device(self) -> str | None:
+        return self.manifest.get("device")
+
+    def record(self, kernel: str, params: dict):
+        """The best tuning record of (kernel, params), or None."""
+        from .tasks import task_key
+
+        task = self.tasks.get(task_key(kernel, params))
+        return None if task is None else best_record(self.db, task)
+
+    def query_schedule(self, kernel: str, params: dict, func, target=None):
+        """``func`` with the best tuned schedule of (kernel, params) that applies to it, or None.
+
+        Records are tried fastest first (at most :attr:`max_tries`); a record whose trace does not replay
+        onto ``func`` (symbolic P) or whose result does not compile for ``target`` is skipped. None: the
+        caller uses the default schedule.
+        """
+        from .tasks import task_key
+
+        task = self.tasks.get(task_key(kernel, params))
+        if task is None:
+            return None
+        for rec in ranked_records(self.db, task)[: self.max_tries]:
+            try:
+                out = apply_trace(rec.trace, func)
+                if target is not None and symbolic_vars(func):
+                    import tvm
+
+                    tvm.compile(tvm.IRModule({"main": out}), target=target)
+                return out
+            except Exception:  # noqa: BLE001 - try the next record, else the default schedule
+                continue
+        return None
+
+    max_tries = 5
+
+
+def replay_specialized(trace, task: Task):
+    """``task``'s func scheduled by ``trace`` (used to measure the tuned kernel at its tuning size)."""
+    return apply_trace(trace, task.func(), None)
+
+
+__all__ = ["TunedSchedules", "WorkDirLock", "open_database", "check_database_files", "best_record",
+           "apply_trace", "read_manifest", "write_manifest", "workload_mod", "specialize"]

@@ -1,0 +1,189 @@
+"""Tests of ``lasnet_tvm.tuning`` (``lasnet-tvm tune``): tasks, database safety, replay, tuning, RPC.
+
+The fast tests build tuning records without measuring (MetaSchedule design spaces); tests that measure are
+``slow`` (on the shared 2-core dev machine one measured batch of 8 candidates takes minutes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+tvm = pytest.importorskip("tvm")
+
+from lasnet_tvm.archs import BlockSpec  # noqa: E402
+from lasnet_tvm.errors import LasnetError  # noqa: E402
+from lasnet_tvm.tuning import TunedSchedules, tasks_of_block, tune  # noqa: E402
+from lasnet_tvm.tuning.database import (WorkDirLock, apply_trace, check_database_files,  # noqa: E402
+                                        write_manifest)
+from lasnet_tvm.tuning.tasks import IndexArgAllocator, Task, allocator_layouts, fill_arguments  # noqa: E402
+
+BLOCK = BlockSpec(name="b", stage=1, index=0, c_in=32, c_mid=16, c_out=32, stride=1, groups=1, se_channels=0,
+                  in_size=16, out_size=16, S=4)  # g = 4: 16 patches
+GC = dict(C=16, H=16, W=16, S=4, stride=1, groups=1, padded=True)
+
+
+def gather_conv_ref(f1, idx, w, b, S=4, g=4):
+    """numpy reference of gather_conv3x3(padded=True, stride 1, groups 1)."""
+    out = np.zeros((len(idx), w.shape[3], S, S), np.float64)
+    for i, q in enumerate(idx):
+        r0, c0 = (q // g) * S, (q % g) * S
+        for y in range(S):
+            for x in range(S):
+                out[i, :, y, x] = np.einsum("ckl,cklo->o", f1[:, r0 + y:r0 + y + 3, c0 + x:c0 + x + 3], w) + b
+    return np.maximum(out, 0)
+
+
+def design_space_traces(task, target):
+    """MetaSchedule's sketches of ``task`` (traces with sampled tiles, no measurement)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from lasnet_tvm.tuning.database import workload_mod
+
+    ctx = ms.TuneContext(mod=workload_mod(task.func()), target=target, space_generator="post-order-apply",
+                         search_strategy="replay-trace", num_threads=1)
+    return [s.trace for s in ctx.space_generator.generate_design_space(ctx.mod)]
+
+
+@pytest.fixture(scope="module")
+def target():
+    from lasnet_tvm.tuning import device_target
+
+    return device_target("local").target
+
+
+def test_tasks_of_block_specialize_and_indices():
+    tasks = {t.kernel: t for t in tasks_of_block(BLOCK, rate=0.5)}
+    assert set(tasks) == {"masker_conv1x1", "gather_conv3x3", "patch_conv1x1", "scatter_add"}
+    gc = tasks["gather_conv3x3"]
+    assert (gc.P, gc.num_patches, gc.index_args) == (8, 16, ("idx",))
+    assert tasks["masker_conv1x1"].P is None
+    assert [int(s) for s in gc.func().params[1].shape] == [8]
+    assert tasks_of_block(BLOCK, rate=0.01)[1].P == 1  # at least one patch
+    layouts = allocator_layouts(list(tasks.values()))
+    args_info = [["TENSOR", str(p.dtype), [int(s) for s in p.shape]] for p in gc.func().params]
+    idx = fill_arguments(args_info, layouts)[1]
+    assert idx.dtype == np.int32 and list(idx) == sorted(set(idx.tolist())) and idx.max() < 16 and len(idx) == 8
+    t = IndexArgAllocator(layouts)(tvm.cpu(), args_info, 2)
+    assert len(t) == 2 and np.array_equal(t[0][1].numpy(), idx)
+
+
+def test_unknown_device_and_missing_hardware(tmp_path):
+    with pytest.raises(LasnetError, match="unknown device"):
+        tune([], "no-such-board", tmp_path)
+    with pytest.raises(LasnetError, match="--no-measure"):
+        tune([], "tx2", tmp_path)
+
+
+def test_tracker_not_answering_is_one_line_error(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    t0 = time.time()
+    with pytest.raises(LasnetError, match="does not answer"):
+        tune(tasks_of_block(BLOCK)[:1], "local", tmp_path, trials=4, tracker=f"127.0.0.1:{port}", key="k")
+    assert time.time() - t0 < 30
+
+
+def test_corrupt_database_is_reported_and_kept(tmp_path):
+    good = tmp_path / "database_workload.json"
+    good.write_text('["a", 1]\n{broken\n["b", 2]\n')
+    before = good.read_bytes()
+    with pytest.raises(LasnetError, match="line 2"):
+        check_database_files(tmp_path, repair_tail=True)
+    assert good.read_bytes() == before
+    with pytest.raises(LasnetError, match="corrupt"):
+        TunedSchedules(tmp_path)
+
+
+def test_interrupted_last_line_is_dropped_not_the_records(tmp_path):
+    f = tmp_path / "database_tuning_record.json"
+    f.write_text('[0, [1]]\n[0, [2]]\n[0, [3')
+    with pytest.raises(LasnetError, match="incomplete"):
+        check_database_files(tmp_path)
+    check_database_files(tmp_path, repair_tail=True)
+    assert f.read_text() == '[0, [1]]\n[0, [2]]\n'
+
+
+def test_lock_excludes_a_second_process(tmp_path):
+    code = ("import sys; from lasnet_tvm.tuning.database import WorkDirLock\n"
+            "try:\n    WorkDirLock(sys.argv[1]).__enter__()\nexcept Exception as e:\n    print(e); sys.exit(3)\n")
+    with WorkDirLock(tmp_path):
+        r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 3 and "another process" in r.stdout
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0
+
+
+def test_symbolic_replay_matches_numpy(target):
+    """Tuned-at-P=8 sketches replayed onto the symbolic kernel compute the reference for P = 1 .. 16."""
+    from lasnet_tvm import kernels as K
+
+    task = Task("gather_conv3x3", GC, 8, 16, ("idx",))
+    sym = K.builder("gather_conv3x3")(**GC)
+    checked = 0
+    for trace in design_space_traces(task, target):
+        try:
+            ex = tvm.compile(apply_trace(trace, sym), target=target)
+        except Exception:  # noqa: BLE001 - query_schedule skips sketches that do not compile symbolically
+            continue
+        for P in (1, 5, 8, 16):
+            rng = np.random.default_rng(P)
+            f1 = rng.standard_normal((16, 18, 18)).astype("float32")
+            idx = np.sort(rng.choice(16, P, replace=False)).astype("int32")
+            w = rng.standard_normal((16, 3, 3, 16)).astype("float32")
+            b = rng.standard_normal(16).astype("float32")
+            out = tvm.runtime.empty((P, 16, 4, 4), "float32")
+            ex["main_p"](*[tvm.runtime.tensor(a) for a in (f1, idx, w, b)], out)
+            np.testing.assert_allclose(out.numpy(), gather_conv_ref(f1, idx, w, b), rtol=1e-4, atol=1e-4)
+        checked += 1
+    assert checked >= 1
+
+
+def test_no_measure_records_defaults_and_query(tmp_path, target):
+    """--no-measure writes one unmeasured record per task; query_schedule applies it (numerically right)."""
+    tasks = [t for t in tasks_of_block(BLOCK) if t.kernel == "gather_conv3x3"]
+    m = tune(tasks, "local", tmp_path, no_measure=True, progress=False)
+    assert m["measured"] is False and m["tasks"][0]["measured"] is False and m["tasks"][0]["tuned_ms"] is None
+    from lasnet_tvm import kernels as K
+
+    params = dict(tasks[0].params)
+    db = TunedSchedules(tmp_path)
+    func = K.builder("gather_conv3x3")(**params)
+    got = db.query_schedule("gather_conv3x3", params, func, target)
+    assert got is not None
+    assert db.query_schedule("gather_conv3x3", {**params, "C": 8}, func, target) is None
+    ex = tvm.compile(got, target=target)
+    rng = np.random.default_rng(0)
+    f1 = rng.standard_normal((16, 18, 18)).astype("float32")
+    idx = np.array([0, 3, 9, 15], "int32")
+    w, b = rng.standard_normal((16, 3, 3, 16)).astype("float32"), rng.standard_normal(16).astype("float32")
+    out = tvm.runtime.empty((4, 16, 4, 4), "float32")
+    ex["main_p"](*[tvm.runtime.tensor(a) for a in (f1, idx, w, b)], out)
+    np.testing.assert_allclose(out.numpy(), gather_conv_ref(f1, idx, w, b), rtol=1e-4, atol=1e-4)
+    # a second --no-measure run adds nothing
+    n = len((tmp_path / "database_tuning_record.json").read_text().splitlines())
+    tune(tasks, "local", tmp_path, no_measure=True, progress=False)
+    assert len((tmp_path / "database_tuning_record.json").read_text().splitlines()) == n
+    write_manifest(tmp_path, {**m, "device": "other"})
+    with pytest.raises(LasnetError, match="holds schedules of"):
+        tune(tasks, "local", tmp_path, no_measure=True, progress=False)
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from lasnet_tvm.cli.main import cli
+
+    r = CliRunner().invoke(cli, ["tune", "--device", "nope", "--arch", "las_resnet50", "--granularity", "4",
+                                 "--work-dir", str(tmp_path)])
+    assert r.exit_code != 0 and "unknown device" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(cli, ["tune", "--device", "local"])
+    assert r.exit_code != 0 and "--model" in r.output
