@@ -1,8 +1,8 @@
 """ScheduleStaticOps: default schedules for the legalized static operators (stem, pooling, classifier).
 
-CUDA: dlight's GPU rules (GEMV, reduction, fallback). CPU: every loop nest gets its leading spatial
-loops fused and run in parallel and its innermost spatial loop vectorized when that is safe; enough for the
-stem and head, which are a small share of a LAS network. Functions already scheduled are left alone.
+CUDA: dlight's GPU rules (GEMV, reduction, fallback). CPU: convolutions (the stem) get a register-tiled,
+vectorized schedule; every other loop nest gets its leading loops fused and run in parallel. Functions already
+scheduled are left alone.
 """
 
 from __future__ import annotations
@@ -14,13 +14,41 @@ from tvm.s_tir import dlight as dl
 from ...targets import target_kind
 
 
+def _largest_divisor(n: int, cap: int) -> int:
+    return max(d for d in range(1, min(n, cap) + 1) if n % d == 0)
+
+
+def _schedule_conv_cpu(sch: s_tir.Schedule, block) -> None:
+    """A legalized NCHW convolution (the stem): 8 channels x up to 8 columns of accumulators, columns
+    vectorized, (channel tiles x rows) in parallel, the accumulator tile in a small stack buffer."""
+    n, ff, yy, xx, rc, ry, rx = sch.get_loops(block)
+    tf = _largest_divisor(int(sch.get(ff).extent), 8)
+    tx = _largest_divisor(int(sch.get(xx).extent), 8)
+    ff_o, ff_i = sch.split(ff, [None, tf])
+    xx_o, xx_i = sch.split(xx, [None, tx])
+    sch.reorder(n, ff_o, yy, xx_o, rc, ry, rx, ff_i, xx_i)
+    sch.parallel(sch.fuse(n, ff_o, yy))
+    acc = sch.cache_write(block, 0, "global")
+    sch.reverse_compute_at(acc, xx_o)
+    sch.unroll(ff_i)
+    sch.vectorize(xx_i)
+    sch.decompose_reduction(block, rc)
+
+
 def _parallelize_cpu(func: tirx.PrimFunc) -> tirx.PrimFunc:
-    """Fuse the two (else one) leading loops of every top-level loop nest and run them in parallel.
+    """Convolutions get :func:`_schedule_conv_cpu`; every other top-level loop nest gets its two (else one)
+    leading loops fused and run in parallel.
 
     The schedule primitives refuse a reduction or otherwise unsafe loop, which then stays serial.
     """
     sch = s_tir.Schedule(func)
     for block in sch.get_child_blocks(sch.get_sblock("root")):
+        if sch.get(block).name_hint.startswith("conv2d_nchw") and len(sch.get_loops(block)) == 7:
+            try:
+                _schedule_conv_cpu(sch, block)
+                continue
+            except Exception:  # noqa: BLE001 - an unusual convolution keeps the generic schedule
+                pass
         loops = sch.get_loops(block)
         for n in (2, 1):
             if len(loops) < n:
