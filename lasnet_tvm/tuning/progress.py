@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tvm.s_tir import meta_schedule as ms
-from tvm.s_tir.meta_schedule.utils import derived_object
+from tvm.ir.utils import derived_object
 
 
 @derived_object
