@@ -83,8 +83,7 @@ def check_tracker(host: str, port: int, key: str, timeout: float = 10.0) -> None
     if "summary" not in result:
         raise LasnetError(f"RPC tracker {host}:{port} does not answer ({result.get('error', 'timed out')})")
     queue = result["summary"].get("queue_info", {})
-    if key not in queue or int(queue[key].get("free", 0)) + int(queue[key].get("pending", 0)) < 1 \
-            and int(queue[key].get("free", 0)) < 1:
+    if key not in queue or int(queue[key].get("free", 0)) < 1:
         free = ", ".join(f"{k} ({v.get('free', 0)} free)" for k, v in queue.items()) or "none"
         raise LasnetError(f"RPC tracker {host}:{port} has no free board with key {key!r}; keys: {free}")
 
