@@ -34,6 +34,18 @@ def _target_text(target: str | None, extra: list[str], device: str | None):
     return " ".join([target or "llvm", *extra])
 
 
+def _tuned_schedules(path, device):
+    """``TunedSchedules`` of ``--schedules``, or of the shipped ``schedules/local`` for ``--device local``."""
+    from ..tuning import TunedSchedules
+
+    if path is None and device == "local":
+        from ..resources import schedules_dir
+
+        shipped = schedules_dir() / "local"
+        path = shipped if (shipped / "manifest.json").exists() else None
+    return None if path is None else TunedSchedules(path)
+
+
 @click.command(cls=TargetFlagsCommand)
 @click.argument("model_path", metavar="MODEL.pt", type=click.Path(path_type=Path))
 @click.option("--target", default=None, help="llvm (default), 'cuda -arch=sm_70', a JSON dict or a TVM tag; "
@@ -44,14 +56,17 @@ def _target_text(target: str | None, extra: list[str], device: str | None):
 @click.option("--no-fuse", is_flag=True, help="Same as --fusion none.")
 @click.option("--static", is_flag=True, help="Compile the static counterpart (dense blocks) instead.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Shared library to write.")
+@click.option("--schedules", type=click.Path(path_type=Path), default=None,
+              help="Tuned schedules (a `lasnet-tvm tune` work dir); default: the shipped schedules/<device> "
+              "for --device local when present, else the default schedules.")
 @click.pass_context
-def compile_cmd(ctx, model_path, target, device, fusion, no_fuse, static, output):
+def compile_cmd(ctx, model_path, target, device, fusion, no_fuse, static, output, schedules):
     """Compile MODEL.pt into a shared library (plus a JSON manifest beside it)."""
     from ..compiler import compile_checkpoint
 
     result = compile_checkpoint(model_path, _target_text(target, ctx.meta["target_flags"], device),
                                 "none" if no_fuse else fusion,
-                                static, output)
+                                static, output, database=_tuned_schedules(schedules, device))
     m = result.manifest
     click.echo(f"wrote {output} ({m['arch']}, {m['target']['kind']}"
                f"{' ' + m['target'].get('arch', m['target'].get('mcpu', '')) if m['target']['kind'] != 'llvm' else ''}, "
