@@ -240,7 +240,7 @@ def test_tune_locally_resume_and_reload_faster(tmp_path):
     m2 = tune([GC_TASK], "local", tmp_path, trials=8, progress=False)
     again = _lines(rec_file)
     assert again[:len(first)] == first and len(again) > len(first)
-    assert m2["trials"] == 16 and m2["tasks"][0]["tuned_ms"] <= m["tasks"][0]["tuned_ms"]
+    assert m2["trials"] > m["trials"] > 0 and m2["tasks"][0]["tuned_ms"] <= m["tasks"][0]["tuned_ms"]
     r = subprocess.run([sys.executable, "-c", COMPARE, str(tmp_path), json.dumps(GC)], capture_output=True,
                        text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -126,8 +126,8 @@ def measure(funcs, target, builder, runner) -> list:
     run_inputs, where = [], []
     for i, (f, b) in enumerate(zip(funcs, built)):
         if b.error_msg is None:
-            run_inputs.append(ms.runner.RunnerInput(b.artifact_path, target.kind.name if target.kind.name != "llvm"
-                                                    else "cpu", ms.arg_info.ArgInfo.from_prim_func(f)))
+            run_inputs.append(ms.runner.RunnerInput(b.artifact_path, target.kind.name,
+                                                    ms.arg_info.ArgInfo.from_prim_func(f)))
             where.append(i)
     for i, fut in zip(where, runner.run(run_inputs) if run_inputs else []):
         res = fut.result()
@@ -195,33 +195,47 @@ def tune(tasks: list[Task], device: str, work_dir: Path | None = None, trials: i
         if manifest.get("device") not in (None, device):
             raise LasnetError(f"{work_dir} holds schedules of {manifest['device']!r}, not {device!r}")
         known = {t["key"]: t for t in manifest.get("tasks", [])}
-        if no_measure:
-            _record_defaults(db, tasks, dt)
-        else:
-            _quiet_metaschedule()
-            runner = make_runner(tasks, tracker, key, timeout)
-            builder = ms.builder.LocalBuilder(timeout_sec=timeout)
-            need = [t for t in tasks if known.get(t.key, {}).get("untuned_ms") is None]
-            for t, ms_ in zip(need, measure([default_func(t, dt.gpu).mod["main"] for t in need], dt.target,
-                                            builder, runner) if need else []):
-                known[t.key] = {**known.get(t.key, {}), "untuned_ms": ms_}
-            if trials > 0:
-                from .progress import ProgressCallback
-
-                cb = ProgressCallback(trials, len(tasks), enabled=progress)
-                mod = tvm.IRModule({t.name: t.func() for t in tasks})
-                try:
-                    ms.tune_tir(mod, dt.target, str(work_dir / "logs"), max_trials_global=trials,
-                                num_trials_per_iter=min(64, max(4, trials // max(1, len(tasks)))),
-                                builder=builder, runner=runner, database=db, cost_model="xgb",
-                                measure_callbacks=list(ms.measure_callback.MeasureCallback.create("default")) + [cb],
-                                task_scheduler="gradient", num_tuning_cores=int(dt.target.attrs.get("num-cores", 1))
-                                if not dt.gpu else "physical")
-                finally:
-                    cb.close()
-        manifest = _update_manifest(manifest, db, tasks, known, dt, trials, no_measure, source)
-        write_manifest(work_dir, manifest)
+        done = 0
+        try:
+            if no_measure:
+                _record_defaults(db, tasks, dt)
+            else:
+                done = _measure_and_tune(tasks, dt, db, work_dir, known, trials, tracker, key, timeout, progress)
+        finally:  # also on Ctrl-C: the records measured so far are in the database; describe them
+            manifest = _update_manifest(manifest, db, tasks, known, dt, done, no_measure, source)
+            write_manifest(work_dir, manifest)
     return manifest
+
+
+def _measure_and_tune(tasks, dt, db, work_dir, known, trials, tracker, key, timeout, progress) -> int:
+    """Measure the default schedules (once per task), then tune; return the trials run."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    _quiet_metaschedule()
+    runner = make_runner(tasks, tracker, key, timeout)
+    builder = ms.builder.LocalBuilder(timeout_sec=timeout)
+    need = [t for t in tasks if known.get(t.key, {}).get("untuned_ms") is None]
+    if need:
+        for t, ms_ in zip(need, measure([default_func(t, dt.gpu).mod["main"] for t in need], dt.target,
+                                        builder, runner)):
+            known[t.key] = {**known.get(t.key, {}), "untuned_ms": ms_}
+    if trials == 0:
+        return 0
+    from .progress import ProgressCallback
+
+    cb = ProgressCallback(trials, len(tasks), enabled=progress)
+    mod = tvm.IRModule({t.name: t.func() for t in tasks})
+    cores = int(dt.target.attrs.get("num-cores", 1)) if not dt.gpu else "physical"
+    try:
+        ms.tune_tir(mod, dt.target, str(work_dir / "logs"), max_trials_global=trials,
+                    num_trials_per_iter=min(64, max(4, trials // max(1, len(tasks)))),
+                    builder=builder, runner=runner, database=db, cost_model="xgb",
+                    measure_callbacks=list(ms.measure_callback.MeasureCallback.create("default")) + [cb],
+                    task_scheduler="gradient", num_tuning_cores=cores)
+    finally:
+        cb.close()
+    return cb.bar.n
 
 
 def _update_manifest(manifest, db, tasks, known, dt, trials, no_measure, source) -> dict:
