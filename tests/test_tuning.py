@@ -296,3 +296,42 @@ def test_tune_over_localhost_rpc(tmp_path):
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+@pytest.mark.slow
+def test_compile_with_tuned_schedules_matches_pytorch(tmp_path):
+    """compile_model(database=TunedSchedules) on a small LAS-ResNet: schedules from the database (design
+    space sketches recorded for the patch-wise kernels) give the PyTorch logits and masks."""
+    import torch
+    from model_utils import randomize_
+    from tvm.s_tir import meta_schedule as ms
+
+    from lasnet_tvm.archs import arch_spec
+    from lasnet_tvm.compiler import build_target, compile_model
+    from lasnet_tvm.models import build_model
+    from lasnet_tvm.tuning import device_target, tasks_of_spec
+    from lasnet_tvm.tuning.database import workload_mod
+
+    model = randomize_(build_model("las_resnet50", "4-4-2-1", 64, 7, 0.25), seed=0, masker_bias=0.5, force=True)
+    tasks = tasks_of_spec(arch_spec("las_resnet50", "4-4-2-1", 64, width_mult=0.25))
+    tune(tasks, "local", tmp_path, no_measure=True, progress=False)
+    target = device_target("local").target
+    db = ms.database.JSONDatabase(work_dir=str(tmp_path))
+    n = 0
+    for t in tasks:  # a MetaSchedule sketch, ranked first (measured), for every gather-conv task
+        if t.kernel != "gather_conv3x3":
+            continue
+        trace = design_space_traces(t, target)[0]
+        wl = db.commit_workload(workload_mod(t.func()))
+        db.commit_tuning_record(ms.database.TuningRecord(trace, wl, [1e-6], target,
+                                                         ms.arg_info.ArgInfo.from_prim_func(t.func())))
+        n += 1
+    assert n >= 1
+    compiled = compile_model(model, build_target("llvm"), "all", False, TunedSchedules(tmp_path))
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    with torch.no_grad():
+        logits, stats = model(torch.from_numpy(x), return_stats=True)
+    got = compiled.run(x)
+    np.testing.assert_allclose(got.logits, logits.numpy(), rtol=1e-4, atol=1e-4 * np.abs(logits.numpy()).max())
+    for block, m in zip(model.blocks, stats["masks"]):
+        np.testing.assert_array_equal(got.masks[block.spec.name], m[:, 0].bool().numpy())
