@@ -228,7 +228,7 @@ def _measure_and_tune(tasks, dt, db, work_dir, known, trials, tracker, key, time
     mod = tvm.IRModule({t.name: t.func() for t in tasks})
     cores = int(dt.target.attrs.get("num-cores", 1)) if not dt.gpu else "physical"
     try:
-        ms.tune_tir(mod, dt.target, str(work_dir / "logs"), max_trials_global=trials,
+        ms.tune_tir(mod, dt.target, str(work_dir), max_trials_global=trials,  # logs go to work_dir/logs
                     num_trials_per_iter=min(64, max(4, trials // max(1, len(tasks)))),
                     builder=builder, runner=runner, database=db, cost_model="xgb",
                     measure_callbacks=list(ms.measure_callback.MeasureCallback.create("default")) + [cb],
