@@ -277,7 +277,8 @@ def test_tune_over_localhost_rpc(tmp_path):
                 assert time.time() < deadline, "tracker did not start"
                 time.sleep(0.5)
         procs.append(subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
-                                       "--port", str(_free_port()), "--tracker", f"127.0.0.1:{port}",
+                                       "--port", str(sp := _free_port()), "--port-end", str(sp + 20),
+                                       "--tracker", f"127.0.0.1:{port}",
                                        "--key", "testboard"], env=env, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL))
         while "testboard" not in rpc.connect_tracker("127.0.0.1", port).summary().get("queue_info", {}):
