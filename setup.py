@@ -21,6 +21,7 @@ INSTALL_REQUIRES = [
     "tqdm>=4.66,<5",
     "matplotlib>=3.8,<4",
     "pillow>=10",
+    "tornado>=6.4,<7",  # TVM's RPC tracker (lasnet-tvm tune --tracker)
 ]
 
 setup(
