@@ -17,14 +17,12 @@ import numpy as np
 import tvm
 
 from ..errors import LasnetError
-from ..targets import cuda_root, resolve_target
+from ..targets import NVCC_MIN_ARCH, arch_number, cuda_root, resolve_target
 from .artifact import CompiledModel, save_artifact
 from .pipeline import CompileResult, compile_model, lasnet_passes
 
 __all__ = ["CompiledModel", "CompileResult", "compile_checkpoint", "compile_model", "lasnet_passes",
            "build_target", "verify_compiled"]
-
-NVCC_MIN_ARCH = 75  # the local nvcc (CUDA 13) builds sm_75 and newer
 
 
 def build_target(spec) -> tvm.target.Target:
@@ -32,7 +30,7 @@ def build_target(spec) -> tvm.target.Target:
     target = resolve_target(spec)
     if target.kind.name == "cuda":
         arch = str(target.attrs.get("arch", "sm_75"))
-        if int(arch.split("_")[1]) < NVCC_MIN_ARCH:
+        if arch_number(arch) < NVCC_MIN_ARCH:
             root = cuda_root()
             if root is None:
                 raise LasnetError(f"{arch} is built through NVPTX: set CUDA_PATH to a CUDA root with nvvm/libdevice")

@@ -96,7 +96,7 @@ class _Lowerer(relax.PyExprMutator):
                 self.builder_.update_func(gv, new)
         mod = self.builder_.get()
         for gv in blocks:
-            mod = mod.without(gv) if hasattr(mod, "without") else _without(mod, gv)
+            mod = _without(mod, gv)
         return mod
 
     def _kernel(self, name: str, params: dict, func: tirx.PrimFunc | None = None) -> relax.GlobalVar:
