@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "lasnet_tvm" / "__init__.py").read_text()).group(1)
@@ -31,18 +31,9 @@ setup(
     long_description=(HERE / "README.md").read_text(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=[
-        "lasnet_tvm",
-        "lasnet_tvm.models",
-        "lasnet_tvm.cli",
-        "lasnet_tvm.train",
-        "lasnet_tvm.predictor",
-        "lasnet_tvm.tuning",
-        "lasnet_tvm.kernels",
-        "lasnet_tvm.hw_profiles",
-        "lasnet_tvm.schedules",
-        "lasnet_tvm.benchmarks",
-    ],
+    # Every package under lasnet_tvm/ (compiler.passes included), plus the top-level data folders.
+    packages=find_packages(include=["lasnet_tvm", "lasnet_tvm.*"])
+    + ["lasnet_tvm.kernels", "lasnet_tvm.hw_profiles", "lasnet_tvm.schedules", "lasnet_tvm.benchmarks"],
     # The top-level folders of the repository are sub-packages of the installed package.
     package_dir={
         "lasnet_tvm.kernels": "kernels",
