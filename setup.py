@@ -13,6 +13,7 @@ INSTALL_REQUIRES = [
     "apache-tvm-ffi==0.1.14.post1",  # 0.1.15 segfaults in ToJSONGraph (MetaSchedule, save_json)
     "torch==2.13.0",
     "numpy>=1.26,<3",
+    "scipy>=1.11,<2",  # Spearman correlation and least-squares fits (predictor calibration)
     "xgboost-cpu==3.2.0",
     "psutil>=5.9",
     "cloudpickle>=3.0",
