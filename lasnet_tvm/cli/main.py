@@ -23,6 +23,7 @@ COMMANDS = {
     "bench": "lasnet_tvm.cli.bench:bench",
     "demo": "lasnet_tvm.cli.demo:demo",
     "tune": "lasnet_tvm.cli.tune:tune",
+    "calibrate": "lasnet_tvm.cli.calibrate:calibrate",
 }
 
 

@@ -12,9 +12,9 @@ from ..errors import LasnetError
 
 
 def _profile(device: str, profile: str | None):
-    from ..predictor.profiles import get_profile, load_profile
+    from ..predictor.profiles import resolve_profile
 
-    return load_profile(profile) if profile else get_profile(device)
+    return resolve_profile(device, profile)
 
 
 def _rates(text: str) -> float | list[float]:

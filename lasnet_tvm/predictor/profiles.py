@@ -250,3 +250,8 @@ def get_profile(device: str, *, measure_local: bool = True) -> HardwareProfile:
             write_local_profile(cached)
         return load_profile(cached)
     raise LasnetError(f"unknown device {device!r}; known devices: {', '.join(known_devices())}")
+
+
+def resolve_profile(device: str, profile: str | os.PathLike | None = None) -> HardwareProfile:
+    """The profile a command uses: the YAML file ``profile`` when given (``--profile``), else ``device``'s."""
+    return load_profile(profile) if profile else get_profile(device)
