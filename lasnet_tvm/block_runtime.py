@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import tvm
 
@@ -26,15 +27,22 @@ from .targets import resolve_target, target_kind
 
 
 
-def compile_kernel(name: str, target, **params):
-    """Build, schedule (default schedule for ``target``) and compile kernel ``name``; returns its function."""
+def compile_kernel_module(name: str, target, **params):
+    """Build, schedule (default schedule for ``target``) and compile kernel ``name``; returns its runtime module.
+
+    The kernel is the module's ``"main"``; the module also gives ``time_evaluator``.
+    """
     mod = K.get(name)
     func = K.builder(name)(**params)
     tgt = resolve_target(target)
     kind = target_kind(tgt)
     sch = mod.schedule_cuda(func, **params) if kind == "cuda" else mod.schedule_cpu(func, **params)
-    ex = tvm.compile(sch.mod, target=tgt)
-    return ex["main"]
+    return tvm.compile(sch.mod, target=tgt).jit()
+
+
+def compile_kernel(name: str, target, **params):
+    """Like :func:`compile_kernel_module`, but returns the kernel function."""
+    return compile_kernel_module(name, target, **params)["main"]
 
 
 def _check(fb: FoldedBlock) -> None:
@@ -70,7 +78,8 @@ class CompiledBlock:
     static: bool
     device: torch.device
     steps: list = field(default_factory=list)  # the block's plan (lasnet_tvm.block_plan)
-    fns: list = field(default_factory=list)  # one compiled kernel per step
+    mods: list = field(default_factory=list)  # one compiled runtime module per step
+    fns: list = field(default_factory=list)  # their kernels
     bufs: dict = field(default_factory=dict)  # weights and activations (torch)
     tv: dict = field(default_factory=dict)  # their tvm views
     shapes: dict = field(default_factory=dict)  # activation shapes, "P" = active patches
@@ -104,7 +113,8 @@ class CompiledBlock:
     def _compile(self) -> None:
         """Compile every step of the block's plan (:func:`lasnet_tvm.block_plan.block_plan`)."""
         self.steps = block_plan(self.fb.spec, self.fusion, self.static)
-        self.fns = [compile_kernel(st.kernel, self.target, **st.params) for st in self.steps]
+        self.mods = [compile_kernel_module(st.kernel, self.target, **st.params) for st in self.steps]
+        self.fns = [m["main"] for m in self.mods]
 
     def _alloc(self) -> None:
         """Weights in the kernels' layouts; every activation at its largest size (``P`` = all patches).
@@ -148,14 +158,10 @@ class CompiledBlock:
             return int(self._count_np[0])
         return int(self.bufs["count"].item())
 
-    def __call__(self, x, out: torch.Tensor | None = None):
-        """Run the block on ``x`` (``[C_in, H, W]`` or ``[1, C_in, H, W]``); returns ``(out, mask)``."""
-        s = self.fb.spec
-        x, squeeze = self._input(x)
-        if out is None:
-            out = torch.empty(s.c_out, s.out_size, s.out_size, device=self.device)
+    def _run(self, x, out):
+        """Run every step; returns the arguments each step was called with."""
         env = dict(self.tv, x=tvm.runtime.from_dlpack(x), out=tvm.runtime.from_dlpack(out))
-        P = None
+        P, calls = None, []
         for st, fn in zip(self.steps, self.fns):
             if P is None and any("P" in shape for _, shape, _ in st.outputs):
                 P = self.active_count()  # the masker has run: size the patch buffers to the active patches
@@ -163,8 +169,43 @@ class CompiledBlock:
                 for name, shape in self.shapes.items():
                     if "P" in shape:
                         env[name] = self.tv[name]._create_view(tuple(P if d == "P" else d for d in shape))
-            fn(*[env[n] for n in st.inputs], *[env[n] for n, _, _ in st.outputs])
+            args = [env[n] for n in st.inputs] + [env[n] for n, _, _ in st.outputs]
+            fn(*args)
+            calls.append(args)
+        return calls
+
+    def __call__(self, x, out: torch.Tensor | None = None):
+        """Run the block on ``x`` (``[C_in, H, W]`` or ``[1, C_in, H, W]``); returns ``(out, mask)``."""
+        s = self.fb.spec
+        x, squeeze = self._input(x)
+        if out is None:
+            out = torch.empty(s.c_out, s.out_size, s.out_size, device=self.device)
+        self._run(x, out)
         if self.static:
             return (out if squeeze else out[None]), None
         mask = self.bufs["mask"].view(s.grid, s.grid) != 0
         return (out if squeeze else out[None]), (mask if squeeze else mask[None])
+
+    def time_steps(self, x, repeat: int = 5, min_repeat_ms: int = 5) -> list[dict]:
+        """Time each kernel of the block on input ``x`` with TVM's ``time_evaluator``.
+
+        The block runs once on ``x`` (which sets the number of active patches ``P``), then each step is timed
+        alone on the arguments of that run: ``repeat`` samples, each averaging enough calls to last
+        ``min_repeat_ms``. Returns one dict per step: ``kernel``, ``params``, ``P`` (``None`` for steps
+        without patches) and ``median_ms`` and ``samples_ms``.
+        """
+        s = self.fb.spec
+        x, _ = self._input(x)
+        out = torch.empty(s.c_out, s.out_size, s.out_size, device=self.device)
+        calls = self._run(x, out)
+        dev = tvm.cuda(0) if self.device.type == "cuda" else tvm.cpu(0)
+        P = None if self.static else self.active_count()
+        res = []
+        for st, mod, args in zip(self.steps, self.mods, calls):
+            timer = mod.time_evaluator("main", dev, number=1, repeat=repeat,
+                                        min_repeat_ms=int(min_repeat_ms))
+            samples = [t * 1e3 for t in timer(*args).results]
+            has_p = any("P" in shape for _, shape, _ in st.outputs)
+            res.append({"kernel": st.kernel, "params": dict(st.params), "P": P if has_p else None,
+                        "median_ms": float(np.median(samples)), "samples_ms": samples})
+        return res

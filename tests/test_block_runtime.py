@@ -85,6 +85,21 @@ def test_tvm_tensor_input_and_reuse():
         assert blk.active_count() == int(mask.sum())
 
 
+def test_time_steps_times_every_kernel_at_the_active_count():
+    fb = random_block(**BLOCKS["s4"])
+    x = torch.randn(16, 13, 13, generator=torch.Generator().manual_seed(5))
+    set_rate(fb, x, 0.5, seed=5)
+    blk = CompiledBlock.build(fb, "llvm")
+    _, mask = blk(x)
+    times = blk.time_steps(x, repeat=2, min_repeat_ms=1)
+    assert [t["kernel"] for t in times] == [st.kernel for st in blk.steps]
+    assert all(t["median_ms"] > 0 and len(t["samples_ms"]) == 2 for t in times)
+    patch_steps = [t for t in times if t["P"] is not None]
+    assert patch_steps and all(t["P"] == int(mask.sum()) for t in patch_steps)
+    out, _ = blk(x)  # timing leaves the block usable and its result unchanged
+    close(out, sparse_block(fb, x[None])[0][0])
+
+
 def test_bad_inputs():
     fb = random_block(**BLOCKS["s4"])
     with pytest.raises(LasnetError, match="fusion"):
