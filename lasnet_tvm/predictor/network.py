@@ -1,8 +1,9 @@
 """Block and network latency of the LAS backbones and their static counterparts.
 
-A **static block** runs conv1 (1x1), conv2 (3x3, stride, groups), SE (pool over the map, fc1, fc2; the scale is
-folded into conv3's input), conv3 (1x1) with the residual add + ReLU fused into its epilogue (as cuDNN and TVM
-do), and the dense downsample branch when the block has one.
+The op lists follow the kernels that the toolkit compiles (:func:`lasnet_tvm.block_plan.block_plan`; ops per
+kernel from :mod:`.kernel_ops`). A **static block** runs the dense downsample branch when it has one, conv1
+(1x1), conv2 (3x3, stride, groups), SE (pool over the map, fc1, fc2, scaling into a new map), conv3 (1x1) and
+a separate residual add + ReLU.
 
 A **dynamic block** at granularity S and activation rate r computes ``P = round(r * grid^2)`` patches per image
 (``grid = ceil(out / S)``; edge patches are computed whole). The fusion variants are the rows of paper Table 1:
@@ -14,21 +15,24 @@ A **dynamic block** at granularity S and activation rate r computes ``P = round(
 ``masker``                conv1 with one extra output channel (the masker, Eq. 3) + pool/threshold/index
                           of that channel; the rest as ``none``.
 ``masker+gather``         as ``masker`` with the gather fused into the 3x3 conv (gather-conv3x3).
-``all``                   as ``masker+gather`` with scatter and add fused (in-place scatter-add).
+``all``                   as ``masker+gather`` with scatter and add fused (scatter-add into a new map:
+                          the identity is read and the output written whole).
 ========================  ==========================================================================
 
-SE in a dynamic block pools over the active patches only. The downsample branch stays dense. The stem
+SE in a dynamic block pools over the active patches only and scales them into a new buffer. The downsample branch stays dense. The stem
 (ResNet: 7x7/2 conv and 3x3/2 max-pool; RegNet: 3x3/2 conv) and the head (global pool, fc) are static.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Sequence
 
 from ..archs import ArchSpec, BlockSpec, arch_spec, format_granularity
 from ..errors import LasnetError
 from . import ops
+from .kernel_ops import kernel_ops
 from .ops import Op, OpLatency, op_latency
 from .profiles import HardwareProfile
 
@@ -43,49 +47,49 @@ def active_patches(block: BlockSpec, rate: float, batch: int = 1) -> int:
 
 
 def static_block_ops(b: BlockSpec, batch: int = 1) -> list[Op]:
-    """Kernels of the static block."""
-    B = batch
-    out = [ops.conv("conv1", B, b.c_in, b.c_mid, b.in_size)]
+    """Kernels of the static block, in the order of ``block_plan(b, static=True)``."""
+    H, Ho, cm, co = b.in_size, b.out_size, b.c_mid, b.c_out
+    k = functools.partial(kernel_ops, batch=batch)
+    out: list[Op] = []
     if b.downsample:
-        out.append(ops.conv("downsample", B, b.c_in, b.c_out, b.in_size, 1, b.stride))
-    out.append(ops.conv("conv2", B, b.c_mid, b.c_mid, b.in_size, 3, b.stride, b.groups))
+        out += k("conv1x1", dict(C_in=b.c_in, C_out=co, H=H, W=H, stride=b.stride), out="ident")
+    out += k("conv1x1", dict(C_in=b.c_in, C_out=cm, H=H, W=H), out="f1")
+    out += k("conv3x3", dict(C=cm, H=H, W=H, stride=b.stride, groups=b.groups))
     if b.se_channels:
-        out += [ops.pool("se_pool", B, b.c_mid, b.out_size, b.out_size, b.out_size, kind="se_pool"),
-                ops.fc("se_fc1", B, b.c_mid, b.se_channels), ops.fc("se_fc2", B, b.se_channels, b.c_mid)]
-    out.append(ops.conv("conv3_add", B, b.c_mid, b.c_out, b.out_size, extra=1, kind="conv1x1_add"))
+        out += k("se_dense", dict(C=cm, R=b.se_channels, H=Ho, W=Ho))
+    out += k("conv1x1", dict(C_in=cm, C_out=co, H=Ho, W=Ho), out="f3")
+    out += k("add_relu", dict(C=co, H=Ho, W=Ho))
     return out
 
 
 def dynamic_block_ops(b: BlockSpec, P: int, fusion: str = "all", batch: int = 1) -> list[Op]:
-    """Kernels of the dynamic block with ``P`` active patches over the batch and a fusion variant."""
+    """Kernels of the dynamic block with ``P`` active patches over the batch and a fusion variant, in the order
+    of ``block_plan(b, fusion)``."""
     if fusion not in FUSIONS:
         raise LasnetError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
-    B, S, g = batch, b.S, b.grid
-    window = S * b.stride
+    H, Ho, S, st, cm, co = b.in_size, b.out_size, b.S, b.stride, b.c_mid, b.c_out
+    k = functools.partial(kernel_ops, P=P, batch=batch)
     out: list[Op] = []
-    if fusion == "none":
-        out += [ops.masker_pool("masker_pool", B, b.c_in, b.in_size, window),
-                ops.masker_conv("masker_conv1x1", B, b.c_in, g),
-                ops.mask_index("mask_index", B, g, 1, g),
-                ops.conv("conv1", B, b.c_in, b.c_mid, b.in_size)]
-    else:
-        c1 = ops.conv("masker_conv1", B, b.c_in, b.c_mid + 1, b.in_size, kind="masker_conv1x1_fused")
-        out += [c1, ops.mask_index("mask_index", B, b.in_size, window, g)]
     if b.downsample:
-        out.append(ops.conv("downsample", B, b.c_in, b.c_out, b.in_size, 1, b.stride))
-    L = (S - 1) * b.stride + 3
-    fused_gather = fusion in ("masker+gather", "all")
-    if not fused_gather:
-        out.append(ops.gather("gather", B, P, b.c_mid, b.in_size, L))
-    out.append(ops.patch_conv3x3("conv2", B, P, b.c_mid, b.c_mid, S, b.stride, b.groups, b.in_size, fused_gather))
-    if b.se_channels:
-        out += [ops.se_pool("se_pool", B, P, b.c_mid, S),
-                ops.fc("se_fc1", B, b.c_mid, b.se_channels), ops.fc("se_fc2", B, b.se_channels, b.c_mid)]
-    out.append(ops.patch_conv1x1("conv3", P, b.c_mid, b.c_out, S))
-    if fusion == "all":
-        out.append(ops.scatter_add("scatter_add", P, b.c_out, S, b.out_size))
+        out += k("conv1x1", dict(C_in=b.c_in, C_out=co, H=H, W=H, stride=st), out="ident")
+    if fusion == "none":
+        out += k("masker", dict(C_in=b.c_in, H=H, W=H, S=S, stride=st))
+        out += k("conv1x1", dict(C_in=b.c_in, C_out=cm, H=H, W=H), out="f1")
     else:
-        out += [ops.scatter("scatter", B, P, b.c_out, S, b.out_size), ops.add("add", B, b.c_out, b.out_size)]
+        out += k("masker_conv1x1", dict(C_in=b.c_in, C_mid=cm, H=H, W=H, S=S, stride=st))
+    if fusion in ("none", "masker"):
+        out += k("gather", dict(C=cm, H=H, W=H, S=S, stride=st))
+        out += k("window_conv3x3", dict(C=cm, S=S, stride=st, groups=b.groups))
+    else:
+        out += k("gather_conv3x3", dict(C=cm, H=H, W=H, S=S, stride=st, groups=b.groups))
+    if b.se_channels:
+        out += k("se", dict(C=cm, R=b.se_channels, Ho=Ho, S=S))
+    out += k("patch_conv1x1", dict(C_in=cm, C_out=co, S=S))
+    if fusion == "all":
+        out += k("scatter_add", dict(C=co, Ho=Ho, Wo=Ho, S=S))
+    else:
+        out += k("scatter", dict(C=co, Ho=Ho, Wo=Ho, S=S))
+        out += k("add_relu", dict(C=co, H=Ho, W=Ho))
     return out
 
 

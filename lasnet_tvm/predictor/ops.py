@@ -66,8 +66,9 @@ class Op:
         Row width of the tensor the output is written into (scatter); 0: the output is its own dense tensor.
     weights : int
         Weight elements per output channel (0: none).
-    extra : int
-        Extra operands read with the output's shape and layout (identity of an add).
+    extra : float
+        Extra operands read with the output's shape and layout (identity of an add); a fraction for an operand
+        that covers only part of the output (the patches of a dense scatter-add).
     dram_in, dram_out, dram_extra : float
         Unique bytes moved off-chip (input, output, extra operands); weights are added from ``weights``.
     dram_in_run, dram_out_run : float
@@ -94,7 +95,7 @@ class Op:
     in_map_w: int = 0
     out_map_w: int = 0
     weights: int = 0
-    extra: int = 0
+    extra: float = 0
     dram_in: float = 0.0
     dram_out: float = 0.0
     dram_extra: float = 0.0
@@ -284,7 +285,8 @@ def add(name: str, B: int, C: int, size: int) -> Op:
 
 
 def scatter_add(name: str, P: int, C: int, S: int, out_size: int) -> Op:
-    """Fused scatter-add (+ ReLU): each patch is added in place to the identity at its position."""
+    """Fused scatter-add (+ ReLU) done in place (the paper's kernel): each patch is added to the identity at its
+    position. The toolkit's kernel writes a new output map instead: see :func:`scatter_add_map`."""
     n = P * C * S * S
     return Op(name, "scatter_add", P, C, S, S, 1.0, C, 1, 1, 1, 1, S, S, out_map_w=out_size, extra=1,
               dram_in=n * F32, dram_extra=n * F32, dram_out=n * F32, dram_out_run=min(S, out_size) * F32,
@@ -296,3 +298,19 @@ def se_pool(name: str, B: int, P: int, C: int, S: int) -> Op:
     fan = max(1, P // max(B, 1))
     return Op(name, "se_pool", B, C, 1, 1, S * S * fan, C, 1, 1, S, S, S, S, item_fan=fan,
               dram_in=P * C * S * S * F32, dram_out=B * C * F32, flops=float(P * C * S * S))
+
+
+def scatter_add_map(name: str, B: int, P: int, C: int, S: int, out_size: int) -> Op:
+    """Fused scatter-add (+ ReLU) into a new map (the toolkit's kernel): every output pixel is written once,
+    ``relu(identity + patch or 0)``; the identity is read whole, the ``P`` patches ``[C, S, S]`` once."""
+    n = B * C * out_size * out_size
+    patch = min(P * C * S * S, n)
+    return Op(name, "scatter_add", B, C, out_size, out_size, 1.0, C, 1, 1, 1, 1, out_size, out_size,
+              extra=patch / n, dram_in=n * F32, dram_extra=patch * F32, dram_out=n * F32, flops=float(n))
+
+
+def se_scale(name: str, P: int, C: int, S: int) -> Op:
+    """Squeeze-excitation scaling: ``[P, C, S, S]`` times a per-channel scale, written to a new buffer."""
+    n = P * C * S * S
+    return Op(name, "se_scale", P, C, S, S, 1.0, C, 1, 1, 1, 1, S, S, dram_in=n * F32, dram_out=n * F32,
+              flops=float(n))

@@ -1,0 +1,109 @@
+"""Predictor ops of each kernel of a block plan: per-kernel predictions for the kernels that actually run.
+
+:func:`lasnet_tvm.block_plan.block_plan` lists the kernels (``Step``) of a compiled block; :func:`step_ops`
+maps one step, at ``P`` active patches, to the :class:`~.ops.Op` list the latency model prices, and
+:func:`predict_step` gives its predicted latency in **seconds**. A step may map to several ops (the unfused
+masker is pool + 1x1 conv + index; SE is pool + two FCs + scaling), each costing one launch.
+
+The block op lists of :mod:`.network` are built from the same functions (:func:`kernel_ops`), in the plan's
+order, so that ``sum(predict_step(s, P, hw) for s in block_plan(...))`` equals
+:func:`~.network.predict_block`'s static or dynamic latency (checked by the tests). This module does not import
+``block_plan`` (which imports TVM): a step is anything with ``kernel``, ``params`` and ``outputs``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ..errors import LasnetError
+from . import ops
+from .ops import Op, OpLatency, op_latency
+from .profiles import HardwareProfile
+
+#: Name of a 1x1 conv by the buffer it writes.
+_CONV1X1_NAMES = {"ident": "downsample", "f1": "conv1", "f3": "conv3"}
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _se(B: int, P: int, C: int, R: int, S: int) -> list[Op]:
+    """SE on ``P`` items ``[C, S, S]`` (patches, or ``P = B`` whole maps with ``S`` = map size)."""
+    return [ops.se_pool("se_pool", B, P, C, S), ops.fc("se_fc1", B, C, R), ops.fc("se_fc2", B, R, C),
+            ops.se_scale("se_scale", P, C, S)]
+
+
+def kernel_ops(kernel: str, params: Mapping[str, Any], P: int = 0, batch: int = 1, out: str = "") -> list[Op]:
+    """Ops of one kernel call.
+
+    Parameters
+    ----------
+    kernel : str
+        Kernel name (``lasnet_tvm.kernels.KERNELS``).
+    params : mapping
+        The kernel's shape parameters (``Step.params``).
+    P : int
+        Active patches over the batch (ignored by kernels without patches).
+    batch : int
+        Images (the compiled blocks run batch 1; the predictor allows more).
+    out : str
+        Name of the first buffer the kernel writes; names a ``conv1x1`` (``ident``: downsample, ``f1``: conv1,
+        ``f3``: conv3).
+
+    Returns
+    -------
+    list of Op
+    """
+    B, p = batch, params
+    get = p.get
+    if kernel == "conv1x1":
+        name = _CONV1X1_NAMES.get(out, "conv1x1")
+        return [ops.conv(name, B, p["C_in"], p["C_out"], p["H"], 1, get("stride", 1))]
+    if kernel == "conv3x3":
+        return [ops.conv("conv2", B, p["C"], p["C"], p["H"], 3, get("stride", 1), get("groups", 1))]
+    if kernel == "se_dense":
+        return _se(B, B, p["C"], p["R"], p["H"])
+    if kernel == "add_relu":
+        return [ops.add("add", B, p["C"], p["H"])]
+    st = get("stride", 1)
+    if kernel in ("masker", "masker_conv1x1"):
+        H, S = p["H"], p["S"]
+        g = _cdiv(_cdiv(H, st), S)
+        if kernel == "masker":
+            return [ops.masker_pool("masker_pool", B, p["C_in"], H, S * st),
+                    ops.masker_conv("masker_conv1x1", B, p["C_in"], g), ops.mask_index("mask_index", B, g, 1, g)]
+        return [ops.conv("masker_conv1", B, p["C_in"], p["C_mid"] + 1, H, kind="masker_conv1x1_fused"),
+                ops.mask_index("mask_index", B, H, S * st, g)]
+    if kernel == "gather":
+        return [ops.gather("gather", B, P, p["C"], p["H"], (p["S"] - 1) * st + 3)]
+    if kernel == "window_conv3x3":
+        L = (p["S"] - 1) * st + 3
+        return [ops.patch_conv3x3("conv2", B, P, p["C"], p["C"], p["S"], st, get("groups", 1), L, False)]
+    if kernel == "gather_conv3x3":
+        return [ops.patch_conv3x3("conv2", B, P, p["C"], p["C"], p["S"], st, get("groups", 1), p["H"], True)]
+    if kernel == "se":
+        return _se(B, P, p["C"], p["R"], p["S"])
+    if kernel == "patch_conv1x1":
+        return [ops.patch_conv1x1("conv3", P, p["C_in"], p["C_out"], p["S"])]
+    if kernel == "scatter":
+        return [ops.scatter("scatter", B, P, p["C"], p["S"], p["Ho"])]
+    if kernel == "scatter_add":
+        return [ops.scatter_add_map("scatter_add", B, P, p["C"], p["S"], p["Ho"])]
+    raise LasnetError(f"no latency model for kernel {kernel!r}")
+
+
+def step_ops(step: Any, P: int = 0, batch: int = 1) -> list[Op]:
+    """Ops of one ``block_plan`` step at ``P`` active patches over the batch (see :func:`kernel_ops`)."""
+    out = step.outputs[0][0] if step.outputs else ""
+    return kernel_ops(step.kernel, step.params, P, batch, out)
+
+
+def step_latencies(step: Any, P: int, hw: HardwareProfile, batch: int = 1) -> list[OpLatency]:
+    """Predicted latency of each op of a step (seconds, with parts)."""
+    return [op_latency(o, hw) for o in step_ops(step, P, batch)]
+
+
+def predict_step(step: Any, P: int, hw: HardwareProfile, batch: int = 1) -> float:
+    """Predicted latency of one ``block_plan`` step at ``P`` active patches on ``hw``, in **seconds**."""
+    return sum(o.total for o in step_latencies(step, P, hw, batch))
