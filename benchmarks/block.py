@@ -52,7 +52,7 @@ def block_spec(arch: str | None, stage: int, channels: tuple[int, int, int] | No
 
 
 def random_folded_block(spec: BlockSpec, seed: int = 0) -> FoldedBlock:
-    """Random BN-folded weights (scaled by 1/sqrt(fan-in)) with the masker set to ``wm = e_0, bm = 0``."""
+    """Random BN-folded weights (scaled by 1/sqrt(fan-in), SE too) with the masker set to ``wm = e_0, bm = 0``."""
     gen = torch.Generator().manual_seed(seed)
 
     def rnd(*shape, fan=1):
@@ -66,6 +66,9 @@ def random_folded_block(spec: BlockSpec, seed: int = 0) -> FoldedBlock:
                      rnd(s.c_out, s.c_mid, fan=s.c_mid), rnd(s.c_out) * 0.1)
     if s.downsample:
         fb.wd, fb.bd = rnd(s.c_out, s.c_in, fan=s.c_in), rnd(s.c_out) * 0.1
+    if s.se_channels:
+        R = s.se_channels
+        fb.se = (rnd(R, s.c_mid, fan=s.c_mid), rnd(R) * 0.1, rnd(s.c_mid, R, fan=R), rnd(s.c_mid) * 0.1)
     return fb
 
 
@@ -184,3 +187,117 @@ def format_table(res: dict) -> str:
                  + f"  (fusion speedup {ab['none'] / ab['all']:.2f}x)")
     lines.append(f"  max rel err {max(res['max_rel_err'].values()):.2e}")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Helpers shared by ``bench fusion``, ``bench rate`` and ``bench granularity``.
+
+
+def select_blocks(arch: str, stages=None, block: str | None = None, input_size: int = 224,
+                  width_mult: float = 1.0) -> list[BlockSpec]:
+    """The measured blocks: the block named ``block``, else the first identity block of each stage in ``stages``.
+
+    Raises
+    ------
+    LasnetError
+        Unknown arch, stage or block name.
+    """
+    blocks = arch_spec(arch, 1, input_size, width_mult=width_mult).blocks
+    if block is not None:
+        named = [b for b in blocks if b.name == block]
+        if not named:
+            raise LasnetError(f"{arch} has no block {block!r} (names like {blocks[0].name}, {blocks[-1].name})")
+        return named
+    out = []
+    for stage in stages or (1, 2, 3, 4):
+        in_stage = [b for b in blocks if b.stage == stage]
+        if not in_stage:
+            raise LasnetError(f"stage {stage} does not exist (1..4)")
+        out.append(([b for b in in_stage if not b.downsample] or in_stage)[0])
+    return out
+
+
+_COMPILED: dict = {}
+
+
+def compiled_block(spec: BlockSpec, target, fusion: str | None = None, seed: int = 0) -> CompiledBlock:
+    """:class:`CompiledBlock` of :func:`random_folded_block` ``(spec, seed)``; ``fusion=None`` is the static block.
+
+    Blocks are cached per process (a few dozen at most), so benchmarks run one after another share compilations.
+    """
+    key = (spec, str(target), fusion, seed)
+    if key not in _COMPILED:
+        if len(_COMPILED) >= 32:
+            _COMPILED.pop(next(iter(_COMPILED)))
+        fb = random_folded_block(spec, seed)
+        _COMPILED[key] = (CompiledBlock.build(fb, target, static=True) if fusion is None
+                          else CompiledBlock.build(fb, target, fusion=fusion))
+    return _COMPILED[key]
+
+
+def sync_of(blk: CompiledBlock):
+    """A function that waits for the block's device (a no-op on CPU)."""
+    if blk.device.type == "cuda":
+        return torch.cuda.synchronize
+    return lambda: None
+
+
+def checked_static(blk: CompiledBlock, seed: int = 0) -> tuple[torch.Tensor, float]:
+    """Input (all patches active, on the block's device) and relative error of the static block vs PyTorch.
+
+    Raises
+    ------
+    LasnetError
+        The output differs from :func:`dense_masked_block` (all-ones mask) by more than :data:`TOLERANCE`.
+    """
+    s, fb = blk.fb.spec, blk.fb
+    x, _ = input_at_rate(s, 1.0, seed)
+    ref = dense_masked_block(fb, x[None], torch.ones(1, s.grid, s.grid, dtype=torch.bool))[0]
+    xd = x.to(blk.device)
+    out, _ = blk(xd)
+    err = rel_err(out.cpu(), ref)
+    if err > TOLERANCE:
+        raise LasnetError(f"static block {s.name}: output differs from PyTorch (max rel err {err:.1e} > {TOLERANCE})")
+    return xd, err
+
+
+def checked_dynamic(blk: CompiledBlock, rate: float, seed: int = 0) -> tuple[torch.Tensor, int, float]:
+    """Input at ``rate`` (on the block's device), active patches and relative error of the block vs PyTorch.
+
+    Raises
+    ------
+    LasnetError
+        The block's masker picked other patches than intended, or its output differs from
+        :func:`sparse_block` by more than :data:`TOLERANCE`.
+    """
+    s, fb = blk.fb.spec, blk.fb
+    x, want = input_at_rate(s, rate, seed)
+    ref, _ = sparse_block(fb, x[None], want[None])
+    xd = x.to(blk.device)
+    out, mask = blk(xd)
+    what = f"block {s.name} fusion={blk.fusion} S={s.S} r={rate}"
+    if not torch.equal(mask.cpu(), want):
+        raise LasnetError(f"{what}: the masker selected {int(mask.sum())} patches, expected {int(want.sum())}")
+    err = rel_err(out.cpu(), ref[0])
+    if err > TOLERANCE:
+        raise LasnetError(f"{what}: output differs from PyTorch (max rel err {err:.1e} > {TOLERANCE})")
+    return xd, int(want.sum()), err
+
+
+def kernel_rows(blk: CompiledBlock, x: torch.Tensor, repeat: int, min_repeat_ms: float) -> list[dict]:
+    """Per-kernel medians of :meth:`CompiledBlock.time_steps`.
+
+    Rows: ``kernel``, ``params``, ``P`` (active patches of the call; 0 for the static block), ``measured_ms``,
+    ``samples_ms``.
+    """
+    rows = blk.time_steps(x, repeat=repeat, min_repeat_ms=min_repeat_ms)
+    P = 0 if blk.static else blk.active_count()
+    return [{"kernel": r["kernel"], "params": r["params"], "P": P, "measured_ms": r["median_ms"],
+             "samples_ms": r["samples_ms"]} for r in rows]
+
+
+def shape_of(spec: BlockSpec) -> dict:
+    """JSON description of a block's shape."""
+    return {"block": spec.name, "stage": spec.stage, "C_in": spec.c_in, "C_mid": spec.c_mid, "C_out": spec.c_out,
+            "H": spec.in_size, "H_out": spec.out_size, "stride": spec.stride, "groups": spec.groups,
+            "se_channels": spec.se_channels, "downsample": spec.downsample}

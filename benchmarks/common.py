@@ -101,3 +101,45 @@ def write_json(path: str | os.PathLike, data: dict) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def default_target() -> str:
+    """``"cuda"`` when TVM sees a CUDA GPU, else ``"llvm"``."""
+    try:
+        import tvm
+
+        return "cuda" if tvm.cuda(0).exist else "llvm"
+    except Exception:  # no CUDA runtime at all
+        return "llvm"
+
+
+def device_name(target_kind: str, threads: int) -> str:
+    """Words for the measuring device: the GPU's name, or the CPU model and thread count."""
+    if target_kind == "cuda":
+        import torch
+
+        return f"cuda ({torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'GPU'})"
+    return f"llvm ({cpu_model()}, {threads} threads)"
+
+
+def run_header(benchmark: str, target, threads: int, repeats: int, hw, note: str | None = None) -> dict:
+    """The fields every ``bench fusion/rate/granularity`` JSON starts with.
+
+    ``target`` is the resolved TVM target; ``hw`` the :class:`HardwareProfile` of the predictions.
+    """
+    from lasnet_tvm.targets import target_kind
+
+    kind = target_kind(target)
+    return {"benchmark": benchmark, "device": device_name(kind, threads), "target": str(target),
+            "target_kind": kind, "profile": {"name": hw.name, "source": hw.source}, "threads": threads,
+            "repeats": repeats, "machine": machine_info(), "versions": versions(), "git_revision": git_revision(),
+            "note": note, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def progress(total: int, desc: str):
+    """A tqdm progress bar on stderr (hidden when stderr is not a terminal)."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, file=sys.stderr, disable=None, leave=False, dynamic_ncols=True)

@@ -90,3 +90,183 @@ def model(model_path, arch, granularity, input_size, width_mult, rate, images, r
     common.write_json(out, res)
     click.echo(bm.format_table(res))
     click.echo(f"wrote {out}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# bench fusion / rate / granularity (paper Table 1, Fig. 4/5, Fig. 6)
+
+QUICK = dict(input_size=64, width_mult=0.125, repeats=3, kernel_repeat=2, min_repeat_ms=1)
+FULL = dict(input_size=224, width_mult=1.0, kernel_repeat=5, min_repeat_ms=5)
+
+
+def _floats(text: str, what: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise LasnetError(f"{what} {text!r}: expected comma-separated numbers") from None
+    if not vals:
+        raise LasnetError(f"{what} {text!r}: expected at least one value")
+    return vals
+
+
+def _sweep_options(arch: str, stages: str, repeats: int):
+    """Options shared by fusion, rate and granularity."""
+    opts = [
+        click.option("--arch", default=arch, show_default=True, help="Backbone whose blocks are measured."),
+        click.option("--stage", "stages", default=None, help=f"Stages, comma list (default {stages}); the first "
+                     "identity block of each is measured."),
+        click.option("--block", "block_name", default=None, help="Measure this block instead (e.g. layer1.0)."),
+        click.option("--S", "S", default=None, help="Granularities, comma list."),
+        click.option("--rates", default=None, help="Activation rates in [0, 1], comma list."),
+        click.option("--repeats", default=None, type=int, help=f"Timed full calls per variant (default {repeats}, "
+                     f"quick {QUICK['repeats']})."),
+        click.option("--quick", is_flag=True, help="Tiny run (width x0.125, 64x64 input, few points) in seconds."),
+        click.option("--input-size", default=None, type=int, help="Network input size (default 224, quick 64)."),
+        click.option("--width-mult", default=None, type=float, help="Channel multiplier (default 1, quick 0.125)."),
+        click.option("--out", "out_dir", default=".", show_default=True, type=click.Path(file_okay=False),
+                     help="Folder of the JSON and PNG files."),
+        click.option("--device", default="local", show_default=True,
+                     help="Profile of the predictions: a shipped profile name or 'local' (this machine)."),
+        click.option("--profile", default=None, type=click.Path(dir_okay=False), help="Profile YAML (overrides "
+                     "--device)."),
+        click.option("--target", default=None, help="TVM target (default: cuda if a GPU is visible, else llvm)."),
+        click.option("--threads", default=2, show_default=True, type=int, help="torch and TVM threads."),
+        click.option("--seed", default=0, show_default=True, type=int, help="Weights and inputs seed."),
+        click.option("--tracker", default=None, help="HOST:PORT of a TVM RPC tracker (not supported yet)."),
+        click.option("--key", default=None, help="RPC device key (not supported yet)."),
+    ]
+
+    def deco(f):
+        for o in reversed(opts):
+            f = o(f)
+        return f
+
+    return deco
+
+
+def _setup(name: str, kw: dict, default_repeats: int, default_stages, default_S, default_rates) -> dict:
+    """Validate the shared options; returns what the benchmark needs (blocks, profile, target, ...)."""
+    if kw["tracker"] or kw["key"]:
+        raise LasnetError(f"bench {name}: remote timing over TVM RPC (--tracker/--key) is not supported yet; "
+                          "run the benchmark on the device itself")
+    if kw["threads"] < 1:
+        raise LasnetError(f"--threads must be >= 1, got {kw['threads']}")
+    os.environ.setdefault("TVM_NUM_THREADS", str(kw["threads"]))
+    from ..archs import arch_spec
+
+    quick = kw["quick"]
+    base = QUICK if quick else FULL
+    cfg = dict(base, name=name, quick=quick, arch=kw["arch"], seed=kw["seed"], threads=kw["threads"])
+    cfg["repeats"] = kw["repeats"] if kw["repeats"] is not None else (QUICK["repeats"] if quick else default_repeats)
+    if cfg["repeats"] < 1:
+        raise LasnetError(f"--repeats must be >= 1, got {cfg['repeats']}")
+    cfg["input_size"] = kw["input_size"] or base["input_size"]
+    cfg["width_mult"] = kw["width_mult"] or base["width_mult"]
+    arch_spec(kw["arch"], 1, cfg["input_size"], width_mult=cfg["width_mult"])  # validates the arch
+    cfg["rates"] = _floats(kw["rates"], "--rates") if kw["rates"] else default_rates
+    if any(not 0.0 <= r <= 1.0 for r in cfg["rates"]):
+        raise LasnetError(f"--rates {kw['rates']!r}: every rate must lie in [0, 1]")
+    cfg["S_explicit"] = kw["S"] is not None
+    cfg["S"] = _ints(kw["S"], "--S") if kw["S"] else default_S
+    if kw["block_name"] and kw["stages"]:
+        raise LasnetError("give --stage or --block, not both")
+    stages = _ints(kw["stages"], "--stage") if kw["stages"] else default_stages
+    from ..benchmarks.block import select_blocks
+
+    cfg["blocks"] = select_blocks(kw["arch"], stages, kw["block_name"], cfg["input_size"], cfg["width_mult"])
+    from ..benchmarks.common import default_target
+    from ..predictor.profiles import resolve_profile
+    from ..targets import resolve_target, target_kind
+
+    cfg["target"] = resolve_target(kw["target"] or default_target())
+    cfg["kind"] = target_kind(cfg["target"])
+    if cfg["kind"] == "cuda":
+        import tvm
+
+        if not tvm.cuda(0).exist:
+            raise LasnetError(f"target {kw['target'] or 'cuda'} needs a CUDA GPU; none is visible")
+    cfg["hw"] = resolve_profile(kw["device"], kw["profile"])
+    tag = "cpu" if cfg["kind"] == "cpu" else "cuda"
+    cfg["stem"] = os.path.join(kw["out_dir"], f"{name}_{kw['arch']}_{tag}{'_quick' if quick else ''}")
+    return cfg
+
+
+def _finish(cfg: dict, res: dict, plot, table) -> None:
+    """Add the header and settings, write JSON and PNG, print the table."""
+    from ..benchmarks.common import run_header, write_json
+
+    note = ("measured on a shared machine (other jobs may run at the same time); medians of interleaved rounds"
+            if cfg["kind"] == "cpu" else None)
+    out = run_header(cfg["name"], cfg["target"], cfg["threads"], cfg["repeats"], cfg["hw"], note)
+    out.update({k: cfg[k] for k in ("arch", "quick", "input_size", "width_mult", "seed", "kernel_repeat",
+                                    "min_repeat_ms", "rates", "S")})
+    out.update(res)
+    write_json(cfg["stem"] + ".json", out)
+    plot(out, cfg["stem"] + ".png")
+    click.echo(table(out))
+    click.echo(f"wrote {cfg['stem']}.json and {cfg['stem']}.png")
+
+
+def _log(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+@bench.command("fusion")
+@_sweep_options("las_resnet101", "1", 20)
+def fusion(**kw):
+    """Operator-fusion ablation (paper Table 1): static and 4 fusion variants, measured and predicted."""
+    cfg = _setup("fusion", kw, 20, (1,), (4,), (0.6,))
+    if len(cfg["blocks"]) != 1:
+        raise LasnetError("bench fusion measures one block: give one --stage or --block")
+    from ..benchmarks import fusion as F
+    from ..benchmarks.plots import plot_fusion
+    from ..benchmarks.rate import usable_S
+
+    spec = cfg["blocks"][0]
+    S_list = usable_S([spec], cfg["S"], True)[0]
+    res = F.run(spec, S_list, cfg["rates"], cfg["hw"], cfg["target"], cfg["repeats"], cfg["kernel_repeat"],
+                cfg["min_repeat_ms"], cfg["seed"], log=_log)
+    _finish(cfg, res, plot_fusion, F.format_table)
+
+
+@bench.command("rate")
+@_sweep_options("las_resnet50", "1,2,3,4", 10)
+def rate(**kw):
+    """Latency ratio against activation rate per stage and S (paper Fig. 4/5), measured and predicted."""
+    from ..benchmarks import rate as R
+
+    quick = kw["quick"]
+    cfg = _setup("rate", kw, 10, (1, 2) if quick else (1, 2, 3, 4), (1, 2) if quick else R.DEFAULT_S,
+                 (0.0, 0.5, 1.0) if quick else R.DEFAULT_RATES)
+    from ..benchmarks.plots import plot_rate
+
+    S_lists = R.usable_S(cfg["blocks"], cfg["S"], cfg["S_explicit"])
+    res = R.run(cfg["blocks"], S_lists, cfg["rates"], cfg["hw"], cfg["target"], cfg["repeats"],
+                cfg["kernel_repeat"], cfg["min_repeat_ms"], cfg["seed"], log=_log)
+    _finish(cfg, res, plot_rate, R.format_table)
+
+
+@bench.command("granularity")
+@_sweep_options("las_resnet50", "1,2,3", 10)
+@click.option("--tolerance", default=0.05, show_default=True, type=float,
+              help="Choice: the smallest S within this fraction of the fastest.")
+def granularity(tolerance, **kw):
+    """Latency ratio against S per stage at fixed rates (paper Fig. 6); best S measured vs predicted."""
+    from ..benchmarks import granularity as G
+    from ..benchmarks.rate import usable_S
+
+    quick = kw["quick"]
+    cfg = _setup("granularity", kw, 10, (1, 2) if quick else (1, 2, 3), (1, 2, 4) if quick else None, (0.5,))
+    if tolerance < 0:
+        raise LasnetError(f"--tolerance must be >= 0, got {tolerance}")
+    from ..benchmarks.plots import plot_granularity
+
+    if cfg["S"] is None:
+        S_lists = G.candidates(cfg["blocks"])
+        cfg["S"] = "stage candidates"
+    else:
+        S_lists = usable_S(cfg["blocks"], cfg["S"], cfg["S_explicit"])
+    res = G.run(cfg["blocks"], S_lists, cfg["rates"], cfg["hw"], cfg["target"], cfg["repeats"],
+                cfg["kernel_repeat"], cfg["min_repeat_ms"], tolerance, cfg["seed"], log=_log)
+    res["S_per_block"] = {st["block"]["block"]: sorted({p["S"] for p in st["points"]}) for st in res["stages"]}
+    _finish(cfg, res, plot_granularity, G.format_table)

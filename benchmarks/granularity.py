@@ -1,0 +1,92 @@
+"""``lasnet-tvm bench granularity``: latency ratio ``r_l`` against the granularity S at a fixed rate (paper Fig. 6).
+
+Measured exactly as ``bench rate`` (:func:`lasnet_tvm.benchmarks.rate.measure_stage`: the static block and the
+fused dynamic block for every S of a stage, timed in one interleaved run, checked against PyTorch first), at
+the candidate S of each stage (:func:`lasnet_tvm.predictor.stage_candidates`: powers of two and divisors of
+the output size, below the size). For every stage and rate the best S by measurement and by prediction are
+compared twice: the fastest S (``best``), and the paper's trade-off choice, the smallest S whose latency is
+within ``tolerance`` of the fastest (``choice``, as :func:`lasnet_tvm.predictor.search_granularity` picks).
+"""
+
+from __future__ import annotations
+
+from ..archs import BlockSpec
+from ..predictor import stage_candidates
+from .common import progress
+from .rate import accuracy_section, format_accuracy, measure_stage, work_units
+
+
+def candidates(blocks: list[BlockSpec], S_list=None) -> list[list[int]]:
+    """Per block, the S to try: ``S_list`` filtered to the block's output size, or its stage candidates."""
+    if S_list is None:
+        return [stage_candidates(b.out_size) for b in blocks]
+    return [[S for S in S_list if S <= b.out_size] for b in blocks]
+
+
+def _pick(by_S: dict[int, float], tolerance: float) -> tuple[int, int]:
+    best = min(by_S, key=by_S.get)
+    choice = min(S for S, v in by_S.items() if v <= by_S[best] * (1.0 + tolerance))
+    return best, choice
+
+
+def best_S(stages: list[dict], tolerance: float) -> list[dict]:
+    """Per stage and rate: measured and predicted ``r_l`` by S, the best S of each and whether they agree."""
+    out = []
+    for st in stages:
+        for r in sorted({p["rate"] for p in st["points"]}):
+            pts = sorted((p for p in st["points"] if p["rate"] == r), key=lambda p: p["S"])
+            meas = {p["S"]: p["measured_ratio"] for p in pts}
+            pred = {p["S"]: p["predicted_ratio"] for p in pts}
+            (mb, mc), (pb, pc) = _pick(meas, tolerance), _pick(pred, tolerance)
+            out.append({"block": st["block"]["block"], "stage": st["block"]["stage"], "rate": r,
+                        "S": [p["S"] for p in pts], "measured_ratio": list(meas.values()),
+                        "predicted_ratio": list(pred.values()),
+                        "measured_best_S": mb, "predicted_best_S": pb, "best_agree": mb == pb,
+                        "measured_choice_S": mc, "predicted_choice_S": pc, "choice_agree": mc == pc,
+                        "tolerance": tolerance})
+    return out
+
+
+def run(blocks: list[BlockSpec], S_lists, rates, hw, target, repeats: int, kernel_repeat: int = 5,
+        min_repeat_ms: float = 5, tolerance: float = 0.05, seed: int = 0, log=print) -> dict:
+    """Measure every block at its S list and rates; returns ``stages``, ``points``, ``best``, ``agreement``,
+    ``accuracy``."""
+    bar = progress(work_units(S_lists, rates), "bench granularity")
+    stages = []
+    try:
+        for spec, S_list in zip(blocks, S_lists):
+            if not S_list:
+                log(f"skipping {spec.name}: no S fits its output size {spec.out_size}")
+                continue
+            log(f"{spec.name} (stage {spec.stage}): static + S={','.join(map(str, S_list))} at "
+                f"r={','.join(map(str, rates))}, {repeats} rounds")
+            stages.append(measure_stage(spec, S_list, rates, hw, target, repeats, kernel_repeat, min_repeat_ms,
+                                        seed, bar))
+    finally:
+        bar.close()
+    best = best_S(stages, tolerance)
+    n = len(best)
+    return {"stages": stages, "points": [p for st in stages for p in st["points"]], "best": best,
+            "agreement": {"best": sum(b["best_agree"] for b in best) / n if n else None,
+                          "choice": sum(b["choice_agree"] for b in best) / n if n else None, "n": n},
+            "accuracy": accuracy_section(stages), "max_rel_err": max(st["max_rel_err"] for st in stages)}
+
+
+def format_table(res: dict) -> str:
+    """Plain-text table: ``r_l`` by S per stage and rate, best S measured vs predicted, accuracy figures."""
+    lines = [f"bench granularity: {res['arch']} on {res['device']}, profile {res['profile']['name']}, "
+             f"{res['repeats']} rounds (median); r_l = dynamic / static"]
+    for b in res["best"]:
+        lines.append(f"stage {b['stage']} {b['block']} r={b['rate']}")
+        lines.append("  S        " + " ".join(f"{S:>5d}" for S in b["S"]))
+        lines.append("  meas r_l " + " ".join(f"{v:5.2f}" for v in b["measured_ratio"]))
+        lines.append("  pred r_l " + " ".join(f"{v:5.2f}" for v in b["predicted_ratio"]))
+        lines.append(f"  fastest S: measured {b['measured_best_S']}, predicted {b['predicted_best_S']} "
+                     f"({'agree' if b['best_agree'] else 'differ'}); within {100 * b['tolerance']:.0f}%: "
+                     f"measured {b['measured_choice_S']}, predicted {b['predicted_choice_S']} "
+                     f"({'agree' if b['choice_agree'] else 'differ'})")
+    a = res["agreement"]
+    if a["n"]:
+        lines.append(f"best-S agreement: fastest {100 * a['best']:.0f}%, within-tolerance choice "
+                     f"{100 * a['choice']:.0f}% of {a['n']} stage/rate pairs")
+    return "\n".join(lines + format_accuracy(res["accuracy"]))

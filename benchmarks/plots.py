@@ -1,0 +1,145 @@
+"""PNG figures of ``bench fusion``, ``bench rate`` and ``bench granularity`` (matplotlib, Agg backend).
+
+Measured values are solid lines / filled bars, predicted ones dashed lines / hatched bars. The rate and
+granularity figures end with a predicted-vs-measured scatter of every block-level latency (log-log, with the
+``y = x`` line and a +-10% band).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
+
+COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+
+def _grid(n: int) -> tuple[int, int]:
+    cols = min(n, 3)
+    return math.ceil(n / cols), cols
+
+
+def _subplots(n: int, size=(4.6, 3.6)):
+    rows, cols = _grid(n)
+    fig, axes = plt.subplots(rows, cols, figsize=(size[0] * cols, size[1] * rows), squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _title(res: dict) -> str:
+    return f"{res['arch']}{' (quick)' if res.get('quick') else ''} on {res['device']}; model: {res['profile']['name']}"
+
+
+def _scatter(ax, stages: list[dict]) -> None:
+    """Predicted vs measured block latencies (dynamic points and static blocks), log-log."""
+    for i, st in enumerate(stages):
+        c = COLORS[i % len(COLORS)]
+        ax.scatter([p["measured_ms"] for p in st["points"]], [p["predicted_ms"] for p in st["points"]], s=14,
+                   color=c, alpha=0.8, label=f"stage {st['block']['stage']}")
+        ax.scatter([st["static"]["measured_ms"]], [st["static"]["predicted_ms"]], s=60, marker="s", color=c,
+                   edgecolor="black")
+    vals = [v for st in stages for p in st["points"] + [st["static"]] for v in (p["measured_ms"], p["predicted_ms"])]
+    lo, hi = min(vals) / 1.3, max(vals) * 1.3
+    ax.plot([lo, hi], [lo, hi], color="black", lw=1)
+    ax.fill_between([lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="gray", alpha=0.2, label="+-10%")
+    ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel="measured (ms)", ylabel="predicted (ms)",
+           title="block latency: predicted vs measured\n(squares: static)")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_minor_formatter(NullFormatter())
+    ax.legend(fontsize=7)
+
+
+def plot_rate(res: dict, path) -> Path:
+    """One subplot per block: ``r_l`` against ``r`` for every S, measured and predicted; then the scatter."""
+    stages = res["stages"]
+    fig, axes = _subplots(len(stages) + 1)
+    for ax, st in zip(axes, stages):
+        b = st["block"]
+        for i, S in enumerate(sorted({p["S"] for p in st["points"]})):
+            pts = sorted((p for p in st["points"] if p["S"] == S), key=lambda p: p["rate"])
+            r = [p["rate"] for p in pts]
+            c = COLORS[i % len(COLORS)]
+            ax.plot(r, [p["measured_ratio"] for p in pts], "-o", color=c, ms=3, label=f"S={S}")
+            ax.plot(r, [p["predicted_ratio"] for p in pts], "--", color=c)
+        ax.axhline(1.0, color="gray", lw=0.8, ls=":")
+        ax.set(xlabel="activation rate r", ylabel=r"latency ratio $r_\ell$", xlim=(0, 1),
+               title=f"stage {b['stage']} ({b['block']}, {b['C_in']}->{b['C_mid']}->{b['C_out']}, {b['H']}x{b['H']})")
+        handles, labels = ax.get_legend_handles_labels()
+        handles += [Line2D([], [], color="black", ls="-", marker="o", ms=3), Line2D([], [], color="black", ls="--")]
+        ax.legend(handles, labels + ["measured", "predicted"], fontsize=7)
+    _scatter(axes[-1], stages)
+    fig.suptitle(f"latency ratio vs activation rate: {_title(res)}", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_granularity(res: dict, path) -> Path:
+    """One subplot per block: ``r_l`` against S per rate, measured and predicted, best S starred; the scatter."""
+    stages = res["stages"]
+    fig, axes = _subplots(len(stages) + 1)
+    for ax, st in zip(axes, stages):
+        b = st["block"]
+        rows = [x for x in res["best"] if x["block"] == b["block"]]
+        for i, row in enumerate(rows):
+            c = COLORS[i % len(COLORS)]
+            ax.plot(row["S"], row["measured_ratio"], "-o", color=c, ms=3, label=f"r={row['rate']}")
+            ax.plot(row["S"], row["predicted_ratio"], "--", color=c)
+            mb, pb = row["measured_best_S"], row["predicted_best_S"]
+            ax.plot([mb], [row["measured_ratio"][row["S"].index(mb)]], "*", color=c, ms=13, mec="black")
+            ax.plot([pb], [row["predicted_ratio"][row["S"].index(pb)]], "*", color="white", ms=13, mec=c)
+        S_all = sorted({S for row in rows for S in row["S"]})
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(S_all, [str(S) for S in S_all])
+        ax.axhline(1.0, color="gray", lw=0.8, ls=":")
+        ax.set(xlabel="granularity S", ylabel=r"latency ratio $r_\ell$",
+               title=f"stage {b['stage']} ({b['block']}, {b['C_in']}->{b['C_mid']}->{b['C_out']}, {b['H']}x{b['H']})")
+        handles, labels = ax.get_legend_handles_labels()
+        handles += [Line2D([], [], color="black", ls="-", marker="o", ms=3), Line2D([], [], color="black", ls="--"),
+                    Line2D([], [], ls="", marker="*", color="gray", mec="black", ms=10),
+                    Line2D([], [], ls="", marker="*", color="white", mec="gray", ms=10)]
+        ax.legend(handles, labels + ["measured", "predicted", "best S (measured)", "best S (predicted)"], fontsize=7)
+    _scatter(axes[-1], stages)
+    fig.suptitle(f"latency ratio vs granularity: {_title(res)}", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_fusion(res: dict, path) -> Path:
+    """Grouped bars per variant (static, none .. all): measured full call, measured kernel sum, predicted."""
+    cases = res["cases"]
+    fig, axes = _subplots(len(cases), size=(6.4, 4.0))
+    series = (("measured_ms", "measured (full call)", {}), ("measured_kernel_sum_ms", "measured (kernel sum)",
+                                                            {"alpha": 0.55}),
+              ("predicted_ms", "predicted", {"hatch": "//", "fill": False}))
+    for ax, c in zip(axes, cases):
+        names = [v["variant"] for v in c["variants"]]
+        w = 0.27
+        for j, (key, label, style) in enumerate(series):
+            vals = [v[key] for v in c["variants"]]
+            bars = ax.bar([i + (j - 1) * w for i in range(len(names))], vals, w, label=label,
+                          color=COLORS[0] if j < 2 else None, edgecolor=COLORS[1] if j == 2 else None, **style)
+            if j != 1:
+                ax.bar_label(bars, fmt="%.2f", fontsize=6, padding=1)
+        ax.set_xticks(range(len(names)), names)
+        ax.set(ylabel="latency (ms)", title=f"S={c['S']}, r={c['rate']} ({c['active_patches']}/{c['num_patches']} "
+                                            f"patches)")
+        ax.legend(fontsize=7)
+    b = res["block"]
+    fig.suptitle(f"operator fusion (Table 1): {b['block']} {b['C_in']}->{b['C_mid']}->{b['C_out']} {b['H']}x{b['H']}, "
+                 f"{_title(res)}", fontsize=9)
+    return _save(fig, path)

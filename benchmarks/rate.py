@@ -1,0 +1,200 @@
+"""``lasnet-tvm bench rate``: latency ratio ``r_l = l_dyn / l_stat`` against the activation rate (paper Fig. 4/5).
+
+For each measured block (by default the first identity block of every stage) the static block and the fully
+fused dynamic block at each granularity S are compiled once (one symbolic-``P`` build serves every rate), every
+variant is checked against PyTorch on its own input, and then all of them are timed in one interleaved,
+round-robin run (:func:`~lasnet_tvm.benchmarks.common.time_interleaved`: medians of full block calls, Python
+glue included). Each kernel is also timed alone with TVM's ``time_evaluator`` at the same active count. The
+analytic model (:func:`lasnet_tvm.predictor.predict_block`) predicts the same points. :func:`measure_stage` is
+shared with ``bench granularity``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import replace
+
+from ..archs import BlockSpec
+from ..errors import LasnetError
+from ..predictor import predict_block
+from ..predictor.accuracy import accuracy
+from ..predictor.kernel_ops import predict_step
+from .block import checked_dynamic, checked_static, compiled_block, kernel_rows, shape_of, sync_of
+from .common import time_interleaved
+
+DEFAULT_RATES = tuple(round(0.1 * i, 1) for i in range(11))
+DEFAULT_S = (1, 2, 4, 8)
+
+
+def predicted_ops(lat) -> list[dict]:
+    """JSON rows of the model's per-operator predictions (``op``, ``kind``, ``predicted_ms``)."""
+    return [{"op": o.name, "kind": o.kind, "predicted_ms": o.total * 1e3} for o in lat]
+
+
+def predict_kernels(rows: list[dict], steps, hw) -> None:
+    """Fill ``predicted_ms`` of kernel rows (:func:`~lasnet_tvm.predictor.kernel_ops.predict_step`)."""
+    for row, step in zip(rows, steps):
+        row["predicted_ms"] = predict_step(step, row["P"], hw) * 1e3
+
+
+def measure_stage(spec: BlockSpec, S_list, rates, hw, target, repeats: int, kernel_repeat: int = 5,
+                  min_repeat_ms: float = 5, seed: int = 0, bar=None) -> dict:
+    """Measure and predict one block: static, and the fused dynamic block at every ``(S, rate)``.
+
+    Returns
+    -------
+    dict
+        ``block`` (its shape), ``static`` (measured and predicted ms, spread, kernels), ``points`` (one per
+        ``(S, rate)``, see the module docstring of :mod:`lasnet_tvm.benchmarks.rate`) and ``max_rel_err``.
+
+    Raises
+    ------
+    LasnetError
+        A variant's mask or output differs from the PyTorch reference.
+    """
+    static = compiled_block(spec, target, None, seed)
+    sync = sync_of(static)
+    x_full, err = checked_static(static, seed)
+    fns = {"static": lambda: (static(x_full), sync())}
+    cases, errs = [], [err]
+    for S in S_list:
+        blk = compiled_block(replace(spec, S=S), target, "all", seed)
+        for r in rates:
+            x, P, err = checked_dynamic(blk, r, seed + 1)
+            errs.append(err)
+            key = f"S{S}@{r}"
+            fns[key] = (lambda b=blk, x=x: (b(x), sync()))
+            cases.append((key, S, r, blk, x, P))
+        if bar is not None:
+            bar.update(1)
+    t = time_interleaved(fns, repeats)
+    if bar is not None:
+        bar.update(1)
+    pred_static = predict_block(spec, hw, 0.0).static
+    st_rows = kernel_rows(static, x_full, kernel_repeat, min_repeat_ms)
+    predict_kernels(st_rows, static.steps, hw)
+    st = {"measured_ms": t["static"]["median_ms"], "spread": t["static"],
+          "measured_kernel_sum_ms": sum(k["measured_ms"] for k in st_rows),
+          "predicted_ms": sum(o.total for o in pred_static) * 1e3, "kernels": st_rows,
+          "predicted_ops": predicted_ops(pred_static)}
+    points = []
+    for key, S, r, blk, x, P in cases:
+        rows = kernel_rows(blk, x, kernel_repeat, min_repeat_ms)
+        predict_kernels(rows, blk.steps, hw)
+        pred = predict_block(blk.fb.spec, hw, r, "all")
+        meas = t[key]["median_ms"]
+        points.append({
+            "block": spec.name, "stage": spec.stage, "S": S, "rate": r, "active_patches": P,
+            "num_patches": blk.fb.spec.num_patches,
+            "measured_ms": meas, "predicted_ms": pred.dynamic_s * 1e3,
+            "measured_static_ms": st["measured_ms"], "predicted_static_ms": pred.static_s * 1e3,
+            "measured_ratio": meas / st["measured_ms"], "predicted_ratio": pred.ratio,
+            "measured_kernel_sum_ms": sum(k["measured_ms"] for k in rows), "spread": t[key],
+            "kernels": rows, "predicted_ops": predicted_ops(pred.dynamic)})
+        if bar is not None:
+            bar.update(1)
+    return {"block": shape_of(spec), "static": st, "points": points, "max_rel_err": max(errs)}
+
+
+def work_units(S_lists, rates) -> int:
+    """Progress-bar units of :func:`measure_stage` calls: one per build, one timing, one per point."""
+    return sum(len(S) + 1 + len(S) * len(rates) for S in S_lists)
+
+
+def usable_S(blocks: list[BlockSpec], S_list, explicit: bool) -> list[list[int]]:
+    """Per block, the S values not larger than its output size.
+
+    Raises
+    ------
+    LasnetError
+        An explicitly asked S fits no measured block, or S < 1.
+    """
+    if any(S < 1 for S in S_list):
+        raise LasnetError(f"--S values must be >= 1, got {','.join(map(str, S_list))}")
+    out = [[S for S in S_list if S <= b.out_size] for b in blocks]
+    if explicit:
+        for S in S_list:
+            if not any(S in o for o in out):
+                sizes = ", ".join(f"{b.name}: {b.out_size}" for b in blocks)
+                raise LasnetError(f"S={S} exceeds the output size of every measured block ({sizes})")
+    return out
+
+
+def accuracy_section(stages: list[dict]) -> dict:
+    """``accuracy(...)`` over block-level points (dynamic and static), ratios, kernel sums and kernel types."""
+    pts = [p for st in stages for p in st["points"]]
+    sts = [st["static"] for st in stages]
+    dyn = ([p["measured_ms"] for p in pts], [p["predicted_ms"] for p in pts])
+    sta = ([s["measured_ms"] for s in sts], [s["predicted_ms"] for s in sts])
+    sec = {"block": accuracy(dyn[0] + sta[0], dyn[1] + sta[1]), "dynamic": accuracy(*dyn),
+           "static": accuracy(*sta),
+           "ratio": accuracy([p["measured_ratio"] for p in pts], [p["predicted_ratio"] for p in pts]),
+           "kernel_sum": accuracy([p["measured_kernel_sum_ms"] for p in pts] + [s["measured_kernel_sum_ms"] for s in sts],
+                                  [p["predicted_ms"] for p in pts] + [s["predicted_ms"] for s in sts])}
+    by_kernel = defaultdict(lambda: ([], []))
+    for rows in [p["kernels"] for p in pts] + [s["kernels"] for s in sts]:
+        for k in rows:
+            if k.get("predicted_ms") is not None and k["predicted_ms"] > 0:
+                by_kernel[k["kernel"]][0].append(k["measured_ms"])
+                by_kernel[k["kernel"]][1].append(k["predicted_ms"])
+    sec["per_kernel"] = {k: accuracy(*v) for k, v in sorted(by_kernel.items())} or None
+    sec["notes"] = ("block: full-call medians (static and dynamic) vs the model; ratio: r_l measured vs predicted; "
+                    "kernel_sum: sum of time_evaluator kernel medians vs the model"
+                    + "; per_kernel: time_evaluator kernel medians vs predict_step, by kernel name")
+    return sec
+
+
+def run(blocks: list[BlockSpec], S_lists, rates, hw, target, repeats: int, kernel_repeat: int = 5,
+        min_repeat_ms: float = 5, seed: int = 0, log=print) -> dict:
+    """Measure every block; returns ``stages`` (one :func:`measure_stage` result each), ``points``, ``accuracy``."""
+    from .common import progress
+
+    bar = progress(work_units(S_lists, rates), "bench rate")
+    stages = []
+    try:
+        for spec, S_list in zip(blocks, S_lists):
+            if not S_list:
+                log(f"skipping {spec.name}: no S fits its output size {spec.out_size}")
+                continue
+            log(f"{spec.name} (stage {spec.stage}): static + S={','.join(map(str, S_list))} at "
+                f"{len(rates)} rates, {repeats} rounds")
+            stages.append(measure_stage(spec, S_list, rates, hw, target, repeats, kernel_repeat, min_repeat_ms,
+                                        seed, bar))
+    finally:
+        bar.close()
+    return {"stages": stages, "points": [p for st in stages for p in st["points"]],
+            "accuracy": accuracy_section(stages),
+            "max_rel_err": max(st["max_rel_err"] for st in stages)}
+
+
+def _acc_line(name: str, a: dict) -> str:
+    rho = "n/a" if a["spearman"] is None else f"{a['spearman']:.3f}"
+    return (f"  {name:<15} n={a['n']:<4} MAPE {100 * a['mape']:5.1f}%  within {100 * a['within']:.0f}%: "
+            f"{100 * a['share_within']:5.1f}%  Spearman {rho}  pred/meas {a['mean_ratio']:.2f}")
+
+
+def format_accuracy(acc: dict) -> list[str]:
+    """Text lines of an :func:`accuracy_section`."""
+    lines = ["accuracy of the predictions (block level):"]
+    lines += [_acc_line(k, acc[k]) for k in ("block", "dynamic", "static", "ratio", "kernel_sum")]
+    if acc["per_kernel"]:
+        lines.append("per kernel type:")
+        lines += [_acc_line(k, v) for k, v in acc["per_kernel"].items()]
+    return lines
+
+
+def format_table(res: dict) -> str:
+    """Plain-text table: measured / predicted ``r_l`` per stage, S and rate, then the accuracy figures."""
+    lines = [f"bench rate: {res['arch']} on {res['device']}, profile {res['profile']['name']}, "
+             f"{res['repeats']} rounds (median); r_l = dynamic / static"]
+    for st in res["stages"]:
+        b, s = st["block"], st["static"]
+        rates = sorted({p["rate"] for p in st["points"]})
+        lines.append(f"stage {b['stage']} {b['block']} {b['C_in']}->{b['C_mid']}->{b['C_out']} {b['H']}x{b['H']}: "
+                     f"static measured {s['measured_ms']:.3f} ms, predicted {s['predicted_ms']:.3f} ms")
+        lines.append("  r_l         " + " ".join(f"{r:>5.2f}" for r in rates))
+        for S in sorted({p["S"] for p in st["points"]}):
+            row = {p["rate"]: p for p in st["points"] if p["S"] == S}
+            lines.append(f"  S={S:<2} meas   " + " ".join(f"{row[r]['measured_ratio']:5.2f}" for r in rates))
+            lines.append("        pred   " + " ".join(f"{row[r]['predicted_ratio']:5.2f}" for r in rates))
+    return "\n".join(lines + format_accuracy(res["accuracy"]))
