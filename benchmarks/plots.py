@@ -140,6 +140,6 @@ def plot_fusion(res: dict, path) -> Path:
                                             f"patches)")
         ax.legend(fontsize=7)
     b = res["block"]
-    fig.suptitle(f"operator fusion (Table 1): {b['block']} {b['C_in']}->{b['C_mid']}->{b['C_out']} {b['H']}x{b['H']}, "
+    fig.suptitle(f"operator fusion (Table 1): {b['block']} {b['C_in']}->{b['C_mid']}->{b['C_out']} {b['H']}x{b['H']}\n"
                  f"{_title(res)}", fontsize=9)
     return _save(fig, path)

@@ -44,8 +44,12 @@ def measure_stage(spec: BlockSpec, S_list, rates, hw, target, repeats: int, kern
     Returns
     -------
     dict
-        ``block`` (its shape), ``static`` (measured and predicted ms, spread, kernels), ``points`` (one per
-        ``(S, rate)``, see the module docstring of :mod:`lasnet_tvm.benchmarks.rate`) and ``max_rel_err``.
+        ``block`` (its shape), ``static`` (measured and predicted ms, spread, kernels), ``points`` and
+        ``max_rel_err``. A point (one per ``(S, rate)``) holds ``block``, ``stage``, ``S``, ``rate``,
+        ``active_patches``, ``measured_ms`` / ``predicted_ms`` (dynamic), ``measured_static_ms`` /
+        ``predicted_static_ms``, ``measured_ratio`` / ``predicted_ratio``, ``measured_kernel_sum_ms`` and
+        ``measured_kernel_ratio`` (from the kernel times alone), ``spread``, ``kernels`` (per-kernel measured
+        and predicted ms) and ``predicted_ops``.
 
     Raises
     ------
@@ -89,7 +93,9 @@ def measure_stage(spec: BlockSpec, S_list, rates, hw, target, repeats: int, kern
             "measured_ms": meas, "predicted_ms": pred.dynamic_s * 1e3,
             "measured_static_ms": st["measured_ms"], "predicted_static_ms": pred.static_s * 1e3,
             "measured_ratio": meas / st["measured_ms"], "predicted_ratio": pred.ratio,
-            "measured_kernel_sum_ms": sum(k["measured_ms"] for k in rows), "spread": t[key],
+            "measured_kernel_sum_ms": sum(k["measured_ms"] for k in rows),
+            "measured_kernel_ratio": sum(k["measured_ms"] for k in rows) / st["measured_kernel_sum_ms"],
+            "spread": t[key],
             "kernels": rows, "predicted_ops": predicted_ops(pred.dynamic)})
         if bar is not None:
             bar.update(1)

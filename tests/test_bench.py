@@ -61,3 +61,121 @@ def test_bench_model_quick(tmp_path):
     assert set(d["ms"]) == {"las", "static", "torch_static", "torch_las_dense", "torch_sparse"}
     assert max(d["max_rel_err"].values()) < 1e-4
     assert 0.2 < d["rate"] < 0.8  # the maskers were calibrated to about half of the patches
+
+
+# ---------------------------------------------------------------------------------------------------------
+# bench fusion / rate / granularity: quick runs on a 32->8->32 12x12 block (input 48, width x0.125)
+
+import pytest  # noqa: E402
+
+from lasnet_tvm.resources import hw_profiles_dir  # noqa: E402
+
+@pytest.fixture(scope="module", autouse=True)
+def _shared_kernels():
+    """Compile each distinct kernel once in this module (the fusion variants share most of their kernels)."""
+    from lasnet_tvm import block_runtime
+
+    compile_module, cache = block_runtime.compile_kernel_module, {}
+
+    def cached(name, target, **params):
+        key = (name, str(target), tuple(sorted(params.items())))
+        if key not in cache:
+            cache[key] = compile_module(name, target, **params)
+        return cache[key]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(block_runtime, "compile_kernel_module", cached)
+        yield
+
+
+TINY = ["--quick", "--input-size", "48", "--repeats", "1", "--device", "xeon-6248"]
+POINT_KEYS = ("block", "stage", "S", "rate", "measured_ms", "predicted_ms", "measured_static_ms",
+              "predicted_static_ms", "measured_ratio", "predicted_ratio", "measured_kernel_sum_ms", "spread", "kernels")
+HEADER_KEYS = ("benchmark", "device", "target", "profile", "versions", "git_revision", "machine", "repeats",
+               "threads", "kernel_repeat", "min_repeat_ms", "rates", "S", "max_rel_err")
+
+
+def _invoke(args):
+    from lasnet_tvm.cli.main import cli
+
+    return CliRunner().invoke(cli, ["bench", *args])
+
+
+def _load(path):
+    assert path.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    data = json.loads(path.read_text())
+    for key in HEADER_KEYS:
+        assert key in data, key
+    return data
+
+
+def _check_kernels(rows):
+    assert rows
+    for k in rows:
+        assert k["measured_ms"] > 0 and k["predicted_ms"] > 0 and k["kernel"]
+
+
+def _check_accuracy(acc):
+    for key in ("block", "dynamic", "static", "ratio", "kernel_sum"):
+        assert {"n", "mape", "share_within", "spearman", "mean_ratio"} <= set(acc[key]), key
+    assert acc["per_kernel"] and "gather_conv3x3" in acc["per_kernel"]
+
+
+def test_bench_fusion_quick(tmp_path):
+    res = _invoke(["fusion", *TINY, "--S", "2", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    data = _load(tmp_path / "fusion_las_resnet101_cpu_quick.json")
+    assert data["block"]["C_mid"] == 8 and data["block"]["H"] == 12
+    (case,) = data["cases"]
+    assert (case["S"], case["rate"], case["active_patches"]) == (2, 0.6, 22)
+    assert [v["variant"] for v in case["variants"]] == ["static", "none", "masker", "masker+gather", "all"]
+    for v in case["variants"]:
+        assert v["measured_ms"] > 0 and v["predicted_ms"] > 0 and v["spread"]["n"] == 1
+        _check_kernels(v["kernels"])
+    assert max(data["max_rel_err"].values()) < 1e-4
+    assert "masker+gather" in res.output
+
+
+def test_bench_rate_quick(tmp_path):
+    res = _invoke(["rate", *TINY, "--stage", "1", "--S", "1,2", "--rates", "0,1", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    data = _load(tmp_path / "rate_las_resnet50_cpu_quick.json")
+    assert [(p["S"], p["rate"]) for p in data["points"]] == [(1, 0.0), (1, 1.0), (2, 0.0), (2, 1.0)]
+    for p in data["points"]:
+        for key in POINT_KEYS:
+            assert key in p, key
+        assert min(p[k] for k in POINT_KEYS[4:10]) > 0
+        _check_kernels(p["kernels"])
+    _check_kernels(data["stages"][0]["static"]["kernels"])
+    _check_accuracy(data["accuracy"])
+    assert data["accuracy"]["block"]["n"] == 5  # 4 dynamic points + the static block
+
+
+def test_bench_granularity_quick(tmp_path):
+    prof = str(hw_profiles_dir() / "xeon-6248.yaml")
+    res = _invoke(["granularity", *TINY, "--stage", "1", "--S", "1,2", "--rates", "0.5", "--profile", prof,
+                   "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    data = _load(tmp_path / "granularity_las_resnet50_cpu_quick.json")
+    (best,) = data["best"]
+    assert best["S"] == [1, 2] and best["measured_best_S"] in (1, 2) and best["predicted_best_S"] in (1, 2)
+    assert best["best_agree"] == (best["measured_best_S"] == best["predicted_best_S"])
+    assert data["agreement"]["n"] == 1 and data["profile"]["name"] == "xeon-6248"
+    assert all(p["measured_ratio"] > 0 and p["predicted_ratio"] > 0 for p in data["points"])
+    _check_accuracy(data["accuracy"])
+
+
+@pytest.mark.parametrize("args, words", [
+    (["rate", "--stage", "1", "--S", "40"], "exceeds"),
+    (["granularity", "--rates", "0.5,1.5"], "[0, 1]"),
+    (["rate", "--arch", "vgg16"], "unknown arch"),
+    (["rate", "--stage", "1,7"], "stage 7"),
+    (["fusion", "--block", "layer9.9"], "no block"),
+    (["fusion", "--stage", "1,2"], "one block"),
+    (["granularity", "--tracker", "localhost:9190", "--key", "x"], "not supported yet"),
+])
+def test_bench_sweeps_bad_options(args, words):
+    res = _invoke([*args, "--quick", "--device", "xeon-6248"])
+    assert res.exit_code != 0
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:") and words in lines[0], res.output

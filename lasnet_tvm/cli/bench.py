@@ -160,8 +160,8 @@ def _setup(name: str, kw: dict, default_repeats: int, default_stages, default_S,
     cfg["repeats"] = kw["repeats"] if kw["repeats"] is not None else (QUICK["repeats"] if quick else default_repeats)
     if cfg["repeats"] < 1:
         raise LasnetError(f"--repeats must be >= 1, got {cfg['repeats']}")
-    cfg["input_size"] = kw["input_size"] or base["input_size"]
-    cfg["width_mult"] = kw["width_mult"] or base["width_mult"]
+    cfg["input_size"] = kw["input_size"] if kw["input_size"] is not None else base["input_size"]
+    cfg["width_mult"] = kw["width_mult"] if kw["width_mult"] is not None else base["width_mult"]
     arch_spec(kw["arch"], 1, cfg["input_size"], width_mult=cfg["width_mult"])  # validates the arch
     cfg["rates"] = _floats(kw["rates"], "--rates") if kw["rates"] else default_rates
     if any(not 0.0 <= r <= 1.0 for r in cfg["rates"]):
@@ -174,6 +174,13 @@ def _setup(name: str, kw: dict, default_repeats: int, default_stages, default_S,
     from ..benchmarks.block import select_blocks
 
     cfg["blocks"] = select_blocks(kw["arch"], stages, kw["block_name"], cfg["input_size"], cfg["width_mult"])
+    from ..benchmarks.granularity import candidates
+    from ..benchmarks.rate import usable_S
+
+    if cfg["S"] is None:  # granularity: every stage's candidates
+        cfg["S_lists"], cfg["S"] = candidates(cfg["blocks"]), "stage candidates"
+    else:
+        cfg["S_lists"] = usable_S(cfg["blocks"], cfg["S"], cfg["S_explicit"] or name == "fusion")
     from ..benchmarks.common import default_target
     from ..predictor.profiles import resolve_profile
     from ..targets import resolve_target, target_kind
@@ -220,11 +227,8 @@ def fusion(**kw):
         raise LasnetError("bench fusion measures one block: give one --stage or --block")
     from ..benchmarks import fusion as F
     from ..benchmarks.plots import plot_fusion
-    from ..benchmarks.rate import usable_S
 
-    spec = cfg["blocks"][0]
-    S_list = usable_S([spec], cfg["S"], True)[0]
-    res = F.run(spec, S_list, cfg["rates"], cfg["hw"], cfg["target"], cfg["repeats"], cfg["kernel_repeat"],
+    res = F.run(cfg["blocks"][0], cfg["S_lists"][0], cfg["rates"], cfg["hw"], cfg["target"], cfg["repeats"], cfg["kernel_repeat"],
                 cfg["min_repeat_ms"], cfg["seed"], log=_log)
     _finish(cfg, res, plot_fusion, F.format_table)
 
@@ -240,8 +244,7 @@ def rate(**kw):
                  (0.0, 0.5, 1.0) if quick else R.DEFAULT_RATES)
     from ..benchmarks.plots import plot_rate
 
-    S_lists = R.usable_S(cfg["blocks"], cfg["S"], cfg["S_explicit"])
-    res = R.run(cfg["blocks"], S_lists, cfg["rates"], cfg["hw"], cfg["target"], cfg["repeats"],
+    res = R.run(cfg["blocks"], cfg["S_lists"], cfg["rates"], cfg["hw"], cfg["target"], cfg["repeats"],
                 cfg["kernel_repeat"], cfg["min_repeat_ms"], cfg["seed"], log=_log)
     _finish(cfg, res, plot_rate, R.format_table)
 
@@ -253,20 +256,14 @@ def rate(**kw):
 def granularity(tolerance, **kw):
     """Latency ratio against S per stage at fixed rates (paper Fig. 6); best S measured vs predicted."""
     from ..benchmarks import granularity as G
-    from ..benchmarks.rate import usable_S
 
     quick = kw["quick"]
-    cfg = _setup("granularity", kw, 10, (1, 2) if quick else (1, 2, 3), (1, 2, 4) if quick else None, (0.5,))
     if tolerance < 0:
         raise LasnetError(f"--tolerance must be >= 0, got {tolerance}")
+    cfg = _setup("granularity", kw, 10, (1, 2) if quick else (1, 2, 3), (1, 2, 4) if quick else None, (0.5,))
     from ..benchmarks.plots import plot_granularity
 
-    if cfg["S"] is None:
-        S_lists = G.candidates(cfg["blocks"])
-        cfg["S"] = "stage candidates"
-    else:
-        S_lists = usable_S(cfg["blocks"], cfg["S"], cfg["S_explicit"])
-    res = G.run(cfg["blocks"], S_lists, cfg["rates"], cfg["hw"], cfg["target"], cfg["repeats"],
+    res = G.run(cfg["blocks"], cfg["S_lists"], cfg["rates"], cfg["hw"], cfg["target"], cfg["repeats"],
                 cfg["kernel_repeat"], cfg["min_repeat_ms"], tolerance, cfg["seed"], log=_log)
     res["S_per_block"] = {st["block"]["block"]: sorted({p["S"] for p in st["points"]}) for st in res["stages"]}
     _finish(cfg, res, plot_granularity, G.format_table)
