@@ -93,8 +93,9 @@ def format_table(res: dict) -> str:
         lines.append("  variant        measured  kernels  predicted  pred/meas  speedup vs none: meas  pred")
         for name in VARIANTS:
             row = v[name]
-            sp = ("" if name == "static" else
-                  f"{v['none']['measured_ms'] / row['measured_ms']:22.2f}x {v['none']['predicted_ms'] / row['predicted_ms']:5.2f}x")
+            none = v["none"]
+            sp = ("" if name == "static" else f"{none['measured_ms'] / row['measured_ms']:22.2f}x "
+                  f"{none['predicted_ms'] / row['predicted_ms']:5.2f}x")
             lines.append(f"  {name:<14} {row['measured_ms']:8.3f} {row['measured_kernel_sum_ms']:8.3f} "
                          f"{row['predicted_ms']:10.3f} {row['predicted_ms'] / row['measured_ms']:10.2f}{sp}")
     lines.append(f"max rel err vs PyTorch {max(res['max_rel_err'].values()):.1e}")

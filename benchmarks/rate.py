@@ -135,8 +135,8 @@ def accuracy_section(stages: list[dict]) -> dict:
     sec = {"block": accuracy(dyn[0] + sta[0], dyn[1] + sta[1]), "dynamic": accuracy(*dyn),
            "static": accuracy(*sta),
            "ratio": accuracy([p["measured_ratio"] for p in pts], [p["predicted_ratio"] for p in pts]),
-           "kernel_sum": accuracy([p["measured_kernel_sum_ms"] for p in pts] + [s["measured_kernel_sum_ms"] for s in sts],
-                                  [p["predicted_ms"] for p in pts] + [s["predicted_ms"] for s in sts])}
+           "kernel_sum": accuracy([x["measured_kernel_sum_ms"] for x in pts + sts],
+                                  [x["predicted_ms"] for x in pts + sts])}
     by_kernel = defaultdict(lambda: ([], []))
     for rows in [p["kernels"] for p in pts] + [s["kernels"] for s in sts]:
         for k in rows:

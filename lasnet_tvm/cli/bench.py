@@ -109,15 +109,15 @@ def _floats(text: str, what: str) -> tuple[float, ...]:
     return vals
 
 
-def _sweep_options(arch: str, stages: str, repeats: int):
+def _sweep_options(arch: str, stages: str, repeats: int, S: str, rates: str):
     """Options shared by fusion, rate and granularity."""
     opts = [
         click.option("--arch", default=arch, show_default=True, help="Backbone whose blocks are measured."),
         click.option("--stage", "stages", default=None, help=f"Stages, comma list (default {stages}); the first "
                      "identity block of each is measured."),
         click.option("--block", "block_name", default=None, help="Measure this block instead (e.g. layer1.0)."),
-        click.option("--S", "S", default=None, help="Granularities, comma list."),
-        click.option("--rates", default=None, help="Activation rates in [0, 1], comma list."),
+        click.option("--S", "S", default=None, help=f"Granularities, comma list (default {S})."),
+        click.option("--rates", default=None, help=f"Activation rates in [0, 1], comma list (default {rates})."),
         click.option("--repeats", default=None, type=int, help=f"Timed full calls per variant (default {repeats}, "
                      f"quick {QUICK['repeats']})."),
         click.option("--quick", is_flag=True, help="Tiny run (width x0.125, 64x64 input, few points) in seconds."),
@@ -174,6 +174,8 @@ def _setup(name: str, kw: dict, default_repeats: int, default_stages, default_S,
     from ..benchmarks.block import select_blocks
 
     cfg["blocks"] = select_blocks(kw["arch"], stages, kw["block_name"], cfg["input_size"], cfg["width_mult"])
+    if name == "fusion" and len(cfg["blocks"]) != 1:
+        raise LasnetError("bench fusion measures one block: give one --stage or --block")
     from ..benchmarks.granularity import candidates
     from ..benchmarks.rate import usable_S
 
@@ -219,22 +221,21 @@ def _log(msg: str) -> None:
 
 
 @bench.command("fusion")
-@_sweep_options("las_resnet101", "1", 20)
+@_sweep_options("las_resnet101", "1", 20, "4", "0.6")
 def fusion(**kw):
     """Operator-fusion ablation (paper Table 1): static and 4 fusion variants, measured and predicted."""
     cfg = _setup("fusion", kw, 20, (1,), (4,), (0.6,))
-    if len(cfg["blocks"]) != 1:
-        raise LasnetError("bench fusion measures one block: give one --stage or --block")
     from ..benchmarks import fusion as F
     from ..benchmarks.plots import plot_fusion
 
-    res = F.run(cfg["blocks"][0], cfg["S_lists"][0], cfg["rates"], cfg["hw"], cfg["target"], cfg["repeats"], cfg["kernel_repeat"],
-                cfg["min_repeat_ms"], cfg["seed"], log=_log)
+    res = F.run(cfg["blocks"][0], cfg["S_lists"][0], cfg["rates"], cfg["hw"], cfg["target"], cfg["repeats"],
+                cfg["kernel_repeat"], cfg["min_repeat_ms"], cfg["seed"], log=_log)
     _finish(cfg, res, plot_fusion, F.format_table)
 
 
 @bench.command("rate")
-@_sweep_options("las_resnet50", "1,2,3,4", 10)
+@_sweep_options("las_resnet50", "1,2,3,4", 10, "1,2,4,8 up to the output size; quick 1,2",
+                 "0,0.1,...,1; quick 0,0.5,1")
 def rate(**kw):
     """Latency ratio against activation rate per stage and S (paper Fig. 4/5), measured and predicted."""
     from ..benchmarks import rate as R
@@ -250,7 +251,7 @@ def rate(**kw):
 
 
 @bench.command("granularity")
-@_sweep_options("las_resnet50", "1,2,3", 10)
+@_sweep_options("las_resnet50", "1,2,3", 10, "the stage's candidates; quick 1,2,4", "0.5")
 @click.option("--tolerance", default=0.05, show_default=True, type=float,
               help="Choice: the smallest S within this fraction of the fastest.")
 def granularity(tolerance, **kw):
