@@ -58,6 +58,17 @@ def git_revision() -> str | None:
     return out.stdout.strip() or None
 
 
+def git_dirty_files() -> list[str] | None:
+    """Tracked files with uncommitted changes (``git status --porcelain -uno``), or None outside a checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "-uno"], capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return [line[3:] for line in out.stdout.splitlines()] if out.returncode == 0 else None
+
+
 def summarize(samples_s: list[float]) -> dict:
     """Median and spread (min, quartiles, max) in milliseconds of per-call times in seconds."""
     ms = sorted(t * 1e3 for t in samples_s)
@@ -133,7 +144,7 @@ def run_header(benchmark: str, target, threads: int, repeats: int, hw, note: str
     return {"benchmark": benchmark, "device": device_name(kind, threads), "target": str(target),
             "target_kind": kind, "profile": {"name": hw.name, "source": hw.source}, "threads": threads,
             "repeats": repeats, "machine": machine_info(), "versions": versions(), "git_revision": git_revision(),
-            "note": note, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "git_dirty_files": git_dirty_files(), "note": note, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 def progress(total: int, desc: str):
