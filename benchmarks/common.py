@@ -142,9 +142,18 @@ def run_header(benchmark: str, target, threads: int, repeats: int, hw, note: str
 
     kind = target_kind(target)
     return {"benchmark": benchmark, "device": device_name(kind, threads), "target": str(target),
-            "target_kind": kind, "profile": {"name": hw.name, "source": hw.source}, "threads": threads,
+            "target_kind": kind, "profile": _profile_fields(hw), "threads": threads,
             "repeats": repeats, "machine": machine_info(), "versions": versions(), "git_revision": git_revision(),
             "git_dirty_files": git_dirty_files(), "note": note, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def _profile_fields(hw) -> dict:
+    """The profile's figures (name, source, PEs, lanes, clock, bandwidths, caches, efficiency)."""
+    from dataclasses import asdict
+
+    d = asdict(hw)
+    d.pop("description", None)
+    return d
 
 
 def progress(total: int, desc: str):
