@@ -32,8 +32,8 @@ def _ms(x: float) -> float:
 def _block_json(b) -> dict:
     return {"name": b.name, "stage": b.stage, "S": b.S, "rate": b.rate, "static_ms": _ms(b.static_s),
             "dynamic_ms": _ms(b.dynamic_s), "ratio": round(b.ratio, 4), "dominant": b.dominant,
-            "ops": {o.name: _ms(o.total) for o in b.dynamic},
-            "static_ops": {o.name: _ms(o.total) for o in b.static}}
+            "ops": {o.name: round(o.total * 1e3, 6) for o in b.dynamic},
+            "static_ops": {o.name: round(o.total * 1e3, 6) for o in b.static}}
 
 
 @click.command()

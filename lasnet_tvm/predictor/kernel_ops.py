@@ -13,12 +13,19 @@ order, so that ``sum(predict_step(s, P, hw) for s in block_plan(...))`` equals
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Mapping
 
 from ..errors import LasnetError
 from . import ops
 from .ops import Op, OpLatency, op_latency
 from .profiles import HardwareProfile
+
+#: Kernels whose cost depends on the number of active patches ``P``.
+PATCH_KERNELS = frozenset({"gather", "window_conv3x3", "gather_conv3x3", "se", "patch_conv1x1", "scatter",
+                           "scatter_add"})
+#: Kernels whose schedules (CPU and CUDA) give every patch its own task: tiles never span patches.
+_ONE_PATCH_PER_TASK = frozenset({"window_conv3x3", "gather_conv3x3", "patch_conv1x1"})
 
 #: Name of a 1x1 conv by the buffer it writes.
 _CONV1X1_NAMES = {"ident": "downsample", "f1": "conv1", "f3": "conv3"}
@@ -36,6 +43,9 @@ def _se(B: int, P: int, C: int, R: int, S: int) -> list[Op]:
 
 def kernel_ops(kernel: str, params: Mapping[str, Any], P: int = 0, batch: int = 1, out: str = "") -> list[Op]:
     """Ops of one kernel call.
+
+    The patch convolutions (``window_conv3x3``, ``gather_conv3x3``, ``patch_conv1x1``) are priced with tiles
+    of one patch, as their schedules run them (``Op.max_tile_p = 1``).
 
     Parameters
     ----------
@@ -55,7 +65,13 @@ def kernel_ops(kernel: str, params: Mapping[str, Any], P: int = 0, batch: int = 
     -------
     list of Op
     """
-    B, p = batch, params
+    ops_ = _kernel_ops(kernel, params, P, batch, out)
+    if kernel in _ONE_PATCH_PER_TASK:
+        ops_ = [replace(o, max_tile_p=1) for o in ops_]
+    return ops_
+
+
+def _kernel_ops(kernel: str, p: Mapping[str, Any], P: int, B: int, out: str) -> list[Op]:
     get = p.get
     if kernel == "conv1x1":
         name = _CONV1X1_NAMES.get(out, "conv1x1")

@@ -75,6 +75,11 @@ class Op:
         Contiguous run of those off-chip accesses, bytes.
     flops : float
         FLOPs of the op (reporting only; 2 per MAC).
+    max_tile_p : int
+        Largest tile extent along ``P`` that the kernel's default schedule uses (0: any). The toolkit's patch
+        convolutions give each patch its own task (``1``), so each patch reads the whole weight tensor. Applied
+        only for profiles with ``schedule: default``; ``search`` (the paper's model, tuned kernels) searches
+        every tile.
     """
 
     name: str
@@ -102,6 +107,7 @@ class Op:
     dram_in_run: float = 1e12
     dram_out_run: float = 1e12
     flops: float = 0.0
+    max_tile_p: int = 0
 
 
 @dataclass(frozen=True)
@@ -133,8 +139,56 @@ def _candidates(n: int) -> np.ndarray:
     return np.array(c + [n], dtype=np.float64)
 
 
-def _eff(run: np.ndarray | float, half: float) -> np.ndarray | float:
-    return run / (run + half)
+@dataclass(frozen=True)
+class _Terms:
+    """The efficiency-independent parts of an op's cost on a device, per candidate tile (arrays) and off-chip.
+
+    On-chip bytes of a tile weighted by ``1 / e(run)`` are ``tile_bytes + onchip_half_bytes * tile_runs``;
+    off-chip bytes are ``dram_bytes + dram_half_bytes * dram_runs``.
+    """
+
+    n_tiles: np.ndarray
+    waves: np.ndarray
+    cycles: np.ndarray
+    tile_bytes: np.ndarray
+    tile_runs: np.ndarray
+    fits: np.ndarray
+    tiles: tuple
+    dram_bytes: float
+    dram_runs: float
+
+
+@functools.lru_cache(maxsize=65536)
+def _terms(op: Op, pes: int, lanes: int, local_kb: float, persistent: bool, max_tile_p: int) -> _Terms:
+    tp = _candidates(op.P)
+    tp = (tp[tp <= max_tile_p] if max_tile_p else tp)[:, None, None, None]
+    tc = _candidates(op.C)[None, :, None, None]
+    th = _candidates(op.H)[None, None, :, None]
+    tw = _candidates(op.W)[None, None, None, :]
+    n_tiles = np.ceil(op.P / tp) * np.ceil(op.C / tc) * np.ceil(op.H / th) * np.ceil(op.W / tw)
+    waves = np.ceil(n_tiles / pes)
+    t_out = tp * tc * th * tw
+    cycles = np.ceil(t_out / lanes) * op.lane_ops  # lanes work on output elements, one lane-op per cycle
+    in_ch = np.minimum(op.cin, np.ceil(tc / op.cout_pg) * op.cin_pg)
+    rows = np.minimum(op.in_h, (th - 1) * op.stride + op.k)
+    cols = np.minimum(op.in_w, (tw - 1) * op.stride + op.k)
+    map_w = op.in_map_w or op.in_w
+    in_run = np.where(cols >= map_w, rows * cols, cols) * F32
+    in_bytes = tp * op.item_fan * in_ch * rows * cols * F32
+    w_bytes = tc * op.weights * F32
+    w_all = op.C * op.weights * F32
+    if persistent and 0 < w_all <= local_kb * 1024 / 2:  # weights stay in local memory: loaded once per PE
+        w_bytes = np.minimum(w_bytes, w_all / waves)
+    out_map = op.out_map_w or op.W
+    out_run = np.where(tw >= out_map, th * tw, tw) * F32
+    out_bytes = t_out * F32 * (1 + op.extra)
+    # b / e(run) = b + half * b / run
+    tile_bytes = in_bytes + w_bytes + out_bytes
+    tile_runs = in_bytes / in_run + w_bytes / np.maximum(w_bytes, F32) + out_bytes / out_run
+    fits = t_out * F32 <= local_kb * 1024  # an output tile must fit in local memory
+    dram_bytes = op.dram_in + op.C * op.weights * F32 + op.dram_out + op.dram_extra
+    dram_runs = op.dram_in / op.dram_in_run + (op.dram_out + op.dram_extra) / op.dram_out_run
+    return _Terms(n_tiles, waves, cycles, tile_bytes, tile_runs, fits, (tp, tc, th, tw), dram_bytes, dram_runs)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -144,49 +198,23 @@ def op_latency(op: Op, hw: HardwareProfile) -> OpLatency:
     launch = e.launch_us * 1e-6
     if op.P == 0 or op.C == 0:
         return OpLatency(op.name, op.kind, launch, 0.0, 0.0, 0.0, launch, (0, 0, 0, 0), 0.0)
+    t = _terms(op, hw.pes, hw.lanes, hw.local_kb, hw.kind == "cpu", op.max_tile_p if hw.schedule == "default" else 0)
     clock = hw.clock_mhz * 1e6
-    tp = _candidates(op.P)[:, None, None, None]
-    tc = _candidates(op.C)[None, :, None, None]
-    th = _candidates(op.H)[None, None, :, None]
-    tw = _candidates(op.W)[None, None, None, :]
-    n_tiles = np.ceil(op.P / tp) * np.ceil(op.C / tc) * np.ceil(op.H / th) * np.ceil(op.W / tw)
-    waves = np.ceil(n_tiles / hw.pes)
-    t_out = tp * tc * th * tw
-
-    # compute: lanes work on output elements in parallel, one lane-op per cycle
-    cycles = np.ceil(t_out / hw.lanes) * op.lane_ops
-    compute = waves * cycles / (clock * e.compute)
-
-    # on-chip global -> local -> global, bytes weighted by 1 / e(run)
-    in_ch = np.minimum(op.cin, np.ceil(tc / op.cout_pg) * op.cin_pg)
-    rows = np.minimum(op.in_h, (th - 1) * op.stride + op.k)
-    cols = np.minimum(op.in_w, (tw - 1) * op.stride + op.k)
-    map_w = op.in_map_w or op.in_w
-    in_run = np.where(cols >= map_w, rows * cols, cols) * F32
-    in_bytes = tp * op.item_fan * in_ch * rows * cols * F32
-    w_bytes = tc * op.weights * F32
-    out_map = op.out_map_w or op.W
-    out_run = np.where(tw >= out_map, th * tw, tw) * F32
-    out_bytes = t_out * F32 * (1 + op.extra)
-    h = e.onchip_half_bytes
-    tile_cost = in_bytes / _eff(in_run, h) + w_bytes / _eff(np.maximum(w_bytes, F32), h) + out_bytes / _eff(out_run, h)
-    aggregate = n_tiles * tile_cost / (hw.onchip_gbps * 1e9 * e.onchip)
-    per_pe = waves * tile_cost / (hw.pe_bytes_per_cycle * clock)
+    compute = t.waves * t.cycles / (clock * e.compute)
+    tile_cost = t.tile_bytes + e.onchip_half_bytes * t.tile_runs
+    aggregate = t.n_tiles * tile_cost / (hw.onchip_gbps * 1e9 * e.onchip)
+    per_pe = t.waves * tile_cost / (hw.pe_bytes_per_cycle * clock)
     onchip = np.maximum(aggregate, per_pe)
-
-    total = compute + onchip
-    total = np.where(t_out * F32 <= hw.local_kb * 1024, total, np.inf)  # output tile must fit in local memory
+    total = np.where(t.fits, compute + onchip, np.inf)
     i = np.unravel_index(int(np.argmin(total)), total.shape)
     if not np.isfinite(total[i]):  # nothing fits (huge local tiles only): fall back to the smallest tile
         i = (0, 0, 0, 0)
-
-    hd = e.dram_half_bytes
-    w_total = op.C * op.weights * F32
-    dram_bytes = (op.dram_in / _eff(op.dram_in_run, hd) + w_total
-                  + (op.dram_out + op.dram_extra) / _eff(op.dram_out_run, hd))
-    dram = dram_bytes / (hw.dram_gbps * 1e9 * e.dram)
-    tile = (int(tp.flat[i[0]]), int(tc.flat[i[1]]), int(th.flat[i[2]]), int(tw.flat[i[3]]))
+    dram = (t.dram_bytes + e.dram_half_bytes * t.dram_runs) / (hw.dram_gbps * 1e9 * e.dram)
+    tile = tuple(int(a.flat[k]) for a, k in zip(t.tiles, i))
     c, o = float(compute[i]), float(onchip[i])
+    scale = hw.kernel_scale_of(op.kind)
+    if scale != 1.0:
+        dram, c, o = dram * scale, c * scale, o * scale
     return OpLatency(op.name, op.kind, launch + dram + o + c, dram, o, c, launch, tile, op.flops)
 
 

@@ -17,6 +17,12 @@ PE-local memory = shared memory / L1+L2 of a core) and efficiency parameters tha
 ``efficiency.launch_us``
     Fixed cost of one kernel launch (GPU) or parallel region (CPU).
 
+A calibrated profile (``lasnet-tvm calibrate``) has ``schedule: default`` (tiles as the toolkit's default
+schedules run them; ``search``, the default, takes every op's best tile) and may also hold ``kernel_scale`` (a factor per op kind on its
+memory and compute time, for kernels whose schedule does better or worse than the model's best tile) and a
+``calibration`` section recording how it was fitted (date, source profile, points, accuracy); the model ignores
+the latter.
+
 Profiles are plain YAML files (``hw_profiles/<name>.yaml``, shipped as package data). ``local`` names this
 machine: see :func:`local_profile_path`.
 """
@@ -34,6 +40,7 @@ from ..errors import LasnetError
 from ..resources import hw_profiles_dir
 
 KINDS = ("gpu", "cpu")
+SCHEDULES = ("search", "default")
 
 #: Defaults of the efficiency parameters per device kind (documented in the YAML files).
 EFFICIENCY_DEFAULTS: dict[str, dict[str, float]] = {
@@ -81,6 +88,15 @@ class HardwareProfile:
     efficiency : Efficiency
     description, source : str
         Free text; ``source`` is the file the profile came from.
+    schedule : str
+        ``"search"``: every op runs at its best tile (the paper's model; tuned kernels). ``"default"``: the
+        tiles of the toolkit's default schedules where they are narrower (one patch per task for the patch
+        convolutions); calibrated profiles, which are fitted to default-schedule kernels, use it.
+    kernel_scale : tuple of (str, float)
+        Calibrated latency factors per op kind (``(kind, factor)``, sorted; empty: none); see
+        :meth:`kernel_scale_of`.
+    calibration : dict or None
+        What a calibration recorded (``calibration:`` section of the YAML; informative only).
     """
 
     name: str
@@ -97,10 +113,21 @@ class HardwareProfile:
     efficiency: Efficiency
     description: str = ""
     source: str = field(default="", compare=False)
+    schedule: str = "search"
+    kernel_scale: tuple = ()
+    calibration: Any = field(default=None, compare=False)
 
     def __hash__(self) -> int:  # target may be a dict; hash the figures the model uses
         return hash((self.name, self.kind, self.pes, self.lanes, self.clock_mhz, self.dram_gbps,
-                     self.onchip_gbps, self.pe_bytes_per_cycle, self.l2_kb, self.local_kb, self.efficiency))
+                     self.onchip_gbps, self.pe_bytes_per_cycle, self.l2_kb, self.local_kb, self.efficiency,
+                     self.schedule, self.kernel_scale))
+
+    def kernel_scale_of(self, kind: str) -> float:
+        """Factor on the dram, on-chip and compute time of ops of ``kind`` (1 when not calibrated)."""
+        for k, v in self.kernel_scale:
+            if k == kind:
+                return v
+        return 1.0
 
     @property
     def peak_gflops(self) -> float:
@@ -175,6 +202,16 @@ def profile_from_dict(raw: Any, name: str, source: str = "<dict>") -> HardwarePr
         onchip_half_bytes=_num(eff_raw, "onchip_half_bytes", ew, lo=-1e-12, default=d["onchip_half_bytes"]),
         launch_us=_num(eff_raw, "launch_us", ew, lo=-1e-12, default=d["launch_us"]),
     )
+    scale_raw = raw.get("kernel_scale", {}) or {}
+    if not isinstance(scale_raw, dict):
+        raise LasnetError(f"{source}: field 'kernel_scale' must be a mapping of op kind to factor")
+    kernel_scale = tuple(sorted((str(k), _num(scale_raw, k, f"{source}: kernel_scale")) for k in scale_raw))
+    schedule = raw.get("schedule", "search")
+    if schedule not in SCHEDULES:
+        raise LasnetError(f"{source}: field 'schedule' must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    calibration = raw.get("calibration")
+    if calibration is not None and not isinstance(calibration, dict):
+        raise LasnetError(f"{source}: field 'calibration' must be a mapping")
     return HardwareProfile(
         name=str(raw.get("name", name)),
         kind=kind,
@@ -190,7 +227,27 @@ def profile_from_dict(raw: Any, name: str, source: str = "<dict>") -> HardwarePr
         efficiency=eff,
         description=str(raw.get("description", "")),
         source=source,
+        schedule=schedule,
+        kernel_scale=kernel_scale,
+        calibration=calibration,
     )
+
+
+def profile_to_dict(hw: HardwareProfile) -> dict[str, Any]:
+    """The YAML mapping of a profile (inverse of :func:`profile_from_dict`)."""
+    out: dict[str, Any] = {
+        "name": hw.name, "description": hw.description, "kind": hw.kind, "target": hw.target, "pes": hw.pes,
+        "lanes": hw.lanes, "clock_mhz": hw.clock_mhz, "dram_gbps": hw.dram_gbps, "onchip_gbps": hw.onchip_gbps,
+        "pe_bytes_per_cycle": hw.pe_bytes_per_cycle, "l2_kb": hw.l2_kb, "local_kb": hw.local_kb,
+        "efficiency": {f.name: float(getattr(hw.efficiency, f.name)) for f in fields(Efficiency)},
+    }
+    if hw.schedule != "search":
+        out["schedule"] = hw.schedule
+    if hw.kernel_scale:
+        out["kernel_scale"] = {k: float(v) for k, v in hw.kernel_scale}
+    if hw.calibration is not None:
+        out["calibration"] = hw.calibration
+    return out
 
 
 def load_profile(path: str | os.PathLike) -> HardwareProfile:

@@ -1,0 +1,162 @@
+"""``lasnet-tvm calibrate``: fit a hardware profile's efficiency parameters to kernel measurements."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import click
+
+from ..archs import ARCHS
+from ..errors import LasnetError
+
+
+def check_output(path: Path) -> None:
+    """Fail early (before measuring) when the profile cannot be written to ``path``."""
+    if path.is_dir():
+        raise LasnetError(f"{path}: is a directory; give a file name for the calibrated profile")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise LasnetError(f"{path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise LasnetError(f"{path}: not writable")
+
+
+def write_profile(path: Path, hw) -> Path:
+    """Write ``hw`` as YAML atomically (temporary file beside ``path``, validated, then renamed)."""
+    import yaml
+
+    from ..predictor.profiles import load_profile, profile_to_dict
+
+    text = (f"# Calibrated by lasnet-tvm calibrate from profile {hw.calibration['source_profile']!r} "
+            f"on {hw.calibration['date']}\n" + yaml.safe_dump(profile_to_dict(hw), sort_keys=False))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".yaml", dir=path.parent if str(path.parent) else ".")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        load_profile(tmp)  # never leave an unloadable profile behind
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _source_profile(device: str, profile: str | None):
+    """The profile to calibrate and the TVM target that measures it; refuses a GPU profile without a GPU."""
+    from ..predictor.profiles import resolve_profile
+
+    hw = resolve_profile(device, profile)
+    if hw.kind == "gpu":
+        import tvm
+
+        if not tvm.cuda(0).exist:
+            raise LasnetError(f"profile {hw.name!r} is a GPU profile and this machine has no CUDA GPU; "
+                              "run calibrate on the device itself (or use --device local)")
+        return hw, hw.target
+    return hw, "llvm"  # a CPU profile is measured on this CPU (its own target may not run here)
+
+
+def _fmt(a: dict | None, key: str) -> str:
+    if a is None or a.get(key) is None:
+        return "-"
+    v = a[key]
+    return f"{v * 100:.1f}%" if key in ("mape", "share_within") else f"{v:.3f}"
+
+
+def summary(cal) -> list[str]:
+    """The table printed at the end: accuracy per kernel and overall, uncalibrated vs calibrated."""
+    rows = [f"{'kernel':<16}{'set':<9}{'n':>4}  {'MAPE':>7} {'<=10%':>7} {'rho':>6}   ->"
+            f"  {'MAPE':>7} {'<=10%':>7} {'rho':>6}"]
+    u, c = cal.accuracy["uncalibrated"], cal.accuracy["calibrated"]
+    for split in ("fit", "heldout"):
+        if u[split] is None:
+            continue
+        items = list(u[split]["per_kernel"]) + ["overall"]
+        for k in items:
+            a = u[split]["overall"] if k == "overall" else u[split]["per_kernel"][k]
+            b = c[split]["overall"] if k == "overall" else c[split]["per_kernel"][k]
+            rows.append(f"{k:<16}{split:<9}{a['n']:>4}  {_fmt(a, 'mape'):>7} {_fmt(a, 'share_within'):>7} "
+                        f"{_fmt(a, 'spearman'):>6}   ->  {_fmt(b, 'mape'):>7} {_fmt(b, 'share_within'):>7} "
+                        f"{_fmt(b, 'spearman'):>6}")
+    e0, e1 = cal.source.efficiency, cal.calibrated.efficiency
+    rows.append("efficiency: " + ", ".join(f"{k} {getattr(e0, k):.4g} -> {getattr(e1, k):.4g}"
+                                          for k in ("compute", "dram", "onchip", "dram_half_bytes",
+                                                    "onchip_half_bytes", "launch_us")))
+    if cal.calibrated.kernel_scale:
+        rows.append("kernel_scale: " + ", ".join(f"{k} {v:.3g}" for k, v in cal.calibrated.kernel_scale))
+    if cal.cv is not None:
+        rows.append(f"leave-one-block-out MAPE (fit set): efficiency only {cal.cv['mape_efficiency_only'] * 100:.1f}%, "
+                    f"with kernel scales {cal.cv['mape_with_kernel_scale'] * 100:.1f}%")
+    return rows
+
+
+@click.command()
+@click.option("--device", "-d", default="local", show_default=True,
+              help="Profile to calibrate: 'local' or a shipped CPU profile (measured on this machine), or a GPU "
+                   "profile (needs that GPU here).")
+@click.option("--profile", "profile", type=click.Path(dir_okay=False), default=None,
+              help="Start from this profile YAML instead of --device's.")
+@click.option("--output", "-o", required=True, type=click.Path(), help="Calibrated profile YAML to write.")
+@click.option("--arch", "-a", "archs", multiple=True, type=click.Choice(ARCHS),
+              help="Backbone whose blocks are measured (repeatable; default las_resnet50).")
+@click.option("--quick", is_flag=True, help="Tiny blocks, one round: a smoke test, not a calibration.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the full report (every point, accuracy per kernel) as JSON.")
+@click.option("--target", default=None, help="TVM target of the measurements (default: this CPU, or the GPU "
+                                            "profile's target).")
+@click.option("--heldout-stage", default=2, show_default=True, type=click.IntRange(1, 4),
+              help="Stage whose blocks are held out of the fit.")
+@click.option("--rounds", default=None, type=click.IntRange(1, 20), help="Timing rounds (default 3, quick 1).")
+@click.option("--kernel-scale", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="Per-op-kind latency factors: kept when cross-validation within the fit set prefers them.")
+@click.option("--seed", default=0, show_default=True, type=int)
+def calibrate(device, profile, output, archs, quick, json_path, target, heldout_stage, rounds, kernel_scale, seed):
+    """Measure kernels of LAS blocks, fit the profile's efficiency parameters, write the calibrated profile."""
+    import time
+
+    from ..benchmarks.common import cpu_model, git_revision, machine_info, progress, versions, write_json
+    from ..predictor import calibrate as C
+
+    out = Path(output)
+    check_output(out)
+    if json_path:
+        check_output(Path(json_path))
+    hw, default_target = _source_profile(device, profile)
+    archs = archs or ("las_resnet50",)
+    tgt = target or default_target
+    from ..targets import resolve_target, target_kind
+
+    kind = target_kind(resolve_target(tgt))
+    if (kind == "cuda") != (hw.kind == "gpu"):
+        raise LasnetError(f"target {tgt!r} measures a {kind.upper()}, but profile {hw.name!r} is a {hw.kind.upper()} profile")
+    if hw.kind == "cpu" and hw.pes != (os.cpu_count() or hw.pes):
+        click.echo(f"note: profile {hw.name!r} has {hw.pes} cores, this machine {os.cpu_count()}", err=True)
+    rounds = rounds or (1 if quick else 3)
+    cases = C.default_cases(archs, quick, heldout_stage)
+    if not any(c.heldout for c in cases) or all(c.heldout for c in cases):
+        raise LasnetError(f"held-out stage {heldout_stage} leaves no fit or no held-out blocks")
+    click.echo(f"calibrating {hw.name} on {cpu_model() if kind == 'cpu' else 'GPU'} ({tgt}): {len(cases)} blocks "
+               f"of {', '.join(archs)}, stage {heldout_stage} held out, {rounds} round(s)", err=True)
+    bar = progress(C.work_units(cases, rounds), "measuring kernels")
+    try:
+        points = C.measure(cases, tgt, rounds=rounds, repeat=3 if quick else 5, min_repeat_ms=1 if quick else 5,
+                           seed=seed, progress=bar.update)
+    finally:
+        bar.close()
+    click.echo(f"{len(points)} kernel points measured; fitting ...", err=True)
+    settings = {"device": device, "target": str(tgt), "archs": list(archs), "quick": quick, "rounds": rounds,
+                "heldout": f"stage {heldout_stage} blocks", "seed": seed, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "measured_on": cpu_model() if kind == "cpu" else "cuda",
+                "cases": [{"label": c.label, "heldout": c.heldout, "variants": list(c.variants), "rates": list(c.rates)}
+                          for c in cases]}
+    cal = C.calibrate(points, hw, settings, kernel_scale)
+    write_profile(out, cal.calibrated)
+    if json_path:
+        report = cal.report()
+        report.update(machine=machine_info(), versions=versions(), git_revision=git_revision())
+        write_json(json_path, report)
+    for row in summary(cal):
+        click.echo(row)
+    click.echo(f"wrote {out}" + (f" and {json_path}" if json_path else ""))
