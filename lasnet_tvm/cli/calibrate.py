@@ -116,7 +116,7 @@ def calibrate(device, profile, output, archs, quick, json_path, target, heldout_
     """Measure kernels of LAS blocks, fit the profile's efficiency parameters, write the calibrated profile."""
     import time
 
-    from ..benchmarks.common import cpu_model, git_revision, machine_info, progress, versions, write_json
+    from ..benchmarks import common
     from ..predictor import calibrate as C
 
     out = Path(output)
@@ -130,16 +130,18 @@ def calibrate(device, profile, output, archs, quick, json_path, target, heldout_
 
     kind = target_kind(resolve_target(tgt))
     if (kind == "cuda") != (hw.kind == "gpu"):
-        raise LasnetError(f"target {tgt!r} measures a {kind.upper()}, but profile {hw.name!r} is a {hw.kind.upper()} profile")
+        raise LasnetError(f"target {tgt!r} measures a {kind.upper()}, but profile {hw.name!r} is a "
+                          f"{hw.kind.upper()} profile")
     if hw.kind == "cpu" and hw.pes != (os.cpu_count() or hw.pes):
         click.echo(f"note: profile {hw.name!r} has {hw.pes} cores, this machine {os.cpu_count()}", err=True)
     rounds = rounds or (1 if quick else 3)
     cases = C.default_cases(archs, quick, heldout_stage)
     if not any(c.heldout for c in cases) or all(c.heldout for c in cases):
         raise LasnetError(f"held-out stage {heldout_stage} leaves no fit or no held-out blocks")
-    click.echo(f"calibrating {hw.name} on {cpu_model() if kind == 'cpu' else 'GPU'} ({tgt}): {len(cases)} blocks "
+    where = common.cpu_model() if kind == "cpu" else "GPU"
+    click.echo(f"calibrating {hw.name} on {where} ({tgt}): {len(cases)} blocks "
                f"of {', '.join(archs)}, stage {heldout_stage} held out, {rounds} round(s)", err=True)
-    bar = progress(C.work_units(cases, rounds), "measuring kernels")
+    bar = common.progress(C.work_units(cases, rounds), "measuring kernels")
     try:
         points = C.measure(cases, tgt, rounds=rounds, repeat=3 if quick else 5, min_repeat_ms=1 if quick else 5,
                            seed=seed, progress=bar.update)
@@ -148,15 +150,17 @@ def calibrate(device, profile, output, archs, quick, json_path, target, heldout_
     click.echo(f"{len(points)} kernel points measured; fitting ...", err=True)
     settings = {"device": device, "target": str(tgt), "archs": list(archs), "quick": quick, "rounds": rounds,
                 "heldout": f"stage {heldout_stage} blocks", "seed": seed, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "measured_on": cpu_model() if kind == "cpu" else "cuda",
+                "measured_on": common.cpu_model() if kind == "cpu" else "cuda",
                 "cases": [{"label": c.label, "heldout": c.heldout, "variants": list(c.variants), "rates": list(c.rates)}
                           for c in cases]}
     cal = C.calibrate(points, hw, settings, kernel_scale)
     write_profile(out, cal.calibrated)
     if json_path:
         report = cal.report()
-        report.update(machine=machine_info(), versions=versions(), git_revision=git_revision())
-        write_json(json_path, report)
+        dirty = getattr(common, "git_dirty_files", lambda: None)()
+        report.update(machine=common.machine_info(), versions=common.versions(), git_revision=common.git_revision(),
+                      uncommitted_files=dirty)
+        common.write_json(json_path, report)
     for row in summary(cal):
         click.echo(row)
     click.echo(f"wrote {out}" + (f" and {json_path}" if json_path else ""))

@@ -7,8 +7,9 @@
    point is one distinct kernel call ``(kernel, shape, P)`` with the **median** of all its samples.
 2. **Split**: whole blocks of one stage (``heldout_stage``, default 2: shapes and channel counts no other
    stage has) are held out; the fit never sees them.
-3. **Fit**: with ``schedule: default`` (the tiles the default schedules use), the six ``efficiency`` parameters minimize a robust sum of squared ``log(pred / meas)`` over the
-   fit set (``scipy.optimize.least_squares``, log-parameters with bounds, a few starts). Then, optionally,
+3. **Fit**: with ``schedule: default`` (the tiles the default schedules use), the six ``efficiency``
+   parameters minimize a robust sum of squared ``log(pred / meas)`` over the fit set
+   (``scipy.optimize.least_squares``, log-parameters with bounds, a few starts). Then, optionally,
    one latency factor per op kind (``kernel_scale``, ridge-regularized in log space) for kernels whose
    schedule does better or worse than the model's best tile. The factors are kept only when they lower the
    leave-one-block-out MAPE within the fit set; the held-out set is not used for any choice.
@@ -310,8 +311,9 @@ class Calibration:
                 "parameters": {"uncalibrated": _params(src), "calibrated": _params(cal),
                                "kernel_scale": dict(cal.kernel_scale)},
                 "model_selection": {"cross_validation": self.cv, "kernel_scale_used": bool(cal.kernel_scale)},
-                "calibrated_profile": profile_to_dict(cal), "accuracy": self.accuracy, "n_points": {"fit": sum(not p.heldout for p in self.points),
-                                                         "heldout": sum(p.heldout for p in self.points)},
+                "calibrated_profile": profile_to_dict(cal), "accuracy": self.accuracy,
+                "n_points": {"fit": sum(not p.heldout for p in self.points),
+                             "heldout": sum(p.heldout for p in self.points)},
                 "points": pts}
 
     def section(self) -> dict:
@@ -328,8 +330,9 @@ class Calibration:
                 "target": self.settings["target"], "measured_on": self.settings.get("measured_on", ""),
                 "archs": list(self.settings["archs"]), "heldout": self.settings["heldout"],
                 "n_points": len(self.points), "n_fit": sum(not p.heldout for p in self.points),
-                "n_heldout": sum(p.heldout for p in self.points), "kernel_scale_used": bool(self.calibrated.kernel_scale),
-                "accuracy": acc, "heldout_mape_per_kernel": per}
+                "n_heldout": sum(p.heldout for p in self.points),
+                "kernel_scale_used": bool(self.calibrated.kernel_scale), "accuracy": acc,
+                "heldout_mape_per_kernel": per}
 
 
 def calibrate(points: Sequence[Point], source: HardwareProfile, settings: dict, kernel_scale: str = "auto",

@@ -19,8 +19,9 @@ A **dynamic block** at granularity S and activation rate r computes ``P = round(
                           the identity is read and the output written whole).
 ========================  ==========================================================================
 
-SE in a dynamic block pools over the active patches only and scales them into a new buffer. The downsample branch stays dense. The stem
-(ResNet: 7x7/2 conv and 3x3/2 max-pool; RegNet: 3x3/2 conv) and the head (global pool, fc) are static.
+SE in a dynamic block pools over the active patches only and scales them into a new buffer. The downsample
+branch stays dense. The stem (ResNet: 7x7/2 conv and 3x3/2 max-pool; RegNet: 3x3/2 conv) and the head
+(global pool, fc) are static.
 """
 
 from __future__ import annotations

@@ -18,10 +18,10 @@ PE-local memory = shared memory / L1+L2 of a core) and efficiency parameters tha
     Fixed cost of one kernel launch (GPU) or parallel region (CPU).
 
 A calibrated profile (``lasnet-tvm calibrate``) has ``schedule: default`` (tiles as the toolkit's default
-schedules run them; ``search``, the default, takes every op's best tile) and may also hold ``kernel_scale`` (a factor per op kind on its
-memory and compute time, for kernels whose schedule does better or worse than the model's best tile) and a
-``calibration`` section recording how it was fitted (date, source profile, points, accuracy); the model ignores
-the latter.
+schedules run them; ``search``, the default, takes every op's best tile) and may also hold ``kernel_scale``
+(a factor per op kind on its memory and compute time, for kernels whose schedule does better or worse than the
+model predicts) and a ``calibration`` section recording how it was fitted (date, source profile, points,
+accuracy), which the model ignores.
 
 Profiles are plain YAML files (``hw_profiles/<name>.yaml``, shipped as package data). ``local`` names this
 machine: see :func:`local_profile_path`.
