@@ -32,6 +32,19 @@ def vec_width(n: int, cap: int = 16) -> int:
     return largest_divisor(n, cap)
 
 
+def co_tile(C: int, groups: int, cap: int = 16) -> int:
+    """Output-channel vector tile: divides the channels per group so that every lane reads one input channel.
+
+    The largest multiple of 8 (one AVX2 register) dividing ``C // groups`` and at most ``cap``; else the
+    largest divisor at most 16.
+    """
+    opg = C // groups
+    for t in range(cap - cap % 8, 7, -8):
+        if opg % t == 0:
+            return t
+    return largest_divisor(opg, 16)
+
+
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 

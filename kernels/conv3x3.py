@@ -10,8 +10,7 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from ._common import SearchSpace, bind_spatial_cuda, ceil_div, dense_padded_extent, largest_divisor
-from .gather_conv3x3 import co_tile
+from ._common import SearchSpace, bind_spatial_cuda, ceil_div, co_tile, dense_padded_extent, largest_divisor
 
 SEARCH_SPACE = SearchSpace()
 

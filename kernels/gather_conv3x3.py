@@ -13,7 +13,7 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from ._common import SearchSpace, bind_spatial_cuda, ceil_div, largest_divisor, padded_extent
+from ._common import SearchSpace, bind_spatial_cuda, ceil_div, co_tile, largest_divisor, padded_extent
 
 SEARCH_SPACE = SearchSpace(specialize={"P": 0.5}, index_args=("idx",))
 
@@ -95,39 +95,62 @@ def gather_conv3x3(C: int, H: int, W: int, S: int, stride: int = 1, groups: int 
     return main
 
 
-def co_tile(C: int, groups: int) -> int:
-    """Output-channel vector tile: divides the channels per group so that every lane reads one input channel."""
-    opg = C // groups
-    for t in (16, 8):
-        if opg % t == 0:
-            return t
-    return largest_divisor(opg, 16)
+def patch_tiles(C: int, S: int, groups: int) -> tuple[int, int]:
+    """Register tile ``(columns, channels)`` of a patch conv: about 8 AVX2 accumulators whatever S is.
+
+    Columns of the patch (at most 4) times output channels (a multiple of 8): ``4 x 16`` for S = 4,
+    ``2 x 32`` for S = 2, ``1 x 64`` for S = 1, so that small patches still keep enough independent FMA
+    chains in flight.
+    """
+    tx = largest_divisor(S, 4)
+    return tx, co_tile(C, groups, max(16, 64 // tx))
+
+
+#: Weights (bytes) above which the patch conv walks all patches per weight tile (measured on a 2-core Zen 3
+#: with 512 KiB L2 per core: better for LAS-ResNet stage 4, 9 MiB; worse for stage 3, 2.3 MiB).
+LARGE_WEIGHT_BYTES = 4 * 1024 * 1024
+#: Weight tile (bytes) that stays in a core's L2 while all patches use it (large weights only).
+WEIGHT_TILE_BYTES = 128 * 1024
 
 
 def schedule_patch_conv_cpu(sch: s_tir.Schedule, C: int, S: int, groups: int, window: bool = False) -> None:
-    """Vectorize the ``conv`` block over output channels, register-tile over x, parallel over patches.
+    """Vectorize the ``conv`` block over output channels, register-tile over x.
 
-    Shared by :mod:`gather_conv3x3` (with its ``window`` staging block) and :mod:`window_conv3x3`.
+    Weights ``[C/groups, 3, 3, C]`` up to :data:`LARGE_WEIGHT_BYTES`: patches in parallel, each
+    patch's whole reduction in registers. Large weights (deep stages, where every patch would stream megabytes
+    of weights): channel tiles in parallel and the reduction split so that one weight tile stays in cache
+    while all patches use it (partial sums in the ``acc`` buffer). The per-patch ``window`` staging of the
+    unpadded variant always uses the first form.
+    Shared by :mod:`gather_conv3x3` and :mod:`window_conv3x3`.
     """
     conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
     p, y, x, co, rc, kh, kw = sch.get_loops(conv)
-    tco = co_tile(C, groups)
-    tx = largest_divisor(S, max(1, 96 // tco))
+    tx, tco = patch_tiles(C, S, groups)
+    ipg = C // groups
     co_o, co_i = sch.split(co, [None, tco])
     x_o, x_i = sch.split(x, [None, tx])
-    sch.reorder(p, co_o, y, x_o, rc, kh, kw, x_i, co_i)
-    sch.parallel(p)
-    # Small constant "global" allocations become stack arrays on CPU (LLVM keeps them in registers);
-    # "local" ones would go through TVMBackendAllocWorkspace.
-    sch.reverse_compute_at(out, x_o)
-    if window:  # stage each patch's window (unpadded conv1 map)
-        win = sch.get_sblock("window")
-        sch.compute_at(win, p)
-        sch.set_scope(win, 0, "global")
+    if window or ipg * 9 * C * 4 <= LARGE_WEIGHT_BYTES:
+        sch.reorder(p, co_o, y, x_o, rc, kh, kw, x_i, co_i)
+        sch.parallel(p)
+        # Small constant "global" allocations become stack arrays on CPU (LLVM keeps them in registers);
+        # "local" ones would go through TVMBackendAllocWorkspace.
+        sch.reverse_compute_at(out, x_o)
+        if window:  # stage each patch's window (unpadded conv1 map)
+            win = sch.get_sblock("window")
+            sch.compute_at(win, p)
+            sch.set_scope(win, 0, "global")
+        init_at = rc
+    else:
+        trc = largest_divisor(ipg, max(1, WEIGHT_TILE_BYTES // (9 * tco * 4)))
+        rc_o, rc_i = sch.split(rc, [None, trc])
+        sch.reorder(co_o, rc_o, p, y, x_o, rc_i, kh, kw, x_i, co_i)
+        sch.parallel(co_o)
+        sch.reverse_compute_at(out, co_o)
+        init_at = rc_o
     sch.unroll(kw)
     sch.unroll(x_i)
     sch.vectorize(co_i)
-    sch.decompose_reduction(conv, rc)
+    sch.decompose_reduction(conv, init_at)
 
 
 def schedule_cpu(func, **params) -> s_tir.Schedule:

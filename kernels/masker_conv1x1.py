@@ -37,24 +37,25 @@ def masker_conv1x1(C_in: int, C_mid: int, H: int, W: int, S: int, stride: int = 
              b: T.Buffer((C_mid + 1,), "float32"), f1: T.Buffer((C_mid, Hp, Hp), "float32"),
              mask: T.Buffer((G,), "int32"), idx: T.Buffer((G,), "int32"), count: T.Buffer((1,), "int32")):
         T.func_attr({"tir.noalias": True})
-        acc = T.sblock_alloc_buffer((C_mid + 1, H, W))
+        acc = T.sblock_alloc_buffer((C_mid, H, W))
         md = T.sblock_alloc_buffer((H, W))
         ps = T.sblock_alloc_buffer((G,))
-        for co, i, j, k in T.grid(C_mid + 1, H, W, C_in):
+        for co, i, j, k in T.grid(C_mid, H, W, C_in):
             with T.sblock("conv"):
                 vco, vi, vj, vk = T.axis.remap("SSSR", [co, i, j, k])
                 with T.init():
                     acc[vco, vi, vj] = T.float32(0)
                 acc[vco, vi, vj] = acc[vco, vi, vj] + w[vco, vk] * x[vk, vi, vj]
-        for co, i, j in T.grid(C_mid + 1, H, W):
+        for co, i, j in T.grid(C_mid, H, W):
             with T.sblock("epi"):
                 vco, vi, vj = T.axis.remap("SSS", [co, i, j])
-                T.reads(acc[vco, vi, vj], b[vco])
-                T.writes(f1[T.min(vco, C_mid - 1), vi + off, vj + off], md[vi, vj])
-                if vco < C_mid:
-                    f1[vco, vi + off, vj + off] = T.max(acc[vco, vi, vj] + b[vco], T.float32(0))
-                else:
-                    md[vi, vj] = acc[vco, vi, vj]
+                f1[vco, vi + off, vj + off] = T.max(acc[vco, vi, vj] + b[vco], T.float32(0))
+        for i, j, k in T.grid(H, W, C_in):  # the masker's channel: logit difference per pixel
+            with T.sblock("logit"):
+                vi, vj, vk = T.axis.remap("SSR", [i, j, k])
+                with T.init():
+                    md[vi, vj] = T.float32(0)
+                md[vi, vj] = md[vi, vj] + w[C_mid, vk] * x[vk, vi, vj]
         for p, a, c in T.grid(G, pin, pin):
             with T.sblock("pool"):
                 vp, va, vc = T.axis.remap("SRR", [p, a, c])
@@ -107,7 +108,7 @@ def schedule_conv1x1_cpu(sch: s_tir.Schedule, conv, epi, C: int, H: int, W: int)
     sch.parallel(par)
     # pack the input tile [C_in, ti, tj] contiguously once per pixel tile: the GEMM then walks one small
     # buffer instead of C_in pages of x for every channel tile (fewer TLB/cache misses)
-    xl = sch.cache_read(conv, 1, "global")
+    xl = sch.cache_read(conv, 1, "global", consumer_blocks=[conv])
     sch.compute_at(xl, par)
     sch.vectorize(sch.get_loops(xl)[-1])
     sch.unroll(co_i)
@@ -119,11 +120,18 @@ def schedule_conv1x1_cpu(sch: s_tir.Schedule, conv, epi, C: int, H: int, W: int)
 
 
 def schedule_cpu(func, **params) -> s_tir.Schedule:
-    """Default CPU schedule: register-tiled 1x1 conv over all ``C_mid + 1`` channels; pooling/compaction serial."""
+    """Default CPU schedule: register-tiled conv1 over ``C_mid`` channels; the masker channel computed per row
+    (vectorized over columns) in the same parallel loop; pooling/compaction serial."""
     C_in, C_mid, H, W = params["C_in"], params["C_mid"], params["H"], params["W"]
     sch = s_tir.Schedule(func)
     conv, epi = sch.get_sblock("conv"), sch.get_sblock("epi")
-    schedule_conv1x1_cpu(sch, conv, epi, C_mid + 1, H, W)
+    schedule_conv1x1_cpu(sch, conv, epi, C_mid, H, W)
+    logit = sch.get_sblock("logit")
+    i, j, k = sch.get_loops(logit)
+    sch.reorder(i, k, j)
+    sch.parallel(i)
+    sch.vectorize(j)
+    sch.decompose_reduction(logit, k)
     return sch
 
 
@@ -138,6 +146,11 @@ def schedule_cuda(func, **params) -> s_tir.Schedule:
         sch.bind(bx, "blockIdx.x")
         sch.bind(tx, "threadIdx.x")
     bind_spatial_cuda(sch, sch.get_sblock("epi"))
+    logit = sch.get_sblock("logit")
+    i, j, k = sch.get_loops(logit)
+    bx, tx = sch.split(sch.fuse(i, j), [None, 64])
+    sch.bind(bx, "blockIdx.x")
+    sch.bind(tx, "threadIdx.x")
     for name in ("pool", "decide"):
         blk = sch.get_sblock(name)
         loops = sch.get_loops(blk)

@@ -95,7 +95,7 @@ def block_plan(s: BlockSpec, fusion: str = "all", static: bool = False) -> list[
         steps.append(Step("se", dict(C=cm, R=R, Ho=Ho, S=S), ("c2", "idx", "se_w1", "se_b1", "se_w2", "se_b2"),
                           (_f("c2se", "P", cm, S, S),)))
         c2 = "c2se"
-    steps.append(Step("patch_conv1x1", dict(C_in=cm, C_out=co, S=S), (c2, "w3", "b3"), (_f("p3", "P", co, S, S),)))
+    steps.append(Step("patch_conv1x1", dict(C_in=cm, C_out=co, S=S), (c2, "w3t", "b3"), (_f("p3", "P", co, S, S),)))
     if fusion == "all":
         steps.append(Step("scatter_add", dict(C=co, Ho=Ho, Wo=Ho, S=S), (ident, "p3", "idx"), (_f("out", co, Ho, Ho),)))
     else:
@@ -108,7 +108,7 @@ def prepared_weights(fb: FoldedBlock) -> dict[str, np.ndarray]:
     """The block's weights in the kernels' layouts (float32 numpy arrays, contiguous)."""
     t = {
         "w1": fb.w1, "b1": fb.b1, "wm": fb.wm, "bm": fb.bm.reshape(1),
-        "w2t": fb.w2.permute(1, 2, 3, 0), "b2": fb.b2, "w3": fb.w3, "b3": fb.b3,
+        "w2t": fb.w2.permute(1, 2, 3, 0), "b2": fb.b2, "w3": fb.w3, "w3t": fb.w3.t(), "b3": fb.b3,
     }
     out = {k: np.ascontiguousarray(v.detach().cpu().numpy(), dtype=np.float32) for k, v in t.items()}
     out["w1m"] = np.concatenate([out["w1"], out["wm"][None]], 0)

@@ -87,6 +87,7 @@ def test_masker_kernels(case, rate):
 CONV_CASES = [  # (C, size, S, stride, groups)
     (8, 13, 4, 1, 1), (8, 12, 4, 1, 1), (16, 9, 1, 1, 1), (8, 10, 2, 2, 1), (16, 13, 2, 1, 4),
     (8, 15, 7, 1, 1), (16, 16, 8, 1, 2), (8, 14, 7, 2, 1), (12, 11, 4, 2, 3),
+    (512, 7, 1, 1, 1),  # LAS-ResNet stage 4: the large-weight (channel-outer) schedules of both patch convs
 ]
 
 
@@ -120,7 +121,7 @@ def test_patch_conv_kernels(case, rate):
     close(out2, ref)
     # conv3 on the patches
     p3 = fresh(P, 2 * C, S, S)
-    k("patch_conv1x1", C_in=C, C_out=2 * C, S=S)(out, fb.w3, fb.b3, p3)
+    k("patch_conv1x1", C_in=C, C_out=2 * C, S=S)(out, fb.w3.t().contiguous(), fb.b3, p3)
     ref3 = F.conv2d(ref, fb.w3[:, :, None, None], fb.b3)
     close(p3, ref3)
     # scatter-add (fused) and scatter + add_relu (unfused)
