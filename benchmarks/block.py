@@ -22,7 +22,7 @@ from ..archs import BlockSpec, arch_spec, conv_out
 from ..block_runtime import FUSIONS, CompiledBlock
 from ..errors import LasnetError
 from ..models.folded import FoldedBlock, dense_masked_block, sparse_block
-from .common import cpu_model, git_revision, machine_info, time_interleaved, versions
+from .common import cpu_model, git_revision, machine_info, summarize, time_interleaved, versions
 
 TOLERANCE = 1e-4  # max |out - ref| / max(1, max |ref|) accepted for float32
 
@@ -287,13 +287,13 @@ def checked_dynamic(blk: CompiledBlock, rate: float, seed: int = 0) -> tuple[tor
 def kernel_rows(blk: CompiledBlock, x: torch.Tensor, repeat: int, min_repeat_ms: float) -> list[dict]:
     """Per-kernel medians of :meth:`CompiledBlock.time_steps`.
 
-    Rows: ``kernel``, ``params``, ``P`` (active patches of the call; 0 for the static block), ``measured_ms``,
-    ``samples_ms``.
+    Rows: ``kernel``, ``params``, ``P`` (active patches of the call; 0 for the static block), ``measured_ms``
+    (median) and ``spread`` (:func:`~lasnet_tvm.benchmarks.common.summarize` of the samples).
     """
     rows = blk.time_steps(x, repeat=repeat, min_repeat_ms=min_repeat_ms)
     P = 0 if blk.static else blk.active_count()
     return [{"kernel": r["kernel"], "params": r["params"], "P": P, "measured_ms": r["median_ms"],
-             "samples_ms": r["samples_ms"]} for r in rows]
+             "spread": summarize([t * 1e-3 for t in r["samples_ms"]])} for r in rows]
 
 
 def shape_of(spec: BlockSpec) -> dict:
