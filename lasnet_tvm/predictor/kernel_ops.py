@@ -24,8 +24,25 @@ from .profiles import HardwareProfile
 #: Kernels whose cost depends on the number of active patches ``P``.
 PATCH_KERNELS = frozenset({"gather", "window_conv3x3", "gather_conv3x3", "se", "patch_conv1x1", "scatter",
                            "scatter_add"})
-#: Kernels whose schedules (CPU and CUDA) give every patch its own task: tiles never span patches.
-_ONE_PATCH_PER_TASK = frozenset({"window_conv3x3", "gather_conv3x3", "patch_conv1x1"})
+#: Weight bytes up to which the default CPU schedule of a 3x3 patch conv gives each patch its own task (above:
+#: channel tiles in parallel, all patches per weight tile); ``LARGE_WEIGHT_BYTES`` of ``kernels/gather_conv3x3``.
+LARGE_WEIGHTS_3X3 = 4 * 1024 * 1024
+#: The same for ``patch_conv1x1`` (one patch per task while the weights are smaller than this).
+LARGE_WEIGHTS_1X1 = 1024 * 1024
+
+
+def one_patch_per_task(kernel: str, params: Mapping[str, Any]) -> bool:
+    """Whether the default CPU schedule of a patch convolution gives every patch its own task (tiles never span
+    patches, each patch reads the whole weight tensor). The default CUDA schedules always do (one block per
+    patch); calibrated GPU profiles would need that rule instead."""
+    if kernel == "patch_conv1x1":
+        return params["C_in"] * params["C_out"] * 4 < LARGE_WEIGHTS_1X1
+    if kernel in ("window_conv3x3", "gather_conv3x3"):
+        if kernel == "gather_conv3x3" and not params.get("padded", False):
+            return True  # per-patch window staging
+        C = params["C"]
+        return C // params.get("groups", 1) * 9 * C * 4 <= LARGE_WEIGHTS_3X3
+    return False
 
 #: Name of a 1x1 conv by the buffer it writes.
 _CONV1X1_NAMES = {"ident": "downsample", "f1": "conv1", "f3": "conv3"}
@@ -44,8 +61,8 @@ def _se(B: int, P: int, C: int, R: int, S: int) -> list[Op]:
 def kernel_ops(kernel: str, params: Mapping[str, Any], P: int = 0, batch: int = 1, out: str = "") -> list[Op]:
     """Ops of one kernel call.
 
-    The patch convolutions (``window_conv3x3``, ``gather_conv3x3``, ``patch_conv1x1``) are priced with tiles
-    of one patch, as their schedules run them (``Op.max_tile_p = 1``).
+    Patch convolutions whose default schedule gives each patch its own task (:func:`one_patch_per_task`) get
+    ``Op.max_tile_p = 1`` (used by profiles with ``schedule: default``).
 
     Parameters
     ----------
@@ -66,7 +83,7 @@ def kernel_ops(kernel: str, params: Mapping[str, Any], P: int = 0, batch: int = 
     list of Op
     """
     ops_ = _kernel_ops(kernel, params, P, batch, out)
-    if kernel in _ONE_PATCH_PER_TASK:
+    if one_patch_per_task(kernel, params):
         ops_ = [replace(o, max_tile_p=1) for o in ops_]
     return ops_
 
