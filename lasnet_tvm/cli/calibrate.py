@@ -141,6 +141,7 @@ def calibrate(device, profile, output, archs, quick, json_path, target, heldout_
     where = common.cpu_model() if kind == "cpu" else "GPU"
     click.echo(f"calibrating {hw.name} on {where} ({tgt}): {len(cases)} blocks "
                f"of {', '.join(archs)}, stage {heldout_stage} held out, {rounds} round(s)", err=True)
+    load_before = os.getloadavg()
     bar = common.progress(C.work_units(cases, rounds), "measuring kernels")
     try:
         points = C.measure(cases, tgt, rounds=rounds, repeat=3 if quick else 5, min_repeat_ms=1 if quick else 5,
@@ -151,6 +152,8 @@ def calibrate(device, profile, output, archs, quick, json_path, target, heldout_
     settings = {"device": device, "target": str(tgt), "archs": list(archs), "quick": quick, "rounds": rounds,
                 "heldout": f"stage {heldout_stage} blocks", "seed": seed, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "measured_on": common.cpu_model() if kind == "cpu" else "cuda",
+                "load_average": {"before": [round(v, 2) for v in load_before],
+                                 "after": [round(v, 2) for v in os.getloadavg()]},
                 "cases": [{"label": c.label, "heldout": c.heldout, "variants": list(c.variants), "rates": list(c.rates)}
                           for c in cases]}
     cal = C.calibrate(points, hw, settings, kernel_scale)

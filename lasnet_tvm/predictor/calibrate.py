@@ -328,6 +328,7 @@ class Calibration:
             "per_kernel", {})).items()}
         return {"date": self.settings["date"], "source_profile": self.source.name, "source_file": self.source.source,
                 "target": self.settings["target"], "measured_on": self.settings.get("measured_on", ""),
+                "load_average": self.settings.get("load_average"),
                 "archs": list(self.settings["archs"]), "heldout": self.settings["heldout"],
                 "n_points": len(self.points), "n_fit": sum(not p.heldout for p in self.points),
                 "n_heldout": sum(p.heldout for p in self.points),
