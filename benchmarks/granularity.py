@@ -13,7 +13,7 @@ from __future__ import annotations
 from ..archs import BlockSpec
 from ..predictor import stage_candidates
 from .common import progress
-from .rate import accuracy_section, format_accuracy, measure_stage, work_units
+from .rate import accuracy_section, format_accuracy, format_excluded, measure_stage, work_units
 
 
 def candidates(blocks: list[BlockSpec], S_list=None) -> list[list[int]]:
@@ -48,7 +48,8 @@ def best_S(stages: list[dict], tolerance: float) -> list[dict]:
 
 
 def run(blocks: list[BlockSpec], S_lists, rates, hw, target, repeats: int, kernel_repeat: int = 5,
-        min_repeat_ms: float = 5, tolerance: float = 0.05, seed: int = 0, log=print) -> dict:
+        min_repeat_ms: float = 5, tolerance: float = 0.05, seed: int = 0, log=print,
+        exclude_mismatch: bool = False) -> dict:
     """Measure every block at its S list and rates; returns ``stages``, ``points``, ``best``, ``agreement``,
     ``accuracy``."""
     bar = progress(work_units(S_lists, rates), "bench granularity")
@@ -61,12 +62,13 @@ def run(blocks: list[BlockSpec], S_lists, rates, hw, target, repeats: int, kerne
             log(f"{spec.name} (stage {spec.stage}): static + S={','.join(map(str, S_list))} at "
                 f"r={','.join(map(str, rates))}, {repeats} rounds")
             stages.append(measure_stage(spec, S_list, rates, hw, target, repeats, kernel_repeat, min_repeat_ms,
-                                        seed, bar))
+                                        seed, bar, exclude_mismatch))
     finally:
         bar.close()
     best = best_S(stages, tolerance)
     n = len(best)
     return {"stages": stages, "points": [p for st in stages for p in st["points"]], "best": best,
+            "excluded": [e for st in stages for e in st["excluded"]],
             "agreement": {"best": sum(b["best_agree"] for b in best) / n if n else None,
                           "choice": sum(b["choice_agree"] for b in best) / n if n else None, "n": n},
             "accuracy": accuracy_section(stages), "max_rel_err": max(st["max_rel_err"] for st in stages)}
@@ -89,4 +91,4 @@ def format_table(res: dict) -> str:
     if a["n"]:
         lines.append(f"best-S agreement: fastest {100 * a['best']:.0f}%, within-tolerance choice "
                      f"{100 * a['choice']:.0f}% of {a['n']} stage/rate pairs")
-    return "\n".join(lines + format_accuracy(res["accuracy"]))
+    return "\n".join(lines + format_excluded(res) + format_accuracy(res["accuracy"]))

@@ -38,7 +38,7 @@ def predict_kernels(rows: list[dict], steps, hw) -> None:
 
 
 def measure_stage(spec: BlockSpec, S_list, rates, hw, target, repeats: int, kernel_repeat: int = 5,
-                  min_repeat_ms: float = 5, seed: int = 0, bar=None) -> dict:
+                  min_repeat_ms: float = 5, seed: int = 0, bar=None, exclude_mismatch: bool = False) -> dict:
     """Measure and predict one block: static, and the fused dynamic block at every ``(S, rate)``.
 
     Returns
@@ -49,22 +49,30 @@ def measure_stage(spec: BlockSpec, S_list, rates, hw, target, repeats: int, kern
         ``active_patches``, ``measured_ms`` / ``predicted_ms`` (dynamic), ``measured_static_ms`` /
         ``predicted_static_ms``, ``measured_ratio`` / ``predicted_ratio``, ``measured_kernel_sum_ms`` and
         ``measured_kernel_ratio`` (from the kernel times alone), ``spread``, ``kernels`` (per-kernel measured
-        and predicted ms) and ``predicted_ops``.
+        and predicted ms) and ``predicted_ops``. With ``exclude_mismatch``, dynamic variants whose mask or
+        output differs from PyTorch are not timed but listed in ``excluded`` (``S``, ``rate``, ``error``).
 
     Raises
     ------
     LasnetError
-        A variant's mask or output differs from the PyTorch reference.
+        The static block's output, or (unless ``exclude_mismatch``) a dynamic variant's mask or output, differs
+        from the PyTorch reference.
     """
     static = compiled_block(spec, target, None, seed)
     sync = sync_of(static)
     x_full, err = checked_static(static, seed)
     fns = {"static": lambda: (static(x_full), sync())}
-    cases, errs = [], [err]
+    cases, errs, excluded = [], [err], []
     for S in S_list:
         blk = compiled_block(replace(spec, S=S), target, "all", seed)
         for r in rates:
-            x, P, err = checked_dynamic(blk, r, seed + 1)
+            try:
+                x, P, err = checked_dynamic(blk, r, seed + 1)
+            except LasnetError as e:
+                if not exclude_mismatch:
+                    raise
+                excluded.append({"block": spec.name, "stage": spec.stage, "S": S, "rate": r, "error": str(e)})
+                continue
             errs.append(err)
             key = f"S{S}@{r}"
             fns[key] = (lambda b=blk, x=x: (b(x), sync()))
@@ -99,7 +107,8 @@ def measure_stage(spec: BlockSpec, S_list, rates, hw, target, repeats: int, kern
             "kernels": rows, "predicted_ops": predicted_ops(pred.dynamic)})
         if bar is not None:
             bar.update(1)
-    return {"block": shape_of(spec), "static": st, "points": points, "max_rel_err": max(errs)}
+    return {"block": shape_of(spec), "static": st, "points": points, "excluded": excluded,
+            "max_rel_err": max(errs)}
 
 
 def work_units(S_lists, rates) -> int:
@@ -126,17 +135,19 @@ def usable_S(blocks: list[BlockSpec], S_list, explicit: bool) -> list[list[int]]
     return out
 
 
+def _acc(measured, predicted) -> dict | None:
+    return accuracy(measured, predicted) if measured else None
+
+
 def accuracy_section(stages: list[dict]) -> dict:
     """``accuracy(...)`` over block-level points (dynamic and static), ratios, kernel sums and kernel types."""
     pts = [p for st in stages for p in st["points"]]
     sts = [st["static"] for st in stages]
     dyn = ([p["measured_ms"] for p in pts], [p["predicted_ms"] for p in pts])
     sta = ([s["measured_ms"] for s in sts], [s["predicted_ms"] for s in sts])
-    sec = {"block": accuracy(dyn[0] + sta[0], dyn[1] + sta[1]), "dynamic": accuracy(*dyn),
-           "static": accuracy(*sta),
-           "ratio": accuracy([p["measured_ratio"] for p in pts], [p["predicted_ratio"] for p in pts]),
-           "kernel_sum": accuracy([x["measured_kernel_sum_ms"] for x in pts + sts],
-                                  [x["predicted_ms"] for x in pts + sts])}
+    sec = {"block": _acc(dyn[0] + sta[0], dyn[1] + sta[1]), "dynamic": _acc(*dyn), "static": _acc(*sta),
+           "ratio": _acc([p["measured_ratio"] for p in pts], [p["predicted_ratio"] for p in pts]),
+           "kernel_sum": _acc([x["measured_kernel_sum_ms"] for x in pts + sts], [x["predicted_ms"] for x in pts + sts])}
     by_kernel = defaultdict(lambda: ([], []))
     for rows in [p["kernels"] for p in pts] + [s["kernels"] for s in sts]:
         for k in rows:
@@ -151,7 +162,7 @@ def accuracy_section(stages: list[dict]) -> dict:
 
 
 def run(blocks: list[BlockSpec], S_lists, rates, hw, target, repeats: int, kernel_repeat: int = 5,
-        min_repeat_ms: float = 5, seed: int = 0, log=print) -> dict:
+        min_repeat_ms: float = 5, seed: int = 0, log=print, exclude_mismatch: bool = False) -> dict:
     """Measure every block; returns ``stages`` (one :func:`measure_stage` result each), ``points``, ``accuracy``."""
     from .common import progress
 
@@ -165,11 +176,11 @@ def run(blocks: list[BlockSpec], S_lists, rates, hw, target, repeats: int, kerne
             log(f"{spec.name} (stage {spec.stage}): static + S={','.join(map(str, S_list))} at "
                 f"{len(rates)} rates, {repeats} rounds")
             stages.append(measure_stage(spec, S_list, rates, hw, target, repeats, kernel_repeat, min_repeat_ms,
-                                        seed, bar))
+                                        seed, bar, exclude_mismatch))
     finally:
         bar.close()
     return {"stages": stages, "points": [p for st in stages for p in st["points"]],
-            "accuracy": accuracy_section(stages),
+            "excluded": [e for st in stages for e in st["excluded"]], "accuracy": accuracy_section(stages),
             "max_rel_err": max(st["max_rel_err"] for st in stages)}
 
 
@@ -179,14 +190,23 @@ def _acc_line(name: str, a: dict) -> str:
             f"{100 * a['share_within']:5.1f}%  Spearman {rho}  pred/meas {a['mean_ratio']:.2f}")
 
 
+def format_excluded(res: dict) -> list[str]:
+    """Text lines naming the variants left out because they differ from PyTorch (``--exclude-mismatch``)."""
+    return [f"EXCLUDED (differs from PyTorch, not timed): {e['error']}" for e in res.get("excluded", [])]
+
+
 def format_accuracy(acc: dict) -> list[str]:
     """Text lines of an :func:`accuracy_section`."""
     lines = ["accuracy of the predictions (block level):"]
-    lines += [_acc_line(k, acc[k]) for k in ("block", "dynamic", "static", "ratio", "kernel_sum")]
+    lines += [_acc_line(k, acc[k]) for k in ("block", "dynamic", "static", "ratio", "kernel_sum") if acc[k]]
     if acc["per_kernel"]:
         lines.append("per kernel type:")
         lines += [_acc_line(k, v) for k, v in acc["per_kernel"].items()]
     return lines
+
+
+def _cell(row: dict, rate: float, key: str) -> str:
+    return f"{row[rate][key]:5.2f}" if rate in row else "    -"
 
 
 def format_table(res: dict) -> str:
@@ -201,6 +221,6 @@ def format_table(res: dict) -> str:
         lines.append("  r_l         " + " ".join(f"{r:>5.2f}" for r in rates))
         for S in sorted({p["S"] for p in st["points"]}):
             row = {p["rate"]: p for p in st["points"] if p["S"] == S}
-            lines.append(f"  S={S:<2} meas   " + " ".join(f"{row[r]['measured_ratio']:5.2f}" for r in rates))
-            lines.append("        pred   " + " ".join(f"{row[r]['predicted_ratio']:5.2f}" for r in rates))
-    return "\n".join(lines + format_accuracy(res["accuracy"]))
+            lines.append(f"  S={S:<2} meas   " + " ".join(_cell(row, r, "measured_ratio") for r in rates))
+            lines.append("        pred   " + " ".join(_cell(row, r, "predicted_ratio") for r in rates))
+    return "\n".join(lines + format_excluded(res) + format_accuracy(res["accuracy"]))

@@ -165,6 +165,31 @@ def test_bench_granularity_quick(tmp_path):
     _check_accuracy(data["accuracy"])
 
 
+def test_bench_rate_mismatch(tmp_path, monkeypatch):
+    """A variant that differs from PyTorch stops the run, or is left out and listed with --exclude-mismatch."""
+    from lasnet_tvm.benchmarks import rate
+    from lasnet_tvm.errors import LasnetError
+
+    real = rate.checked_dynamic
+
+    def broken_S2(blk, r, seed=0):
+        if blk.fb.spec.S == 2:
+            raise LasnetError(f"block {blk.fb.spec.name} S=2 r={r}: output differs from PyTorch (test)")
+        return real(blk, r, seed)
+
+    monkeypatch.setattr(rate, "checked_dynamic", broken_S2)
+    args = ["rate", *TINY, "--stage", "1", "--S", "1,2", "--rates", "0,1", "--out", str(tmp_path)]
+    res = _invoke(args)
+    assert res.exit_code != 0 and "differs from PyTorch" in res.output
+    assert not list(tmp_path.iterdir())
+    res = _invoke([*args, "--exclude-mismatch"])
+    assert res.exit_code == 0, res.output
+    data = _load(tmp_path / "rate_las_resnet50_cpu_quick.json")
+    assert {p["S"] for p in data["points"]} == {1}
+    assert [(e["S"], e["rate"]) for e in data["excluded"]] == [(2, 0.0), (2, 1.0)]
+    assert "EXCLUDED" in res.output
+
+
 @pytest.mark.parametrize("args, words", [
     (["rate", "--stage", "1", "--S", "40"], "exceeds"),
     (["granularity", "--rates", "0.5,1.5"], "[0, 1]"),

@@ -233,10 +233,16 @@ def fusion(**kw):
     _finish(cfg, res, plot_fusion, F.format_table)
 
 
+_EXCLUDE = click.option("--exclude-mismatch", is_flag=True,
+                        help="Leave out (do not time) dynamic variants that differ from PyTorch, listing them in "
+                        "the results, instead of stopping with an error.")
+
+
 @bench.command("rate")
 @_sweep_options("las_resnet50", "1,2,3,4", 10, "1,2,4,8 up to the output size; quick 1,2",
                  "0,0.1,...,1; quick 0,0.5,1")
-def rate(**kw):
+@_EXCLUDE
+def rate(exclude_mismatch, **kw):
     """Latency ratio against activation rate per stage and S (paper Fig. 4/5), measured and predicted."""
     from ..benchmarks import rate as R
 
@@ -246,7 +252,7 @@ def rate(**kw):
     from ..benchmarks.plots import plot_rate
 
     res = R.run(cfg["blocks"], cfg["S_lists"], cfg["rates"], cfg["hw"], cfg["target"], cfg["repeats"],
-                cfg["kernel_repeat"], cfg["min_repeat_ms"], cfg["seed"], log=_log)
+                cfg["kernel_repeat"], cfg["min_repeat_ms"], cfg["seed"], log=_log, exclude_mismatch=exclude_mismatch)
     _finish(cfg, res, plot_rate, R.format_table)
 
 
@@ -254,7 +260,8 @@ def rate(**kw):
 @_sweep_options("las_resnet50", "1,2,3", 10, "the stage's candidates; quick 1,2,4", "0.5")
 @click.option("--tolerance", default=0.05, show_default=True, type=float,
               help="Choice: the smallest S within this fraction of the fastest.")
-def granularity(tolerance, **kw):
+@_EXCLUDE
+def granularity(tolerance, exclude_mismatch, **kw):
     """Latency ratio against S per stage at fixed rates (paper Fig. 6); best S measured vs predicted."""
     from ..benchmarks import granularity as G
 
@@ -265,6 +272,7 @@ def granularity(tolerance, **kw):
     from ..benchmarks.plots import plot_granularity
 
     res = G.run(cfg["blocks"], cfg["S_lists"], cfg["rates"], cfg["hw"], cfg["target"], cfg["repeats"],
-                cfg["kernel_repeat"], cfg["min_repeat_ms"], tolerance, cfg["seed"], log=_log)
+                cfg["kernel_repeat"], cfg["min_repeat_ms"], tolerance, cfg["seed"], log=_log,
+                exclude_mismatch=exclude_mismatch)
     res["S_per_block"] = {st["block"]["block"]: sorted({p["S"] for p in st["points"]}) for st in res["stages"]}
     _finish(cfg, res, plot_granularity, G.format_table)
