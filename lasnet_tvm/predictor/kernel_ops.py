@@ -62,7 +62,8 @@ def kernel_ops(kernel: str, params: Mapping[str, Any], P: int = 0, batch: int = 
     """Ops of one kernel call.
 
     Patch convolutions whose default schedule gives each patch its own task (:func:`one_patch_per_task`) get
-    ``Op.max_tile_p = 1`` (used by profiles with ``schedule: default``).
+    ``Op.max_tile_p = 1`` (used by profiles with ``schedule: default``); the others (large weights, tiled by
+    channels) get the op kind suffix ``_large_w``, so that a calibration scales the two schedules apart.
 
     Parameters
     ----------
@@ -85,6 +86,8 @@ def kernel_ops(kernel: str, params: Mapping[str, Any], P: int = 0, batch: int = 
     ops_ = _kernel_ops(kernel, params, P, batch, out)
     if one_patch_per_task(kernel, params):
         ops_ = [replace(o, max_tile_p=1) for o in ops_]
+    elif kernel in ("window_conv3x3", "gather_conv3x3", "patch_conv1x1"):
+        ops_ = [replace(o, kind=o.kind + "_large_w") for o in ops_]
     return ops_
 
 
