@@ -68,6 +68,16 @@ def _scatter(ax, stages: list[dict]) -> None:
     ax.legend(fontsize=7)
 
 
+def _excluded_note(fig, res: dict) -> None:
+    """Name the variants left out (``--exclude-mismatch``) at the figure's bottom right."""
+    by = {}
+    for e in res.get("excluded") or []:
+        by.setdefault((e["block"], e["S"]), []).append(f"{e['rate']:g}")
+    if by:
+        text = "; ".join(f"{b} S={S} at r={','.join(r)}" for (b, S), r in by.items())
+        fig.text(0.99, 0.005, f"left out (output differs from PyTorch): {text}", ha="right", va="bottom", fontsize=7)
+
+
 def plot_rate(res: dict, path) -> Path:
     """One subplot per block: ``r_l`` against ``r`` for every S, measured and predicted; then the scatter."""
     stages = res["stages"]
@@ -87,36 +97,43 @@ def plot_rate(res: dict, path) -> Path:
         handles += [Line2D([], [], color="black", ls="-", marker="o", ms=3), Line2D([], [], color="black", ls="--")]
         ax.legend(handles, labels + ["measured", "predicted"], fontsize=7)
     _scatter(axes[-1], stages)
+    _excluded_note(fig, res)
     fig.suptitle(f"latency ratio vs activation rate: {_title(res)}", fontsize=10)
     return _save(fig, path)
 
 
 def plot_granularity(res: dict, path) -> Path:
-    """One subplot per block: ``r_l`` against S per rate, measured and predicted, best S starred; the scatter."""
+    """One subplot per block: ``r_l`` against S per rate, measured and predicted, best S starred; the scatter.
+
+    S is on an evenly spaced categorical axis (candidates such as 7 and 8 stay apart).
+    """
     stages = res["stages"]
     fig, axes = _subplots(len(stages) + 1)
     for ax, st in zip(axes, stages):
         b = st["block"]
         rows = [x for x in res["best"] if x["block"] == b["block"]]
+        S_all = sorted({S for row in rows for S in row["S"]})
+        pos = {S: i for i, S in enumerate(S_all)}
         for i, row in enumerate(rows):
             c = COLORS[i % len(COLORS)]
-            ax.plot(row["S"], row["measured_ratio"], "-o", color=c, ms=3, label=f"r={row['rate']}")
-            ax.plot(row["S"], row["predicted_ratio"], "--", color=c)
+            xs = [pos[S] for S in row["S"]]
+            ax.plot(xs, row["measured_ratio"], "-o", color=c, ms=3, label=f"r={row['rate']}")
+            ax.plot(xs, row["predicted_ratio"], "--", color=c)
             mb, pb = row["measured_best_S"], row["predicted_best_S"]
-            ax.plot([mb], [row["measured_ratio"][row["S"].index(mb)]], "*", color=c, ms=13, mec="black")
-            ax.plot([pb], [row["predicted_ratio"][row["S"].index(pb)]], "*", color="white", ms=13, mec=c)
-        S_all = sorted({S for row in rows for S in row["S"]})
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(S_all, [str(S) for S in S_all])
+            ax.plot([pos[mb]], [row["measured_ratio"][row["S"].index(mb)]], "*", color=c, ms=13, mec="black")
+            ax.plot([pos[pb]], [row["predicted_ratio"][row["S"].index(pb)]], "*", color="white", ms=13, mec=c)
+        ax.set_xticks(range(len(S_all)), [str(S) for S in S_all])
         ax.axhline(1.0, color="gray", lw=0.8, ls=":")
         ax.set(xlabel="granularity S", ylabel=r"latency ratio $r_\ell$",
                title=f"stage {b['stage']} ({b['block']}, {b['C_in']}->{b['C_mid']}->{b['C_out']}, {b['H']}x{b['H']})")
-        handles, labels = ax.get_legend_handles_labels()
-        handles += [Line2D([], [], color="black", ls="-", marker="o", ms=3), Line2D([], [], color="black", ls="--"),
-                    Line2D([], [], ls="", marker="*", color="gray", mec="black", ms=10),
-                    Line2D([], [], ls="", marker="*", color="white", mec="gray", ms=10)]
-        ax.legend(handles, labels + ["measured", "predicted", "best S (measured)", "best S (predicted)"], fontsize=7)
+        ax.legend(fontsize=7)
     _scatter(axes[-1], stages)
+    key = [Line2D([], [], color="black", ls="-", marker="o", ms=3), Line2D([], [], color="black", ls="--"),
+           Line2D([], [], ls="", marker="*", color="gray", mec="black", ms=10),
+           Line2D([], [], ls="", marker="*", color="white", mec="gray", ms=10)]
+    fig.legend(key, ["measured", "predicted", "fastest S (measured)", "fastest S (predicted)"], loc="lower right",
+               fontsize=9, frameon=False, bbox_to_anchor=(0.98, 0.05))
+    _excluded_note(fig, res)
     fig.suptitle(f"latency ratio vs granularity: {_title(res)}", fontsize=10)
     return _save(fig, path)
 
