@@ -109,7 +109,7 @@ def default_cases(archs: Sequence[str], quick: bool = False, heldout_stage: int 
             held = stage == heldout_stage
             if quick:
                 b = _tiny(plain or first)
-                cases.setdefault((b.c_in, b.c_mid, b.c_out, b.groups, b.se_channels), Case(
+                cases.setdefault((arch, stage), Case(
                     f"{arch} {b.name} tiny S=2", b, held, ("static", "all"), (0.5,)))
                 continue
             todo = [(plain, S) for S in per_stage[stage] if plain is not None]
