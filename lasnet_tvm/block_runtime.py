@@ -205,7 +205,8 @@ class CompiledBlock:
             timer = mod.time_evaluator("main", dev, number=1, repeat=repeat,
                                         min_repeat_ms=int(min_repeat_ms))
             samples = [t * 1e3 for t in timer(*args).results]
-            has_p = any("P" in shape for _, shape, _ in st.outputs)
+            has_p = any("P" in shape for _, shape, _ in st.outputs) or any(
+                n == "idx" or "P" in self.shapes.get(n, ()) for n in st.inputs)
             res.append({"kernel": st.kernel, "params": dict(st.params), "P": P if has_p else None,
                         "median_ms": float(np.median(samples)), "samples_ms": samples})
         return res
