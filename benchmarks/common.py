@@ -133,10 +133,12 @@ def device_name(target_kind: str, threads: int) -> str:
     return f"llvm ({cpu_model()}, {threads} threads)"
 
 
-def run_header(benchmark: str, target, threads: int, repeats: int, hw, note: str | None = None) -> dict:
+def run_header(benchmark: str, target, threads: int, repeats: int, hw, note: str | None = None,
+               load_at_start: tuple | None = None) -> dict:
     """The fields every ``bench fusion/rate/granularity`` JSON starts with.
 
-    ``target`` is the resolved TVM target; ``hw`` the :class:`HardwareProfile` of the predictions.
+    ``target`` is the resolved TVM target; ``hw`` the :class:`HardwareProfile` of the predictions;
+    ``load_at_start`` the 1/5/15-minute load averages when the run began (the header adds those at its end).
     """
     from lasnet_tvm.targets import target_kind
 
@@ -144,7 +146,9 @@ def run_header(benchmark: str, target, threads: int, repeats: int, hw, note: str
     return {"benchmark": benchmark, "device": device_name(kind, threads), "target": str(target),
             "target_kind": kind, "profile": _profile_fields(hw), "threads": threads,
             "repeats": repeats, "machine": machine_info(), "versions": versions(), "git_revision": git_revision(),
-            "git_dirty_files": git_dirty_files(), "note": note, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "git_dirty_files": git_dirty_files(), "note": note,
+            "load_average": {"start": load_at_start, "end": os.getloadavg()},
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 def _profile_fields(hw) -> dict:

@@ -152,11 +152,15 @@ def _setup(name: str, kw: dict, default_repeats: int, default_stages, default_S,
     if kw["threads"] < 1:
         raise LasnetError(f"--threads must be >= 1, got {kw['threads']}")
     os.environ.setdefault("TVM_NUM_THREADS", str(kw["threads"]))
+    import torch
+
+    torch.set_num_threads(kw["threads"])
     from ..archs import arch_spec
 
     quick = kw["quick"]
     base = QUICK if quick else FULL
-    cfg = dict(base, name=name, quick=quick, arch=kw["arch"], seed=kw["seed"], threads=kw["threads"])
+    cfg = dict(base, name=name, quick=quick, arch=kw["arch"], seed=kw["seed"], threads=kw["threads"],
+               load_at_start=os.getloadavg())
     cfg["repeats"] = kw["repeats"] if kw["repeats"] is not None else (QUICK["repeats"] if quick else default_repeats)
     if cfg["repeats"] < 1:
         raise LasnetError(f"--repeats must be >= 1, got {cfg['repeats']}")
@@ -204,9 +208,9 @@ def _finish(cfg: dict, res: dict, plot, table) -> None:
     """Add the header and settings, write JSON and PNG, print the table."""
     from ..benchmarks.common import run_header, write_json
 
-    note = ("measured on a shared machine (other jobs may run at the same time); medians of interleaved rounds"
-            if cfg["kind"] == "cpu" else None)
-    out = run_header(cfg["name"], cfg["target"], cfg["threads"], cfg["repeats"], cfg["hw"], note)
+    note = ("measured on a shared machine (other jobs may run at the same time, see load_average); medians of "
+            "interleaved rounds" if cfg["kind"] == "cpu" else None)
+    out = run_header(cfg["name"], cfg["target"], cfg["threads"], cfg["repeats"], cfg["hw"], note, cfg["load_at_start"])
     out.update({k: cfg[k] for k in ("arch", "quick", "input_size", "width_mult", "seed", "kernel_repeat",
                                     "min_repeat_ms", "rates", "S")})
     out.update(res)
