@@ -3,8 +3,8 @@
 One block (by default the first identity block of stage 1 of LAS-ResNet-101, S=4, r=0.6) is compiled static and
 in the four fusion variants (``none``, ``masker``, ``masker+gather``, ``all``; see
 :mod:`lasnet_tvm.block_runtime`). Every variant is checked against PyTorch on its input, then all are timed in
-one interleaved round-robin run (medians of full block calls) and each kernel alone with ``time_evaluator``.
-The analytic model predicts every variant (``predict_block(..., fusion=f)``) and the static block.
+one interleaved call-by-call round-robin run (medians of full block calls) and each kernel alone with
+``time_evaluator``. The analytic model predicts every variant (``predict_block(..., fusion=f)``) and the static block.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def run(spec: BlockSpec, S_list, rates, hw, target, repeats: int, kernel_repeat:
                 bar.update(1)
         log(f"all {len(errs)} variants match PyTorch (max rel err {max(errs.values()):.1e}); "
             f"timing {repeats} rounds ...")
-        t = time_interleaved(fns, repeats)
+        t = time_interleaved(fns, repeats, batch=1)  # call by call: interference hits every variant alike
         bar.update(1)
         st_rows = kernel_rows(static, x_full, kernel_repeat, min_repeat_ms)
         predict_kernels(st_rows, static.steps, hw)

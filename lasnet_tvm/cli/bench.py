@@ -225,10 +225,10 @@ def _log(msg: str) -> None:
 
 
 @bench.command("fusion")
-@_sweep_options("las_resnet101", "1", 20, "4", "0.6")
+@_sweep_options("las_resnet101", "1", 100, "4", "0.6")
 def fusion(**kw):
     """Operator-fusion ablation (paper Table 1): static and 4 fusion variants, measured and predicted."""
-    cfg = _setup("fusion", kw, 20, (1,), (4,), (0.6,))
+    cfg = _setup("fusion", kw, 100, (1,), (4,), (0.6,))
     from ..benchmarks import fusion as F
     from ..benchmarks.plots import plot_fusion
 
@@ -243,7 +243,7 @@ _EXCLUDE = click.option("--exclude-mismatch", is_flag=True,
 
 
 @bench.command("rate")
-@_sweep_options("las_resnet50", "1,2,3,4", 10, "1,2,4,8 up to the output size; quick 1,2",
+@_sweep_options("las_resnet50", "1,2,3,4", 20, "1,2,4,8 up to the output size; quick 1,2",
                  "0,0.1,...,1; quick 0,0.5,1")
 @_EXCLUDE
 def rate(exclude_mismatch, **kw):
@@ -251,7 +251,7 @@ def rate(exclude_mismatch, **kw):
     from ..benchmarks import rate as R
 
     quick = kw["quick"]
-    cfg = _setup("rate", kw, 10, (1, 2) if quick else (1, 2, 3, 4), (1, 2) if quick else R.DEFAULT_S,
+    cfg = _setup("rate", kw, 20, (1, 2) if quick else (1, 2, 3, 4), (1, 2) if quick else R.DEFAULT_S,
                  (0.0, 0.5, 1.0) if quick else R.DEFAULT_RATES)
     from ..benchmarks.plots import plot_rate
 
@@ -261,7 +261,7 @@ def rate(exclude_mismatch, **kw):
 
 
 @bench.command("granularity")
-@_sweep_options("las_resnet50", "1,2,3", 10, "the stage's candidates; quick 1,2,4", "0.5")
+@_sweep_options("las_resnet50", "1,2,3", 30, "the stage's candidates; quick 1,2,4", "0.5")
 @click.option("--tolerance", default=0.05, show_default=True, type=float,
               help="Choice: the smallest S within this fraction of the fastest.")
 @_EXCLUDE
@@ -272,7 +272,7 @@ def granularity(tolerance, exclude_mismatch, **kw):
     quick = kw["quick"]
     if tolerance < 0:
         raise LasnetError(f"--tolerance must be >= 0, got {tolerance}")
-    cfg = _setup("granularity", kw, 10, (1, 2) if quick else (1, 2, 3), (1, 2, 4) if quick else None, (0.5,))
+    cfg = _setup("granularity", kw, 30, (1, 2) if quick else (1, 2, 3), (1, 2, 4) if quick else None, (0.5,))
     from ..benchmarks.plots import plot_granularity
 
     res = G.run(cfg["blocks"], cfg["S_lists"], cfg["rates"], cfg["hw"], cfg["target"], cfg["repeats"],
