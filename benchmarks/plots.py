@@ -155,9 +155,11 @@ def plot_fusion(res: dict, path) -> Path:
             if j != 1:
                 ax.bar_label(bars, fmt="%.2f", fontsize=6, padding=1)
         ax.set_xticks(range(len(names)), names)
+        top = max(v[k] for v in c["variants"] for k, _, _ in series)
+        ax.set_ylim(0, top * 1.3)
         ax.set(ylabel="latency (ms)", title=f"S={c['S']}, r={c['rate']} ({c['active_patches']}/{c['num_patches']} "
                                             f"patches)")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, ncol=3, loc="upper center")
     b = res["block"]
     fig.suptitle(f"operator fusion (Table 1): {b['block']} {b['C_in']}->{b['C_mid']}->{b['C_out']} {b['H']}x{b['H']}\n"
                  f"{_title(res)}", fontsize=9)
