@@ -34,16 +34,20 @@ def _target_text(target: str | None, extra: list[str], device: str | None):
     return " ".join([target or "llvm", *extra])
 
 
-def _tuned_schedules(path, device):
-    """``TunedSchedules`` of ``--schedules``, or of the shipped ``schedules/local`` for ``--device local``."""
-    from ..tuning import TunedSchedules
+def _tuned_schedules(path, device, target_text, use_shipped: bool):
+    """``TunedSchedules`` of ``--schedules``, else the shipped ``schedules/<name>`` of ``--device`` or of the
+    llvm target's CPU (see :mod:`lasnet_tvm.tuning.schedules`), else None (default schedules)."""
+    from ..tuning import TunedSchedules, shipped_schedules
 
-    if path is None and device == "local":
-        from ..resources import schedules_dir
+    if path is not None:
+        return TunedSchedules(path)
+    if not use_shipped:
+        return None
+    if device is not None:
+        return shipped_schedules(device=device)
+    from ..targets import resolve_target
 
-        shipped = schedules_dir() / "local"
-        path = shipped if (shipped / "manifest.json").exists() else None
-    return None if path is None else TunedSchedules(path)
+    return shipped_schedules(target=resolve_target(target_text))
 
 
 @click.command(cls=TargetFlagsCommand)
@@ -57,20 +61,24 @@ def _tuned_schedules(path, device):
 @click.option("--static", is_flag=True, help="Compile the static counterpart (dense blocks) instead.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Shared library to write.")
 @click.option("--schedules", type=click.Path(path_type=Path), default=None,
-              help="Tuned schedules (a `lasnet-tvm tune` work dir); default: the shipped schedules/<device> "
-              "for --device local when present, else the default schedules.")
+              help="Tuned schedules (a `lasnet-tvm tune` work dir); default: the shipped schedules of --device, or "
+              "of the llvm target's CPU (schedules/<LLVM CPU name>), when present.")
+@click.option("--default-schedules", is_flag=True, help="Ignore shipped tuned schedules: default schedules only.")
 @click.pass_context
-def compile_cmd(ctx, model_path, target, device, fusion, no_fuse, static, output, schedules):
+def compile_cmd(ctx, model_path, target, device, fusion, no_fuse, static, output, schedules, default_schedules):
     """Compile MODEL.pt into a shared library (plus a JSON manifest beside it)."""
     from ..compiler import compile_checkpoint
 
-    result = compile_checkpoint(model_path, _target_text(target, ctx.meta["target_flags"], device),
-                                "none" if no_fuse else fusion,
-                                static, output, database=_tuned_schedules(schedules, device))
+    text = _target_text(target, ctx.meta["target_flags"], device)
+    database = _tuned_schedules(schedules, device, text, not default_schedules)
+    result = compile_checkpoint(model_path, text, "none" if no_fuse else fusion, static, output, database=database)
     m = result.manifest
     click.echo(f"wrote {output} ({m['arch']}, {m['target']['kind']}"
                f"{' ' + m['target'].get('arch', m['target'].get('mcpu', '')) if m['target']['kind'] != 'llvm' else ''}, "
                f"fusion {m['fusion']}{', static' if static else ''}) in {m['compile_seconds']:.1f} s")
+    if "tuned_schedules" in m:
+        t = m["tuned_schedules"]
+        click.echo(f"tuned schedules from {t['dir']}: {len(t['applied'])} kernels/operators tuned, the rest default")
 
 
 @click.command()

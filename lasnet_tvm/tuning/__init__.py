@@ -1,12 +1,17 @@
-"""Per-device auto-tuning of the LAS kernels with MetaSchedule (``lasnet-tvm tune``).
+"""Per-device auto-tuning with MetaSchedule (``lasnet-tvm tune``).
 
-:func:`tune` tunes the :class:`Task` s of a network (:func:`tasks_of_spec`) into a per-device JSON database;
-:class:`TunedSchedules` reads it back for ``compile`` (``query_schedule``).
+:func:`tune` tunes the tasks of a network (:func:`tasks_of_spec`: LAS and static kernels;
+:func:`static_op_tasks`: stem, pooling, classifier) into a per-device JSON database and chooses, per task,
+the tuned or the default schedule; :class:`TunedSchedules` applies the choice in ``compile``
+(:func:`shipped_schedules`: the databases shipped under ``schedules/``).
 """
 
-from .database import TunedSchedules, open_database, read_manifest
+from .database import open_database, read_manifest
+from .schedules import TunedSchedules, device_dir_name, shipped_dir, shipped_schedules
+from .static_ops import StaticTask, static_op_tasks
 from .tasks import Task, tasks_of_block, tasks_of_spec
 from .tune import device_target, summary_table, tune
 
-__all__ = ["Task", "TunedSchedules", "device_target", "open_database", "read_manifest", "summary_table",
+__all__ = ["StaticTask", "Task", "TunedSchedules", "device_dir_name", "device_target", "open_database",
+           "read_manifest", "shipped_dir", "shipped_schedules", "static_op_tasks", "summary_table",
            "tasks_of_block", "tasks_of_spec", "tune"]

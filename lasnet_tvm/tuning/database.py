@@ -2,8 +2,7 @@
 
 A work dir (``schedules/<device>/``) holds ``database_workload.json`` and ``database_tuning_record.json``
 (MetaSchedule's :class:`JSONDatabase`, one JSON object per line, appended), ``manifest.json`` and, while a
-process tunes, ``.lock``. :class:`TunedSchedules` is the object the compiler's ``ScheduleKernels`` pass
-queries.
+process tunes, ``.lock``; :func:`apply_trace` replays a record onto a kernel with a symbolic patch count.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ import os
 from pathlib import Path
 
 from ..errors import LasnetError
-from .tasks import Task, specialize, symbolic_vars
+from .tasks import specialize  # noqa: F401 - re-exported
 
 DB_FILES = ("database_workload.json", "database_tuning_record.json")
 MANIFEST = "manifest.json"
@@ -126,7 +125,7 @@ def workload_mod(func):
     return _normalize_mod(func)
 
 
-def ranked_records(db, task: Task) -> list:
+def ranked_records(db, task) -> list:
     """Records of ``task`` in ``db``, fastest first (mean run time); unmeasured records (``run_secs`` None,
     written by ``--no-measure``) last; failed runs (MetaSchedule stores 1e10 s) left out."""
     mod = workload_mod(task.func())
@@ -146,7 +145,15 @@ def ranked_records(db, task: Task) -> list:
     return [r for _, _, r in sorted(measured, key=lambda x: x[:2])] + unmeasured
 
 
-def best_record(db, task: Task, measured_only: bool = False):
+def trace_id(trace) -> str:
+    """A stable identifier of a trace (its decisions included)."""
+    import hashlib
+
+    text = json.dumps(trace.as_json(remove_postproc=False), sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def best_record(db, task, measured_only: bool = False):
     """The fastest record of ``task`` (an unmeasured one only if none is measured, unless ``measured_only``)."""
     recs = ranked_records(db, task)
     if not recs or (measured_only and not recs[0].run_secs):
@@ -154,19 +161,23 @@ def best_record(db, task: Task, measured_only: bool = False):
     return recs[0]
 
 
-def apply_trace(trace, func, num_patches: int | None = None):
+REPLAY_VARIANTS = ("tiled", "unit")
+
+
+def apply_trace(trace, func, variant: str = "tiled"):
     """Replay a tuned ``trace`` onto ``func`` (symbolic P allowed).
 
     A trace tuned at a fixed P samples constant tiles for the patch loop, which a symbolic extent cannot
     take. Each ``SamplePerfectTile`` of a loop whose extent is symbolic is dropped: its tiles become
     constants in the ``Split`` and the outermost one becomes ``None`` (inferred: ``ceil(P / inner)`` with a
-    ``p < P`` guard), so the schedule serves every P with the tuned inner tiles. Raises if the trace does not
-    replay.
+    ``p < P`` guard), so the schedule serves every P. ``variant="tiled"`` keeps the tuned inner tiles;
+    ``"unit"`` makes them 1 (no guard: TVM 0.27 sizes a cache buffer under a guarded symbolic loop wrongly,
+    so some tiled replays do not compile). Raises if the trace does not replay.
     """
     from tvm import s_tir, tirx
     from tvm.s_tir.schedule import Instruction, Trace
 
-    del num_patches  # every P is served
+    unit = variant == "unit"
     insts, decisions = list(trace.insts), dict(trace.decisions)
     for _ in range(len(insts) + 1):
         sch = s_tir.Schedule(func)
@@ -186,7 +197,7 @@ def apply_trace(trace, func, num_patches: int | None = None):
             if not hit:
                 raise
         sample = hit[0]
-        consts = list(zip(sample.outputs, [int(d) for d in decisions[sample]]))  # tiles at the tuning size
+        consts = list(zip(sample.outputs, [1 if unit else int(d) for d in decisions[sample]]))  # tuned tiles
         out = []
         for ins in insts:
             if ins.same_as(sample):
@@ -238,71 +249,5 @@ def _move_unroll_pragmas(sch) -> None:
                 sch.unannotate(outer, k)
 
 
-class TunedSchedules:
-    """Tuned schedules of one device, for ``compile``: ``query_schedule(kernel, params, func, target)``.
-
-    Parameters
-    ----------
-    work_dir : str or Path
-        A folder written by ``lasnet-tvm tune`` (MetaSchedule JSON database + ``manifest.json``).
-
-    Raises
-    ------
-    LasnetError
-        Missing folder or corrupt database files.
-    """
-
-    def __init__(self, work_dir):
-        self.work_dir = Path(work_dir)
-        if not self.work_dir.is_dir():
-            raise LasnetError(f"no tuned schedules at {self.work_dir}")
-        self.manifest = read_manifest(self.work_dir)
-        self.tasks = {t["key"]: Task(t["kernel"], t["params"], t.get("P"), t.get("num_patches"))
-                      for t in self.manifest.get("tasks", [])}
-        self.db = open_database(self.work_dir)
-
-    @property
-    def device(self) -> str | None:
-        return self.manifest.get("device")
-
-    def record(self, kernel: str, params: dict):
-        """The best tuning record of (kernel, params), or None."""
-        from .tasks import task_key
-
-        task = self.tasks.get(task_key(kernel, params))
-        return None if task is None else best_record(self.db, task)
-
-    def query_schedule(self, kernel: str, params: dict, func, target=None):
-        """``func`` with the best tuned schedule of (kernel, params) that applies to it, or None.
-
-        Records are tried fastest first (at most :attr:`max_tries`); a record whose trace does not replay
-        onto ``func`` (symbolic P) or whose result does not compile for ``target`` is skipped. None: the
-        caller uses the default schedule.
-        """
-        from .tasks import task_key
-
-        task = self.tasks.get(task_key(kernel, params))
-        if task is None:
-            return None
-        for rec in ranked_records(self.db, task)[: self.max_tries]:
-            try:
-                out = apply_trace(rec.trace, func)
-                if target is not None and symbolic_vars(func):
-                    import tvm
-
-                    tvm.compile(tvm.IRModule({"main": out}), target=target)
-                return out
-            except Exception:  # noqa: BLE001 - try the next record, else the default schedule
-                continue
-        return None
-
-    max_tries = 5
-
-
-def replay_specialized(trace, task: Task):
-    """``task``'s func scheduled by ``trace`` (used to measure the tuned kernel at its tuning size)."""
-    return apply_trace(trace, task.func(), None)
-
-
-__all__ = ["TunedSchedules", "WorkDirLock", "open_database", "check_database_files", "best_record",
-           "apply_trace", "read_manifest", "write_manifest", "workload_mod", "specialize"]
+__all__ = ["WorkDirLock", "open_database", "check_database_files", "best_record",
+           "apply_trace", "trace_id", "read_manifest", "write_manifest", "workload_mod", "specialize"]

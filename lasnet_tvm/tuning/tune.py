@@ -1,23 +1,23 @@
-"""``tune``: MetaSchedule tuning of a network's LAS kernels for one device, into ``schedules/<device>/``.
+"""``tune``: MetaSchedule tuning of a network's kernels for one device, into ``schedules/<name>/``.
 
-The tasks (see :mod:`.tasks`) are tuned together by MetaSchedule's gradient task scheduler, which shares
-``trials`` across them, with the xgboost cost model. Measurements run on this machine (``--device local``)
-or on a board behind a TVM RPC tracker. Results are appended to the device's JSON database (MetaSchedule
-writes each measured batch as it completes); the manifest is rewritten atomically at the end.
+The tasks (LAS kernels, static kernels and static operators; see :mod:`.tasks`, :mod:`.static_ops`) are
+tuned together by MetaSchedule's gradient task scheduler, which shares ``trials`` across them, with the
+xgboost cost model. Measurements run on this machine (``--device local``) or on a board behind a TVM RPC
+tracker. Results are appended to the device's JSON database (MetaSchedule writes each measured batch as it
+completes). Then :func:`.select.select` picks, per task, the tuned record or the default schedule, and the
+manifest is rewritten atomically.
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
-import socket
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LasnetError
 from .database import WorkDirLock, best_record, open_database, read_manifest, write_manifest
-from .tasks import Task, allocator_layouts
+from .tasks import allocator_layouts
 
 LOG = logging.getLogger(__name__)
 
@@ -61,100 +61,19 @@ def device_target(device: str) -> DeviceTarget:
     return DeviceTarget(device, target, target_kind(target) != "llvm")
 
 
-def check_tracker(host: str, port: int, key: str, timeout: float = 10.0) -> None:
-    """Fail with a one-line error unless the tracker at ``host:port`` answers and knows ``key``."""
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-    except OSError as e:
-        raise LasnetError(f"RPC tracker {host}:{port} does not answer ({e.strerror or e})") from None
-    result: dict = {}
-
-    def ask():
-        try:
-            from tvm import rpc
-
-            result["summary"] = rpc.connect_tracker(host, port).summary()
-        except Exception as e:  # noqa: BLE001
-            result["error"] = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-
-    th = threading.Thread(target=ask, daemon=True)
-    th.start()
-    th.join(timeout)
-    if "summary" not in result:
-        raise LasnetError(f"RPC tracker {host}:{port} does not answer ({result.get('error', 'timed out')})")
-    queue = result["summary"].get("queue_info", {})
-    if key not in queue or int(queue[key].get("free", 0)) < 1:
-        free = ", ".join(f"{k} ({v.get('free', 0)} free)" for k, v in queue.items()) or "none"
-        raise LasnetError(f"RPC tracker {host}:{port} has no free board with key {key!r}; keys: {free}")
-
-
-def make_runner(tasks, tracker: str | None, key: str | None, timeout: float):
-    """A LocalRunner, or an RPCRunner through ``tracker`` (``HOST:PORT``), with valid index arguments."""
-    from tvm.s_tir import meta_schedule as ms
-
-    from .tasks import IndexArgAllocator, RPCIndexArgAllocator
-
-    layouts = allocator_layouts(tasks)
-    cfg = ms.runner.EvaluatorConfig(number=3, repeat=3, min_repeat_ms=40, enable_cpu_cache_flush=False)
-    if tracker is None:
-        return ms.runner.LocalRunner(timeout_sec=timeout, evaluator_config=cfg,
-                                     f_alloc_argument=IndexArgAllocator(layouts))
-    host, port = parse_tracker(tracker)
-    if not key:
-        raise LasnetError("--tracker needs --key (the key the board's RPC server registered with)")
-    check_tracker(host, port, key)
-    rpc = ms.runner.RPCConfig(tracker_host=host, tracker_port=port, tracker_key=key, session_timeout_sec=timeout)
-    return ms.runner.RPCRunner(rpc_config=rpc, evaluator_config=cfg, f_alloc_argument=RPCIndexArgAllocator(layouts),
-                               max_workers=1)
-
-
-def parse_tracker(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise LasnetError(f"bad --tracker {text!r}: expected HOST:PORT")
-    return host, int(port)
-
-
-def measure(funcs, target, builder, runner) -> list:
-    """Run time (ms, mean of the runner's repeats) of each PrimFunc, None where build or run failed."""
-    import tvm
-    from tvm.s_tir import meta_schedule as ms
-
-    inputs = [ms.builder.BuilderInput(tvm.IRModule({"main": f}), target) for f in funcs]
-    built = builder.build(inputs)
-    out = [None] * len(funcs)
-    run_inputs, where = [], []
-    for i, (f, b) in enumerate(zip(funcs, built)):
-        if b.error_msg is None:
-            run_inputs.append(ms.runner.RunnerInput(b.artifact_path, target.kind.name,
-                                                    ms.arg_info.ArgInfo.from_prim_func(f)))
-            where.append(i)
-    for i, fut in zip(where, runner.run(run_inputs) if run_inputs else []):
-        res = fut.result()
-        if res.error_msg is None and res.run_secs:
-            out[i] = 1e3 * sum(float(s) for s in res.run_secs) / len(res.run_secs)
-    return out
-
-
-def default_func(task: Task, gpu: bool):
-    """``task``'s PrimFunc with its kernel module's default schedule (CPU or CUDA)."""
-    from .. import kernels as K
-
-    mod = K.get(task.kernel)
-    sch = (mod.schedule_cuda if gpu else mod.schedule_cpu)(task.func(), **task.params)
-    return sch
-
-
 def _record_defaults(db, tasks, dt: DeviceTarget) -> None:
-    """``--no-measure``: one unmeasured record (run_secs None) per task holding the default schedule."""
+    """``--no-measure``: one unmeasured record (run_secs None) per LAS kernel task holding its default
+    schedule (static operators keep the compiler's default schedule without a record)."""
     from tvm.s_tir import meta_schedule as ms
 
+    from .. import kernels as K
     from .database import workload_mod
 
     for t in tasks:
-        if best_record(db, t) is not None:
+        if t.kernel == "static_op" or best_record(db, t) is not None:
             continue
-        sch = default_func(t, dt.gpu)
+        mod = K.get(t.kernel)
+        sch = (mod.schedule_cuda if dt.gpu else mod.schedule_cpu)(t.func(), **t.params)
         wl = db.commit_workload(workload_mod(t.func()))
         db.commit_tuning_record(ms.database.TuningRecord(sch.trace, wl, None, dt.target,
                                                          ms.arg_info.ArgInfo.from_prim_func(t.func())))
@@ -165,10 +84,21 @@ def _quiet_metaschedule() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def tune(tasks: list[Task], device: str, work_dir: Path | None = None, trials: int = 64,
+def _check_work_dir(manifest: dict, work_dir: Path, device: str) -> None:
+    import tvm
+
+    if manifest.get("device") not in (None, device):
+        raise LasnetError(f"{work_dir} holds schedules of {manifest['device']!r}, not {device!r}")
+    cpu = str(tvm.target.codegen.llvm_get_system_cpu())
+    if device == "local" and manifest.get("host_cpu") not in (None, cpu):
+        raise LasnetError(f"{work_dir} holds schedules of a {manifest['host_cpu']} CPU; this one is {cpu}")
+
+
+def tune(tasks: list, device: str, work_dir: Path | None = None, trials: int = 64,
          tracker: str | None = None, key: str | None = None, no_measure: bool = False,
          timeout: float = 120.0, progress: bool = True, source: str = "") -> dict:
-    """Tune ``tasks`` for ``device`` into ``work_dir`` (default ``schedules/<device>``); return the manifest.
+    """Tune ``tasks`` for ``device`` into ``work_dir`` (default ``schedules/<name>``, see
+    :func:`.schedules.device_dir_name`); return the manifest.
 
     Raises
     ------
@@ -176,10 +106,11 @@ def tune(tasks: list[Task], device: str, work_dir: Path | None = None, trials: i
         Unknown device, nothing to measure on, tracker not answering, corrupt database, busy work dir.
     """
     import tvm
-    from tvm.s_tir import meta_schedule as ms
+
+    from .schedules import device_dir_name
 
     dt = device_target(device)
-    work_dir = Path(work_dir) if work_dir is not None else Path("schedules") / device
+    work_dir = Path(work_dir) if work_dir is not None else Path("schedules") / device_dir_name(device)
     if tracker is None and not no_measure:
         if dt.gpu and not tvm.cuda(0).exist:
             raise LasnetError(f"no hardware to measure {device} ({dt.target.kind.name}): give --tracker HOST:PORT "
@@ -192,65 +123,66 @@ def tune(tasks: list[Task], device: str, work_dir: Path | None = None, trials: i
     with WorkDirLock(work_dir):
         db = open_database(work_dir, repair_tail=True)
         manifest = read_manifest(work_dir)
-        if manifest.get("device") not in (None, device):
-            raise LasnetError(f"{work_dir} holds schedules of {manifest['device']!r}, not {device!r}")
+        _check_work_dir(manifest, work_dir, device)
         known = {t["key"]: t for t in manifest.get("tasks", [])}
         done = 0
         try:
             if no_measure:
                 _record_defaults(db, tasks, dt)
+                for t in tasks:
+                    if t.kernel != "static_op":
+                        known.setdefault(t.key, {}).update(chosen="unmeasured")
             else:
                 done = _measure_and_tune(tasks, dt, db, work_dir, known, trials, tracker, key, timeout, progress)
         finally:  # also on Ctrl-C: the records measured so far are in the database; describe them
-            manifest = _update_manifest(manifest, db, tasks, known, dt, done, no_measure, source)
+            manifest = _update_manifest(manifest, tasks, known, dt, done, no_measure, source)
             write_manifest(work_dir, manifest)
     return manifest
 
 
 def _measure_and_tune(tasks, dt, db, work_dir, known, trials, tracker, key, timeout, progress) -> int:
-    """Measure the default schedules (once per task), then tune; return the trials run."""
+    """Tune (``trials`` in all), then choose each task's schedule (:func:`.select.select`); return the
+    trials run."""
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
-    _quiet_metaschedule()
-    runner = make_runner(tasks, tracker, key, timeout)
-    builder = ms.builder.LocalBuilder(timeout_sec=timeout)
-    need = [t for t in tasks if known.get(t.key, {}).get("untuned_ms") is None]
-    if need:
-        for t, ms_ in zip(need, measure([default_func(t, dt.gpu).mod["main"] for t in need], dt.target,
-                                        builder, runner)):
-            known[t.key] = {**known.get(t.key, {}), "untuned_ms": ms_}
-    if trials == 0:
-        return 0
+    from .measure import PersistentBuilder, close_runner, make_runner
     from .progress import ProgressCallback
+    from .select import select
 
-    cb = ProgressCallback(trials, len(tasks), enabled=progress)
-    mod = tvm.IRModule({t.name: t.func() for t in tasks})
-    cores = int(dt.target.attrs.get("num-cores", 1)) if not dt.gpu else "physical"
+    _quiet_metaschedule()
+    runner = make_runner(allocator_layouts(tasks), tracker, key, timeout)
+    builder = PersistentBuilder(timeout_sec=timeout)
+    cb = ProgressCallback(trials, len(tasks), enabled=progress and trials > 0)
     try:
-        ms.tune_tir(mod, dt.target, str(work_dir), max_trials_global=trials,  # logs go to work_dir/logs
-                    num_trials_per_iter=min(64, max(4, trials // max(1, len(tasks)))),
-                    builder=builder, runner=runner, database=db, cost_model="xgb",
-                    measure_callbacks=list(ms.measure_callback.MeasureCallback.create("default")) + [cb],
-                    task_scheduler="gradient", num_tuning_cores=cores)
+        if trials > 0:
+            mod = tvm.IRModule({t.name: t.func() for t in tasks})
+            cores = int(dt.target.attrs.get("num-cores", 1)) if not dt.gpu else "physical"
+            # a smaller population than MetaSchedule's default (512): the search itself costs seconds per
+            # round on 2 cores, which small trial budgets cannot afford for every task
+            strategy = ms.search_strategy.EvolutionarySearch(population_size=128, init_min_unmeasured=16,
+                                                             genetic_num_iters=2)
+            try:
+                ms.tune_tir(mod, dt.target, str(work_dir), max_trials_global=trials,  # logs: work_dir/logs
+                            num_trials_per_iter=min(64, max(4, trials // max(1, len(tasks)))),
+                            builder=builder, runner=runner, database=db, cost_model="xgb", strategy=strategy,
+                            measure_callbacks=list(ms.measure_callback.MeasureCallback.create("default")) + [cb],
+                            task_scheduler="gradient", num_tuning_cores=cores)
+            finally:
+                cb.close()
+        select(tasks, dt.target, db, known, builder, runner, check=tracker is None and dt.device == "local",
+               progress=progress)
     finally:
-        cb.close()
+        builder.close()
+        close_runner(runner)
     return cb.bar.n
 
 
-def _update_manifest(manifest, db, tasks, known, dt, trials, no_measure, source) -> dict:
+def _update_manifest(manifest, tasks, known, dt, trials, no_measure, source) -> dict:
     import tvm
 
     for t in tasks:
-        rec = best_record(db, t)
-        entry = {**known.get(t.key, {}), **t.to_json()}
-        if rec is not None and rec.run_secs:
-            entry["tuned_ms"] = 1e3 * sum(float(s) for s in rec.run_secs) / len(rec.run_secs)
-            entry["measured"] = True
-        else:
-            entry["tuned_ms"] = None
-            entry["measured"] = False if rec is not None else entry.get("measured", False)
-        known[t.key] = entry
+        known[t.key] = {**known.get(t.key, {}), **t.to_json()}
     return {
         "device": dt.device,
         "target": str(dt.target),
@@ -264,17 +196,21 @@ def _update_manifest(manifest, db, tasks, known, dt, trials, no_measure, source)
     }
 
 
-def summary_table(manifest: dict, tasks: list[Task] | None = None) -> str:
-    """Per task: untuned (default schedule) vs tuned latency and the speedup."""
+def summary_table(manifest: dict, tasks: list | None = None) -> str:
+    """Per task at its tuning size P: TVM's unscheduled function, the default schedule, the best tuned
+    record (replayed as ``compile`` uses it), the speedup of tuned over default and what compile uses."""
     keys = None if tasks is None else {t.key for t in tasks}
-    rows = [("task", "P", "untuned ms", "tuned ms", "speedup")]
+
+    def ms_(v):
+        return "-" if v is None else f"{v:.4f}"
+
+    rows = [("task", "P", "unscheduled ms", "default ms", "tuned ms", "speedup", "uses")]
     for e in manifest.get("tasks", []):
         if keys is not None and e["key"] not in keys:
             continue
         u, t = e.get("untuned_ms"), e.get("tuned_ms")
-        rows.append((e["name"], "-" if e.get("P") is None else str(e["P"]),
-                     "-" if u is None else f"{u:.4f}", "unmeasured" if t is None else f"{t:.4f}",
-                     f"{u / t:.2f}x" if u and t else "-"))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        rows.append((e["name"], "-" if e.get("P") is None else str(e["P"]), ms_(e.get("unscheduled_ms")), ms_(u),
+                     ms_(t), f"{u / t:.2f}x" if u and t else "-", e.get("chosen", "-")))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
                      for r in rows)

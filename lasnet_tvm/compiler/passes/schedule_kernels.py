@@ -2,7 +2,9 @@
 
 PrimFuncs added by ``LowerLASBlocks`` carry their kernel name and builder parameters; this pass re-applies
 the kernel module's ``schedule_cpu`` / ``schedule_cuda`` (or the database's best trace when one matches the
-workload) and marks the result ``tir.is_scheduled`` so later default rules leave it alone.
+workload) and marks the result ``tir.is_scheduled`` so later default rules leave it alone. With a database,
+it also gives the static operators their tuned schedules
+(:func:`~.schedule_static_ops.apply_tuned_static_ops`); ``ScheduleStaticOps`` schedules the rest.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from tvm import s_tir, tirx
 from ... import kernels as K
 from ...targets import target_kind
 from .lower_las_blocks import KERNEL_ATTR, PARAMS_ATTR
+from .schedule_static_ops import apply_tuned_static_ops
 
 
 def _schedule_prefix(func: tirx.PrimFunc, kind: str) -> tirx.PrimFunc:
@@ -57,8 +60,9 @@ class ScheduleKernels:
     ----------
     target : tvm.target.Target
     database : optional
-        An object with ``query_schedule(kernel, params, func, target) -> PrimFunc | None`` (the tuning
-        databases of :mod:`lasnet_tvm.tuning`); None uses the default schedules.
+        An object with ``query_schedule(kernel, params, func, target) -> PrimFunc | None`` and
+        ``query_static(func, target)`` (:class:`lasnet_tvm.tuning.TunedSchedules`); None uses the default
+        schedules.
     """
 
     def __init__(self, target, database=None):
@@ -71,4 +75,4 @@ class ScheduleKernels:
                 updates[gv] = schedule_kernel(func, self.target, self.database)
         for gv, func in updates.items():
             mod[gv] = func
-        return mod
+        return apply_tuned_static_ops(mod, self.target, self.database)

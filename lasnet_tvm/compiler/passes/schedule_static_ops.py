@@ -1,8 +1,9 @@
-"""ScheduleStaticOps: default schedules for the legalized static operators (stem, pooling, classifier).
+"""ScheduleStaticOps: schedules for the legalized static operators (stem, pooling, classifier).
 
-CUDA: dlight's GPU rules (GEMV, reduction, fallback). CPU: convolutions (the stem) get a register-tiled,
-vectorized schedule; every other loop nest gets its leading loops fused and run in parallel. Functions already
-scheduled are left alone.
+With a tuning database (``lasnet-tvm tune``), an operator whose workload was tuned gets its chosen record
+(:func:`apply_tuned_static_ops`). Otherwise, CUDA: dlight's GPU rules (GEMV, reduction, fallback); CPU:
+convolutions (the stem) get a register-tiled, vectorized schedule and every other loop nest gets its leading
+loops fused and run in parallel. Functions already scheduled are left alone.
 """
 
 from __future__ import annotations
@@ -61,25 +62,69 @@ def _parallelize_cpu(func: tirx.PrimFunc) -> tirx.PrimFunc:
     return sch.mod["main"]
 
 
+def _gpu_rules(target) -> list:
+    # dlight's Matmul rule fails on the legalized stem convolution in TVM 0.27, and TVM's NVPTX backend
+    # (LLVM 22) emits an invalid barrier intrinsic, so no rule that synchronizes threads there.
+    rules = [dl.gpu.Fallback()]
+    if target.kind.name == "cuda":
+        rules = [dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction()] + rules
+    return rules
+
+
+def default_static_schedule(func: tirx.PrimFunc, target) -> tirx.PrimFunc:
+    """``func`` (one unscheduled static operator) with the default schedule of this pass for ``target``."""
+    if target_kind(target) == "cuda":
+        with target:
+            mod = dl.ApplyDefaultSchedule(*_gpu_rules(target))(tvm.IRModule({"main": func}))
+        return mod["main"]
+    return _parallelize_cpu(func)
+
+
+def _unscheduled(func) -> bool:
+    return isinstance(func, tirx.PrimFunc) and not (func.attrs and "tir.is_scheduled" in func.attrs)
+
+
+def apply_tuned_static_ops(mod: tvm.IRModule, target, database) -> tvm.IRModule:
+    """Give each unscheduled PrimFunc of ``mod`` whose workload ``database`` holds its tuned schedule
+    (``database.query_static(func, target)``) and mark it scheduled; the rest is left as it is."""
+    if database is None or not hasattr(database, "query_static"):
+        return mod
+    updates = {}
+    for gv, func in mod.functions_items():
+        if _unscheduled(func):
+            tuned = database.query_static(func, target)
+            if tuned is not None:
+                for k, v in dict(func.attrs or {}).items():
+                    tuned = tuned.with_attr(k, v)
+                updates[gv] = tuned.with_attr("tir.is_scheduled", True)
+    for gv, func in updates.items():
+        mod[gv] = func
+    return mod
+
+
 @tvm.transform.module_pass(opt_level=0, name="ScheduleStaticOps")
 class ScheduleStaticOps:
-    """Default schedules for unscheduled PrimFuncs (the static operators after legalization)."""
+    """Schedules for unscheduled PrimFuncs (the static operators after legalization).
 
-    def __init__(self, target):
-        self.target = target
+    Parameters
+    ----------
+    target : tvm.target.Target
+    database : optional
+        Tuned schedules (an object with ``query_static(func, target)``, see
+        :class:`lasnet_tvm.tuning.TunedSchedules`); None: default schedules only.
+    """
+
+    def __init__(self, target, database=None):
+        self.target, self.database = target, database
 
     def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
+        mod = apply_tuned_static_ops(mod, self.target, self.database)
         if target_kind(self.target) == "cuda":
-            # dlight's Matmul rule fails on the legalized stem convolution in TVM 0.27, and TVM's NVPTX
-            # backend (LLVM 22) emits an invalid barrier intrinsic, so no rule that synchronizes threads there.
-            rules = [dl.gpu.Fallback()]
-            if self.target.kind.name == "cuda":
-                rules = [dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction()] + rules
             with self.target:
-                return dl.ApplyDefaultSchedule(*rules)(mod)
+                return dl.ApplyDefaultSchedule(*_gpu_rules(self.target))(mod)
         updates = {}
         for gv, func in mod.functions_items():
-            if isinstance(func, tirx.PrimFunc) and not (func.attrs and "tir.is_scheduled" in func.attrs):
+            if _unscheduled(func):
                 updates[gv] = _parallelize_cpu(func).with_attr("tir.is_scheduled", True)
         for gv, func in updates.items():
             mod[gv] = func

@@ -1,0 +1,138 @@
+"""After the search: pick, per task, the schedule ``compile`` will use (tuned record or default schedule).
+
+MetaSchedule measures candidates on the function specialized at the tuning size ``P``; the compiler uses
+the trace replayed onto the symbolic kernel (:func:`.database.apply_trace`). For each task the best few
+records are replayed that way (tuned patch tiles, else unit patch tiles), compiled with symbolic ``P``, checked against TVM's unscheduled function
+(on this machine: at ``P = 1``, the tuning size and all patches) and timed at ``P`` beside the default
+schedule. A tuned record is chosen only if it is correct and at least ``1 - MARGIN`` faster than the default
+schedule; otherwise the manifest says ``"chosen": "default"`` and ``compile`` keeps the default schedule.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .database import apply_trace, ranked_records, trace_id
+from .tasks import args_signature, fill_arguments, specialize, symbolic_vars
+
+MARGIN = 0.03  # a tuned schedule must beat the default by 3% (timings on a shared machine move by more)
+MAX_CANDIDATES = 3
+
+
+def symbolic_func(task):
+    """The function the compiler schedules for ``task`` (symbolic ``P`` where the kernel has one)."""
+    if task.kernel == "static_op":
+        return task.func()
+    from .. import kernels as K
+
+    return K.builder(task.kernel)(**task.params)
+
+
+def default_schedule(task, func, target):
+    """``func`` with the compiler's default schedule for ``task``."""
+    from ..targets import target_kind
+
+    if task.kernel == "static_op":
+        from ..compiler.passes.schedule_static_ops import default_static_schedule
+
+        return default_static_schedule(func, target)
+    from .. import kernels as K
+
+    mod = K.get(task.kernel)
+    sch = (mod.schedule_cuda if target_kind(target) == "cuda" else mod.schedule_cpu)(func, **task.params)
+    return sch.mod["main"]
+
+
+def _at(task, func):
+    return specialize(func, task.P) if task.P is not None else func
+
+
+def _compile(func, target):
+    import tvm
+
+    return tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=target)
+
+
+def _run(ex, func_at_p, task, seed: int) -> list:
+    import tvm
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+
+    info = [a.as_json() for a in ArgInfo.from_prim_func(func_at_p)]
+    layout = {i: task.num_patches for i, p in enumerate(func_at_p.params) if p.name in task.index_args}
+    arrays = fill_arguments(info, {args_signature(info): layout}, seed)
+    tensors = [tvm.runtime.tensor(a) for a in arrays]
+    ex["main"](*tensors)
+    return [t.numpy() for t in tensors]
+
+
+def outputs_match(ex, ref_ex, task, sym) -> bool:
+    """Whether ``ex`` and ``ref_ex`` (compiled from ``sym``'s schedules) leave the same arguments behind at
+    ``P = 1``, the tuning size and all patches (one call for kernels without ``P``)."""
+    sizes = sorted({1, task.P, task.num_patches}) if task.P is not None else [None]
+    for k, P in enumerate(sizes):
+        at = specialize(sym, P) if P is not None else sym
+        got, want = _run(ex, at, task, k), _run(ref_ex, at, task, k)
+        for g, w in zip(got, want):
+            if g.dtype.kind == "f":
+                if np.abs(g.astype(np.float64) - w).max(initial=0.0) > 1e-4 * max(1.0, float(np.abs(w).max(initial=0))):
+                    return False
+            elif not np.array_equal(g, w):
+                return False
+    return True
+
+
+def select(tasks, target, db, known: dict, builder, runner, check: bool, progress: bool = True) -> None:
+    """Fill ``known[task.key]`` with the default, unscheduled and tuned times at ``P`` and the choice.
+
+    Parameters
+    ----------
+    check : bool
+        Run the candidates here against the unscheduled function (``target`` must be this machine).
+    """
+    from tqdm import tqdm
+
+    from .measure import measure
+
+    for t in tqdm(tasks, desc="checking", unit="task", disable=not progress):
+        entry = known.setdefault(t.key, {})
+        recs = [r for r in ranked_records(db, t) if r.run_secs][:MAX_CANDIDATES]
+        ids = [trace_id(r.trace) for r in recs]
+        if entry.get("candidates") == ids and "chosen" in entry:
+            continue  # nothing new since the last selection
+        if recs:
+            entry["search_ms"] = 1e3 * float(np.median([float(s) for s in recs[0].run_secs]))
+        sym = symbolic_func(t)
+        cands, errors = [], []
+        ref = None
+        variants = ("tiled", "unit") if symbolic_vars(sym) else ("tiled",)
+        for rid, rec in zip(ids, recs):
+            for variant in variants:  # the first variant that compiles and computes the right output
+                try:
+                    f = apply_trace(rec.trace, sym, variant)
+                    ex = _compile(f, target) if (check or symbolic_vars(sym)) else None
+                    if check:
+                        ref = ref if ref is not None else _compile(sym, target)
+                        if not outputs_match(ex, ref, t, sym):
+                            errors.append(f"{rid}/{variant}: wrong output")
+                            continue
+                    cands.append(((rid, variant), f))
+                    break
+                except Exception as e:  # noqa: BLE001 - a record that does not replay is skipped
+                    msg = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
+                    errors.append(f"{rid}/{variant}: {msg}")
+        funcs = [_at(t, default_schedule(t, sym, target))] + [_at(t, f) for _, f in cands]
+        need_unscheduled = entry.get("unscheduled_ms") is None and target.kind.name == "llvm"
+        if need_unscheduled:
+            funcs.append(_at(t, sym))
+        runs = [measure(funcs, target, builder, runner, errors) for _ in range(2)]  # two rounds: load drifts
+        times = [min((r[i] for r in runs if r[i] is not None), default=None) for i in range(len(funcs))]
+        if need_unscheduled:
+            entry["unscheduled_ms"] = times.pop()
+        entry["untuned_ms"] = times[0]
+        timed = [(ms_, rid) for (rid, _), ms_ in zip(cands, times[1:]) if ms_ is not None]
+        best = min(timed, default=None)
+        entry.update(candidates=ids, tuned_ms=None if best is None else best[0], checked=bool(check),
+                     errors=errors[:MAX_CANDIDATES + 2])
+        faster = best is not None and (times[0] is None or best[0] <= (1 - MARGIN) * times[0])
+        entry["chosen"] = "tuned" if faster else "default"
+        entry["record"], entry["variant"] = best[1] if faster else (None, None)
