@@ -54,6 +54,8 @@ def schedule_cpu(func, **params) -> s_tir.Schedule:
     p, y, x, co, k = sch.get_loops(conv)
     pix = sch.fuse(y, x)
     tp = largest_divisor(S * S, 4)
+    if S % tp and tp % S:  # a tile must not straddle rows partially (e.g. S = 14: 4 pixels would)
+        tp = largest_divisor(S, 4)
     tc = co_tile(C_out, 1, max(16, 64 // tp))
     pix_o, pix_i = sch.split(pix, [None, tp])
     co_o, co_i = sch.split(co, [None, tc])

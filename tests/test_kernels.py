@@ -87,6 +87,7 @@ def test_masker_kernels(case, rate):
 CONV_CASES = [  # (C, size, S, stride, groups)
     (8, 13, 4, 1, 1), (8, 12, 4, 1, 1), (16, 9, 1, 1, 1), (8, 10, 2, 2, 1), (16, 13, 2, 1, 4),
     (8, 15, 7, 1, 1), (16, 16, 8, 1, 2), (8, 14, 7, 2, 1), (12, 11, 4, 2, 3),
+    (8, 28, 14, 1, 1),  # patch rows of 14 pixels: register tiles must not straddle rows
     (512, 7, 1, 1, 1),  # LAS-ResNet stage 4: the large-weight (channel-outer) schedules of both patch convs
 ]
 
