@@ -27,13 +27,19 @@ import click
 @click.option("--key", default=None, help="Key of the board's RPC server at the tracker.")
 @click.option("--no-measure", is_flag=True, help="No hardware: record default schedules, marked unmeasured.")
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds per build / run before it is killed.")
+@click.option("--stage", type=int, default=None,
+              help="Tune only the kernels of this stage's blocks (no stem, pooling or classifier).")
+@click.option("--per-iter", type=int, default=None,
+              help="Candidates measured per search round (default: a quarter of a task's share, 8 to 32).")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Write the per-task timings, machine, versions and git revision as JSON.")
 def tune(device, model_path, arch, granularity, input_size, width_mult, num_classes, rate, trials, work_dir,
-         tracker, key, no_measure, timeout):
+         tracker, key, no_measure, timeout, stage, per_iter, json_path):
     """Tune the kernels of a LAS network (and of its static counterpart, and its stem, pooling and
     classifier) for DEVICE with MetaSchedule; each task then keeps the faster of its tuned and default
     schedules. `compile --schedules DIR` applies the result."""
     from ..errors import LasnetError
-    from ..tuning import device_dir_name, device_target, static_op_tasks, summary_table, tasks_of_spec
+    from ..tuning import device_dir_name, device_target, static_op_tasks, summary_table, tasks_of_block, tasks_of_spec
     from ..tuning import tune as run_tune
 
     if (model_path is None) == (arch is None):
@@ -52,11 +58,31 @@ def tune(device, model_path, arch, granularity, input_size, width_mult, num_clas
             raise LasnetError("--arch needs --granularity")
         model = build_model(arch, granularity, input_size, num_classes, width_mult)
         source = f"{arch} {granularity} {input_size} x{width_mult} {num_classes} classes"
-    tasks = tasks_of_spec(model.spec, rate) + static_op_tasks(model, device_target(device).target)
+    if stage is None:
+        tasks = tasks_of_spec(model.spec, rate) + static_op_tasks(model, device_target(device).target)
+    else:
+        blocks = [b for b in model.spec.blocks if b.stage == stage]
+        if not blocks:
+            raise LasnetError(f"--stage {stage}: {model.spec.arch} has stages "
+                              f"{sorted({b.stage for b in model.spec.blocks})}")
+        tasks = list({t.key: t for b in blocks for t in tasks_of_block(b, rate, static=True)}.values())
+        source += f" stage {stage}"
+    if per_iter is not None and per_iter < 1:
+        raise LasnetError(f"--per-iter must be at least 1, got {per_iter}")
     click.echo(f"{len(tasks)} tasks for {device} ({source}), {trials} trials")
     t0 = time.perf_counter()
-    manifest = run_tune(tasks, device, work_dir, trials, tracker, key, no_measure, timeout, source=source)
+    manifest = run_tune(tasks, device, work_dir, trials, tracker, key, no_measure, timeout, source=source,
+                        per_iter=per_iter)
+    seconds = time.perf_counter() - t0
     click.echo(summary_table(manifest, tasks))
     where = work_dir or Path("schedules") / device_dir_name(device)
     what = "default schedules recorded (unmeasured)" if no_measure else "tuned"
-    click.echo(f"{what} in {time.perf_counter() - t0:.0f} s into {where}")
+    click.echo(f"{what} in {seconds:.0f} s into {where}")
+    if json_path is not None:
+        from ..benchmarks import common
+        from ..tuning.report import tuning_report
+
+        common.write_json(json_path, {**tuning_report(manifest, tasks, seconds), "source": source,
+                                      "machine": common.machine_info(), "versions": common.versions(),
+                                      "git_revision": common.git_revision()})
+        click.echo(f"report: {json_path}")

@@ -145,6 +145,15 @@ def ranked_records(db, task) -> list:
     return [r for _, _, r in sorted(measured, key=lambda x: x[:2])] + unmeasured
 
 
+def workload_hash(mod) -> str:
+    """A stable hash of a workload IRModule (structural: names of variables ignored)."""
+    import hashlib
+
+    import tvm_ffi
+
+    return hashlib.sha1(str(int(tvm_ffi.structural_hash(mod)) & (2**64 - 1)).encode()).hexdigest()[:16]
+
+
 def trace_id(trace) -> str:
     """A stable identifier of a trace (its decisions included)."""
     import hashlib
@@ -249,5 +258,41 @@ def _move_unroll_pragmas(sch) -> None:
                 sch.unannotate(outer, k)
 
 
-__all__ = ["WorkDirLock", "open_database", "check_database_files", "best_record",
-           "apply_trace", "trace_id", "read_manifest", "write_manifest", "workload_mod", "specialize"]
+def export_chosen(src: Path, dest: Path) -> dict:
+    """Write to ``dest`` a database holding only the records ``src``'s manifest chose (``"chosen":
+    "tuned"``) and a copy of the manifest; return it. This is what ships under ``schedules/<name>/``.
+
+    Raises
+    ------
+    LasnetError
+        ``src`` has no manifest, or a chosen record is missing from its database.
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    src, dest = Path(src), Path(dest)
+    manifest = read_manifest(src)
+    if not manifest:
+        raise LasnetError(f"{src} has no manifest.json: nothing to export")
+    db = open_database(src)
+    wanted = {(e["record"], e.get("workload")): e for e in manifest.get("tasks", []) if e.get("chosen") == "tuned"}
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in DB_FILES:
+        (dest / name).write_text("")
+    out = ms.database.JSONDatabase(work_dir=str(dest), module_equality="structural")
+    found = set()
+    for rec in db.get_all_tuning_records():
+        rid = (trace_id(rec.trace), workload_hash(rec.workload.mod))
+        rid = rid if rid in wanted else (rid[0], None)  # manifests written before workload hashes
+        if rid in wanted and rid not in found and rec.run_secs:
+            found.add(rid)
+            wl = out.commit_workload(rec.workload.mod)
+            out.commit_tuning_record(ms.database.TuningRecord(rec.trace, wl, rec.run_secs, rec.target, rec.args_info))
+    missing = [wanted[r]["name"] for r in wanted if r not in found]
+    if missing:
+        raise LasnetError(f"chosen records missing from {src}: {', '.join(missing[:5])}")
+    write_manifest(dest, {**manifest, "exported_from": str(src)})
+    return manifest
+
+
+__all__ = ["WorkDirLock", "export_chosen", "open_database", "check_database_files", "best_record",
+           "apply_trace", "trace_id", "workload_hash", "read_manifest", "write_manifest", "workload_mod", "specialize"]

@@ -26,6 +26,7 @@ class ProgressCallback(ms.measure_callback.PyMeasureCallback):
         self.num_tasks = num_tasks
         self.touched: set = set()
         self.best: dict = {}
+        self.done = 0  # trials measured (a disabled tqdm bar does not count)
         self.bar = tqdm(total=trials, unit="trial", desc="tuning", disable=not enabled, leave=True)
 
     def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
@@ -34,6 +35,7 @@ class ProgressCallback(ms.measure_callback.PyMeasureCallback):
             if r.error_msg is None and r.run_secs:
                 t = 1e3 * sum(float(s) for s in r.run_secs) / len(r.run_secs)
                 self.best[int(task_id)] = min(t, self.best.get(int(task_id), float("inf")))
+        self.done += len(measure_candidates)
         self.bar.update(len(measure_candidates))
         best = self.best.get(int(task_id))
         self.bar.set_postfix_str(f"task {int(task_id) + 1}/{self.num_tasks}, tasks started {len(self.touched)}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .database import apply_trace, ranked_records, trace_id
+from .database import apply_trace, ranked_records, trace_id, workload_hash, workload_mod
 from .tasks import args_signature, fill_arguments, specialize, symbolic_vars
 
 MARGIN = 0.03  # a tuned schedule must beat the default by 3% (timings on a shared machine move by more)
@@ -102,6 +102,7 @@ def select(tasks, target, db, known: dict, builder, runner, check: bool, progres
         if recs:
             entry["search_ms"] = 1e3 * float(np.median([float(s) for s in recs[0].run_secs]))
         sym = symbolic_func(t)
+        entry["workload"] = workload_hash(workload_mod(t.func()))
         cands, errors = [], []
         ref = None
         variants = ("tiled", "unit") if symbolic_vars(sym) else ("tiled",)

@@ -9,7 +9,6 @@ the database is looked up by that workload (see :meth:`.schedules.TunedSchedules
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 from tvm import tirx
@@ -24,12 +23,9 @@ def clean_func(func: tirx.PrimFunc) -> tirx.PrimFunc:
 
 def static_key(func: tirx.PrimFunc) -> str:
     """Stable key of a static operator: a hash of its workload (structural, names ignored)."""
-    import tvm_ffi
+    from .database import workload_hash, workload_mod
 
-    from .database import workload_mod
-
-    h = int(tvm_ffi.structural_hash(workload_mod(clean_func(func)))) & (2**64 - 1)
-    return f"{STATIC_KERNEL}:{hashlib.sha1(str(h).encode()).hexdigest()[:16]}"
+    return f"{STATIC_KERNEL}:{workload_hash(workload_mod(clean_func(func)))}"
 
 
 @dataclass(frozen=True)

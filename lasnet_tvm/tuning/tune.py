@@ -96,9 +96,12 @@ def _check_work_dir(manifest: dict, work_dir: Path, device: str) -> None:
 
 def tune(tasks: list, device: str, work_dir: Path | None = None, trials: int = 64,
          tracker: str | None = None, key: str | None = None, no_measure: bool = False,
-         timeout: float = 120.0, progress: bool = True, source: str = "") -> dict:
+         timeout: float = 120.0, progress: bool = True, source: str = "", per_iter: int | None = None) -> dict:
     """Tune ``tasks`` for ``device`` into ``work_dir`` (default ``schedules/<name>``, see
     :func:`.schedules.device_dir_name`); return the manifest.
+
+    ``per_iter`` is the number of candidates measured per search round of a task (default: about a
+    quarter of a task's share of ``trials``, 8 to 32).
 
     Raises
     ------
@@ -133,14 +136,16 @@ def tune(tasks: list, device: str, work_dir: Path | None = None, trials: int = 6
                     if t.kernel != "static_op":
                         known.setdefault(t.key, {}).update(chosen="unmeasured")
             else:
-                done = _measure_and_tune(tasks, dt, db, work_dir, known, trials, tracker, key, timeout, progress)
+                per_iter = per_iter or max(8, min(32, trials // max(1, 4 * len(tasks))))
+                done = _measure_and_tune(tasks, dt, db, work_dir, known, trials, tracker, key, timeout, progress,
+                                         per_iter)
         finally:  # also on Ctrl-C: the records measured so far are in the database; describe them
             manifest = _update_manifest(manifest, tasks, known, dt, done, no_measure, source)
             write_manifest(work_dir, manifest)
     return manifest
 
 
-def _measure_and_tune(tasks, dt, db, work_dir, known, trials, tracker, key, timeout, progress) -> int:
+def _measure_and_tune(tasks, dt, db, work_dir, known, trials, tracker, key, timeout, progress, per_iter) -> int:
     """Tune (``trials`` in all), then choose each task's schedule (:func:`.select.select`); return the
     trials run."""
     import tvm
@@ -164,7 +169,7 @@ def _measure_and_tune(tasks, dt, db, work_dir, known, trials, tracker, key, time
                                                              genetic_num_iters=2)
             try:
                 ms.tune_tir(mod, dt.target, str(work_dir), max_trials_global=trials,  # logs: work_dir/logs
-                            num_trials_per_iter=min(64, max(4, trials // max(1, len(tasks)))),
+                            num_trials_per_iter=per_iter,
                             builder=builder, runner=runner, database=db, cost_model="xgb", strategy=strategy,
                             measure_callbacks=list(ms.measure_callback.MeasureCallback.create("default")) + [cb],
                             task_scheduler="gradient", num_tuning_cores=cores)
@@ -175,7 +180,7 @@ def _measure_and_tune(tasks, dt, db, work_dir, known, trials, tracker, key, time
     finally:
         builder.close()
         close_runner(runner)
-    return cb.bar.n
+    return cb.done
 
 
 def _update_manifest(manifest, tasks, known, dt, trials, no_measure, source) -> dict:
