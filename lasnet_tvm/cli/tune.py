@@ -14,7 +14,7 @@ import click
 @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
               help="Take the blocks from this model.pt.")
 @click.option("--arch", default=None, help="Or from an arch (e.g. las_resnet50) ...")
-@click.option("--granularity", default=None, help="... and granularity (e.g. 4-4-2-1).")
+@click.option("-g", "--granularity", default=None, help="... and granularity (e.g. 4-4-2-1).")
 @click.option("--input-size", default=224, show_default=True)
 @click.option("--width-mult", default=1.0, show_default=True)
 @click.option("--num-classes", default=1000, show_default=True, help="Classifier width (with --arch).")
