@@ -150,6 +150,33 @@ def fix_ptx_entries(ptx: str) -> str:
     return _PTX_KERNEL_FUNC.sub(r"\1.entry\2", ptx)
 
 
+# In a library's serialized PTX: the ``// .globl`` comment before each kernel gives up one space so that
+# ``.func`` can become ``.entry`` without moving a byte (the blob is length-prefixed).
+_PTX_KERNEL_IN_LIBRARY = re.compile(rb"// \.globl(\s+)(\w+_kernel\w*)(\s+)\.visible(\s+)\.func(\s+)\2\(")
+
+
+def fix_ptx_entries_in_library(path) -> int:
+    """Apply :func:`fix_ptx_entries` to the PTX embedded in an exported library, in place and without
+    changing its size; return the number of kernels fixed.
+
+    Raises
+    ------
+    LasnetError
+        A ``.func`` kernel is left that the rewrite cannot reach (the file is then left unchanged).
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    fixed, n = _PTX_KERNEL_IN_LIBRARY.subn(rb"//.globl\1\2\3.visible\4.entry\5\2(", data)
+    if re.search(rb"\.visible\s+\.func\s+\w+_kernel\w*\s*\(", fixed):
+        raise LasnetError(f"{path}: PTX kernels left as .func (cannot be launched); not rewritten")
+    assert len(fixed) == len(data)
+    if n:
+        tmp = path.with_name(path.name + ".ptxfix")
+        tmp.write_bytes(fixed)
+        tmp.replace(path)
+    return n
+
+
 def cuda_source(mod, arch: str) -> str:
     """CUDA C generated for ``arch`` (codegen only, no compiler needed: works for archs nvcc refuses).
 

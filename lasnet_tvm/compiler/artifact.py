@@ -25,6 +25,10 @@ def save_artifact(executable, path: str | Path, manifest: dict[str, Any]) -> Pat
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
     executable.export_library(str(tmp))
+    if manifest.get("target", {}).get("kind") == "nvptx":
+        from ..targets import fix_ptx_entries_in_library
+
+        fix_ptx_entries_in_library(tmp)  # TVM 0.27's NVPTX kernels are .func: make them launchable
     tmp.replace(path)
     mtmp = manifest_path(path).with_suffix(".json.tmp")
     mtmp.write_text(json.dumps(manifest, indent=2) + "\n")
@@ -56,6 +60,13 @@ class CompiledModel:
         from tvm import relax
 
         device = device or tvm.cpu()
+        nvptx = manifest.get("target", {}).get("kind") == "nvptx"
+        if nvptx and device.device_type != tvm.cpu().device_type and isinstance(executable, relax.VMExecutable):
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as d:  # the PTX entry fix works on the exported library
+                path = save_artifact(executable, Path(d) / "model.so", manifest)
+                executable = tvm.runtime.load_module(str(path))
         return cls(relax.VirtualMachine(executable, device), manifest, device)
 
     @classmethod
