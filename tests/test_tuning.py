@@ -213,6 +213,13 @@ def test_cli_stage_and_json_report(tmp_path):
     assert {t["task"] for t in rep["tasks"]} == {t.name for b in blocks for t in tasks_of_block(b, static=True)}
     assert len(rep["tasks"]) == len(want)
     assert all(t["chosen"] == "unmeasured" for t in rep["tasks"]) and rep["total_ms"]["default"] is None
+    # --export: the chosen records (none, unmeasured) and the manifest; never onto the work dir itself
+    r = CliRunner().invoke(cli, args + ["--export", str(tmp_path / "ship")])
+    assert r.exit_code == 0, r.output
+    assert read_manifest(tmp_path / "ship")["tasks"] == read_manifest(tmp_path / "db")["tasks"]
+    assert _lines(tmp_path / "ship" / "database_tuning_record.json") == []
+    r = CliRunner().invoke(cli, args + ["--export", str(tmp_path / "db")])
+    assert r.exit_code != 0 and "onto itself" in r.output and _lines(tmp_path / "db" / "database_tuning_record.json")
     assert rep["versions"]["tvm"] and "cpu" in rep["machine"]
 
 

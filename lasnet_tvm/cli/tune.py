@@ -31,10 +31,13 @@ import click
               help="Tune only the kernels of this stage's blocks (no stem, pooling or classifier).")
 @click.option("--per-iter", type=int, default=None,
               help="Candidates measured per search round (default: a quarter of a task's share, 8 to 32).")
+@click.option("--export", "export_dir", type=click.Path(path_type=Path), default=None,
+              help="Then write only the chosen schedules and the manifest to this folder (what ships under "
+              "schedules/<name>/).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
               help="Write the per-task timings, machine, versions and git revision as JSON.")
 def tune(device, model_path, arch, granularity, input_size, width_mult, num_classes, rate, trials, work_dir,
-         tracker, key, no_measure, timeout, stage, per_iter, json_path):
+         tracker, key, no_measure, timeout, stage, per_iter, export_dir, json_path):
     """Tune the kernels of a LAS network (and of its static counterpart, and its stem, pooling and
     classifier) for DEVICE with MetaSchedule; each task then keeps the faster of its tuned and default
     schedules. `compile --schedules DIR` applies the result."""
@@ -78,6 +81,12 @@ def tune(device, model_path, arch, granularity, input_size, width_mult, num_clas
     where = work_dir or Path("schedules") / device_dir_name(device)
     what = "default schedules recorded (unmeasured)" if no_measure else "tuned"
     click.echo(f"{what} in {seconds:.0f} s into {where}")
+    if export_dir is not None:
+        from ..tuning.database import export_chosen
+
+        export_chosen(where, export_dir)
+        n = sum(e.get("chosen") == "tuned" for e in manifest.get("tasks", []))
+        click.echo(f"exported {n} tuned schedules (the other tasks keep their default) to {export_dir}")
     if json_path is not None:
         from ..benchmarks import common
         from ..tuning.report import tuning_report

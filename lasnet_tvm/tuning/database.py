@@ -270,6 +270,8 @@ def export_chosen(src: Path, dest: Path) -> dict:
     from tvm.s_tir import meta_schedule as ms
 
     src, dest = Path(src), Path(dest)
+    if dest.resolve() == src.resolve():
+        raise LasnetError(f"cannot export {src} onto itself: give another folder")
     manifest = read_manifest(src)
     if not manifest:
         raise LasnetError(f"{src} has no manifest.json: nothing to export")
