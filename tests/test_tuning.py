@@ -276,6 +276,16 @@ def _lines(path):
     return path.read_bytes().splitlines(keepends=True) if path.exists() else []
 
 
+def test_record_ids_survive_the_database(tmp_path):
+    """The record ids the manifest names (taken from the search, in memory) are those of the records read
+    back from disk, so that compile finds the chosen record (fresh traces hold IntImm decisions)."""
+    from lasnet_tvm.tuning.database import open_database, ranked_records, trace_id
+
+    m = tune([GC_TASK], "local", tmp_path, trials=8, progress=False)
+    ids = [trace_id(r.trace) for r in ranked_records(open_database(tmp_path), GC_TASK) if r.run_secs]
+    assert m["tasks"][0]["candidates"] and m["tasks"][0]["candidates"] == ids[:len(m["tasks"][0]["candidates"])]
+
+
 @pytest.mark.slow
 def test_tune_locally_resume_and_reload_faster(tmp_path):
     """Tune the gather-conv kernel (8 trials), resume (8 more: earlier records kept byte for byte), reload

@@ -158,8 +158,26 @@ def trace_id(trace) -> str:
     """A stable identifier of a trace (its decisions included)."""
     import hashlib
 
-    text = json.dumps(trace.as_json(remove_postproc=False), sort_keys=True, default=str)
+    text = json.dumps(_plain(trace.as_json(remove_postproc=False)), sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def _plain(obj):
+    """JSON-able Python values of a trace's JSON (a trace fresh from the search holds ``IntImm`` and
+    ``FloatImm`` decisions where the same trace read back from the database holds numbers)."""
+    from tvm import tirx
+
+    if isinstance(obj, tirx.IntImm):
+        return int(obj.value)
+    if isinstance(obj, tirx.FloatImm):
+        return float(obj.value)
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if isinstance(obj, dict) or hasattr(obj, "items"):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)) or hasattr(obj, "__len__") and hasattr(obj, "__getitem__"):
+        return [_plain(v) for v in obj]
+    return obj
 
 
 def best_record(db, task, measured_only: bool = False):
