@@ -62,12 +62,13 @@ def run(arch: str = "las_resnet50", granularity: str = "4-4-2-1", input_size: in
     model.eval()
     s = model.spec
     target = build_target("llvm")
-    compiled, compile_s = {}, {}
+    compiled, compile_s, applied = {}, {}, {}
     for name, static in (("las", False), ("static", True)):
         t0 = time.perf_counter()
         r = compile_model(model, target, static=static, database=database)
         compile_s[name] = time.perf_counter() - t0
         compiled[name] = CompiledModel.from_executable(r.executable, r.manifest)
+        applied[name] = r.manifest.get("tuned_schedules", {}).get("applied", [])
     xs = x.numpy()
     las = compiled["las"].run(xs)
     static_model = model.static_counterpart()
@@ -109,6 +110,7 @@ def run(arch: str = "las_resnet50", granularity: str = "4-4-2-1", input_size: in
         "repeats": repeats,
         "threads": threads,
         "tuned": database is not None,
+        "tuned_applied": applied,
         "rate": float(las.rates.mean()),
         "rate_per_block": [float(v) for v in las.rates.mean(axis=0)],
         "ms": per_image,

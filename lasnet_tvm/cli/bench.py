@@ -71,8 +71,11 @@ def block(arch, stage, channels, size, stride, S, rates, ablation_rate, repeats,
 @click.option("--images", default=4, show_default=True, help="Synthetic images (timings are per image).")
 @click.option("--repeats", default=5, show_default=True)
 @click.option("--threads", default=2, show_default=True)
+@click.option("--schedules", default=None,
+              help="Tuned schedules for both compiled models: a `lasnet-tvm tune` folder, or `shipped` (this "
+              "CPU's under schedules/). Default: default schedules.")
 @click.option("--out", type=click.Path(), required=True, help="JSON file to write.")
-def model(model_path, arch, granularity, input_size, width_mult, rate, images, repeats, threads, out):
+def model(model_path, arch, granularity, input_size, width_mult, rate, images, repeats, threads, schedules, out):
     """Whole network: compiled LAS vs compiled static vs PyTorch (static, LAS dense, sparse)."""
     from ..benchmarks import common
     from ..benchmarks import model as bm
@@ -83,7 +86,19 @@ def model(model_path, arch, granularity, input_size, width_mult, rate, images, r
         from ..checkpoint import load_checkpoint
 
         net, _ = load_checkpoint(model_path)
-    res = bm.run(arch, granularity, input_size, width_mult, rate, net, images, repeats, threads)
+    database = None
+    if schedules == "shipped":
+        from ..compiler import build_target
+        from ..tuning import shipped_schedules
+
+        database = shipped_schedules(target=build_target("llvm"))
+        if database is None:
+            raise LasnetError("--schedules shipped: no schedules are shipped for this CPU (see schedules/)")
+    elif schedules is not None:
+        from ..tuning import TunedSchedules
+
+        database = TunedSchedules(schedules)
+    res = bm.run(arch, granularity, input_size, width_mult, rate, net, images, repeats, threads, database)
     for k, err in res["max_rel_err"].items():
         if err > 1e-4:
             raise LasnetError(f"compiled {k} model differs from PyTorch (max relative error {err:.1e})")
