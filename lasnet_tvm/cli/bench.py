@@ -86,18 +86,11 @@ def model(model_path, arch, granularity, input_size, width_mult, rate, images, r
         from ..checkpoint import load_checkpoint
 
         net, _ = load_checkpoint(model_path)
-    database = None
-    if schedules == "shipped":
-        from ..compiler import build_target
-        from ..tuning import shipped_schedules
+    from ..tuning import schedules_for
 
-        database = shipped_schedules(target=build_target("llvm"))
-        if database is None:
-            raise LasnetError("--schedules shipped: no schedules are shipped for this CPU (see schedules/)")
-    elif schedules is not None:
-        from ..tuning import TunedSchedules
-
-        database = TunedSchedules(schedules)
+    database = schedules_for(None if schedules == "shipped" else schedules)
+    if schedules == "shipped" and database is None:
+        raise LasnetError("--schedules shipped: no schedules are shipped for this CPU (see schedules/)")
     res = bm.run(arch, granularity, input_size, width_mult, rate, net, images, repeats, threads, database)
     for k, err in res["max_rel_err"].items():
         if err > 1e-4:

@@ -34,22 +34,6 @@ def _target_text(target: str | None, extra: list[str], device: str | None):
     return " ".join([target or "llvm", *extra])
 
 
-def _tuned_schedules(path, device, target_text, use_shipped: bool):
-    """``TunedSchedules`` of ``--schedules``, else the shipped ``schedules/<name>`` of ``--device`` or of the
-    llvm target's CPU (see :mod:`lasnet_tvm.tuning.schedules`), else None (default schedules)."""
-    from ..tuning import TunedSchedules, shipped_schedules
-
-    if path is not None:
-        return TunedSchedules(path)
-    if not use_shipped:
-        return None
-    if device is not None:
-        return shipped_schedules(device=device)
-    from ..targets import resolve_target
-
-    return shipped_schedules(target=resolve_target(target_text))
-
-
 @click.command(cls=TargetFlagsCommand)
 @click.argument("model_path", metavar="MODEL.pt", type=click.Path(path_type=Path))
 @click.option("--target", default=None, help="llvm (default), 'cuda -arch=sm_70', a JSON dict or a TVM tag; "
@@ -68,9 +52,10 @@ def _tuned_schedules(path, device, target_text, use_shipped: bool):
 def compile_cmd(ctx, model_path, target, device, fusion, no_fuse, static, output, schedules, default_schedules):
     """Compile MODEL.pt into a shared library (plus a JSON manifest beside it)."""
     from ..compiler import compile_checkpoint
+    from ..tuning import schedules_for
 
     text = _target_text(target, ctx.meta["target_flags"], device)
-    database = _tuned_schedules(schedules, device, text, not default_schedules)
+    database = schedules_for(schedules, device, text, not default_schedules)
     result = compile_checkpoint(model_path, text, "none" if no_fuse else fusion, static, output, database=database)
     m = result.manifest
     click.echo(f"wrote {output} ({m['arch']}, {m['target']['kind']}"

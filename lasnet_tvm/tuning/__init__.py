@@ -8,11 +8,11 @@ the tuned or the default schedule; :class:`TunedSchedules` applies the choice in
 
 from .database import open_database, read_manifest
 from .report import tuning_report
-from .schedules import TunedSchedules, device_dir_name, shipped_dir, shipped_schedules
+from .schedules import TunedSchedules, device_dir_name, schedules_for, shipped_dir, shipped_schedules
 from .static_ops import StaticTask, static_op_tasks
 from .tasks import Task, tasks_of_block, tasks_of_spec
 from .tune import device_target, summary_table, tune
 
 __all__ = ["StaticTask", "Task", "TunedSchedules", "device_dir_name", "device_target", "open_database",
-           "read_manifest", "shipped_dir", "shipped_schedules", "static_op_tasks", "summary_table",
+           "read_manifest", "schedules_for", "shipped_dir", "shipped_schedules", "static_op_tasks", "summary_table",
            "tasks_of_block", "tasks_of_spec", "tune", "tuning_report"]

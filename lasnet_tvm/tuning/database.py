@@ -173,9 +173,9 @@ def _plain(obj):
         return float(obj.value)
     if isinstance(obj, (str, int, float, bool)) or obj is None:
         return obj
-    if isinstance(obj, dict) or hasattr(obj, "items"):
+    if hasattr(obj, "items"):  # dict or ffi Map
         return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)) or hasattr(obj, "__len__") and hasattr(obj, "__getitem__"):
+    if hasattr(obj, "__len__") and hasattr(obj, "__getitem__"):  # list, tuple or ffi Array
         return [_plain(v) for v in obj]
     return obj
 
@@ -302,7 +302,6 @@ def export_chosen(src: Path, dest: Path) -> dict:
     found = set()
     for rec in db.get_all_tuning_records():
         rid = (trace_id(rec.trace), workload_hash(rec.workload.mod))
-        rid = rid if rid in wanted else (rid[0], None)  # manifests written before workload hashes
         if rid in wanted and rid not in found and rec.run_secs:
             found.add(rid)
             wl = out.commit_workload(rec.workload.mod)

@@ -124,6 +124,20 @@ class TunedSchedules:
         return None
 
 
+def schedules_for(path=None, device: str | None = None, target_text: str = "llvm", use_shipped: bool = True):
+    """:class:`TunedSchedules` of ``path``, else (``use_shipped``) the shipped ``schedules/<name>`` of
+    ``device`` or of the llvm target's CPU, else None (default schedules)."""
+    if path is not None:
+        return TunedSchedules(path)
+    if not use_shipped:
+        return None
+    if device is not None:
+        return shipped_schedules(device=device)
+    from ..targets import resolve_target
+
+    return shipped_schedules(target=resolve_target(target_text))
+
+
 def shipped_schedules(target=None, device: str | None = None) -> TunedSchedules | None:
     """:class:`TunedSchedules` of the shipped folder for ``device`` or ``target`` (see :func:`shipped_dir`)."""
     path = shipped_dir(target, device)
