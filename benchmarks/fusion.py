@@ -14,15 +14,15 @@ from dataclasses import replace
 from ..archs import BlockSpec
 from ..block_runtime import FUSIONS
 from ..predictor import predict_block
-from .block import checked_dynamic, checked_static, compiled_block, kernel_rows, shape_of, sync_of
+from .block import checked_dynamic, checked_static, kernel_rows, shape_of, sync_of
 from .common import progress, time_interleaved
-from .rate import predict_kernels, predicted_ops
+from .rate import block_maker, kernel_sum_spread, predict_kernels, predicted_ops
 
 VARIANTS = ("static",) + FUSIONS
 
 
 def run(spec: BlockSpec, S_list, rates, hw, target, repeats: int, kernel_repeat: int = 5,
-        min_repeat_ms: float = 5, seed: int = 0, log=print) -> dict:
+        min_repeat_ms: float = 5, seed: int = 0, log=print, board=None) -> dict:
     """Check, time and predict the static block and every fusion variant at each ``(S, rate)``.
 
     Returns
@@ -30,11 +30,14 @@ def run(spec: BlockSpec, S_list, rates, hw, target, repeats: int, kernel_repeat:
     dict
         ``block`` (shape), ``cases`` (one per ``(S, rate)`` with a row per variant: ``measured_ms``,
         ``measured_kernel_sum_ms``, ``predicted_ms``, spread, kernels, predicted ops) and ``max_rel_err``.
+        With ``board`` (:class:`lasnet_tvm.remote.Board`) the variants run and are checked on the board and
+        ``measured_ms`` is the sum of the kernel medians there.
     """
     cases = [(S, r) for S in S_list for r in rates]
     bar = progress(len(S_list) * len(FUSIONS) + 2 + len(cases) * len(VARIANTS), "bench fusion")
     try:
-        static = compiled_block(spec, target, None, seed)
+        make = block_maker(board)
+        static = make(spec, target, None, seed)
         sync = sync_of(static)
         x_full, err = checked_static(static, seed)
         errs = {"static": err}
@@ -44,22 +47,24 @@ def run(spec: BlockSpec, S_list, rates, hw, target, repeats: int, kernel_repeat:
         for S in S_list:
             log(f"compiling {spec.name} S={S} in {len(FUSIONS)} fusion variants ...")
             for f in FUSIONS:
-                blk = compiled_block(replace(spec, S=S), target, f, seed)
+                blk = make(replace(spec, S=S), target, f, seed)
                 for r in rates:
                     x, P, errs[f"{f}/S{S}@{r}"] = checked_dynamic(blk, r, seed + 1)
                     inputs[(f, S, r)] = (blk, x, P)
                     fns[f"{f}/S{S}@{r}"] = (lambda b=blk, x=x: (b(x), sync()))
                 bar.update(1)
-        log(f"all {len(errs)} variants match PyTorch (max rel err {max(errs.values()):.1e}); "
-            f"timing {repeats} rounds ...")
-        t = time_interleaved(fns, repeats, batch=1)  # call by call: interference hits every variant alike
+        log(f"all {len(errs)} variants match PyTorch (max rel err {max(errs.values()):.1e}); timing "
+            + (f"{repeats} rounds ..." if board is None else f"each kernel on board {board.key!r} ..."))
+        # call by call: interference hits every variant alike; on a board: kernel sums, below
+        t = time_interleaved(fns, repeats, batch=1) if board is None else None
         bar.update(1)
         st_rows = kernel_rows(static, x_full, kernel_repeat, min_repeat_ms)
         predict_kernels(st_rows, static.steps, hw)
         out = []
         for S, r in cases:
             pred = {f: predict_block(replace(spec, S=S), hw, r, f) for f in FUSIONS}
-            rows = [{"variant": "static", "measured_ms": t["static"]["median_ms"], "spread": t["static"],
+            st_t = t["static"] if t else kernel_sum_spread(st_rows)
+            rows = [{"variant": "static", "measured_ms": st_t["median_ms"], "spread": st_t,
                      "measured_kernel_sum_ms": sum(k["measured_ms"] for k in st_rows),
                      "predicted_ms": pred["all"].static_s * 1e3, "kernels": st_rows,
                      "predicted_ops": predicted_ops(pred["all"].static)}]
@@ -69,7 +74,7 @@ def run(spec: BlockSpec, S_list, rates, hw, target, repeats: int, kernel_repeat:
                 blk, x, P = inputs[(f, S, r)]
                 k = kernel_rows(blk, x, kernel_repeat, min_repeat_ms)
                 predict_kernels(k, blk.steps, hw)
-                tk = t[f"{f}/S{S}@{r}"]
+                tk = t[f"{f}/S{S}@{r}"] if t else kernel_sum_spread(k)
                 rows.append({"variant": f, "measured_ms": tk["median_ms"], "spread": tk,
                              "measured_kernel_sum_ms": sum(row["measured_ms"] for row in k),
                              "predicted_ms": pred[f].dynamic_s * 1e3, "kernels": k,

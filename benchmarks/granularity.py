@@ -49,8 +49,9 @@ def best_S(stages: list[dict], tolerance: float) -> list[dict]:
 
 def run(blocks: list[BlockSpec], S_lists, rates, hw, target, repeats: int, kernel_repeat: int = 5,
         min_repeat_ms: float = 5, tolerance: float = 0.05, seed: int = 0, log=print,
-        exclude_mismatch: bool = False) -> dict:
-    """Measure every block at its S list and rates; returns ``stages``, ``points``, ``best``, ``agreement``,
+        exclude_mismatch: bool = False, board=None) -> dict:
+    """Measure every block at its S list and rates (on ``board`` if given, see
+    :func:`~lasnet_tvm.benchmarks.rate.measure_stage`); returns ``stages``, ``points``, ``best``, ``agreement``,
     ``accuracy``."""
     bar = progress(work_units(S_lists, rates), "bench granularity")
     stages = []
@@ -62,7 +63,7 @@ def run(blocks: list[BlockSpec], S_lists, rates, hw, target, repeats: int, kerne
             log(f"{spec.name} (stage {spec.stage}): static + S={','.join(map(str, S_list))} at "
                 f"r={','.join(map(str, rates))}, {repeats} rounds")
             stages.append(measure_stage(spec, S_list, rates, hw, target, repeats, kernel_repeat, min_repeat_ms,
-                                        seed, bar, exclude_mismatch))
+                                        seed, bar, exclude_mismatch, board))
     finally:
         bar.close()
     best = best_S(stages, tolerance)

@@ -19,7 +19,7 @@ from ..errors import LasnetError
 from ..predictor import predict_block
 from ..predictor.accuracy import accuracy
 from ..predictor.kernel_ops import predict_step
-from .block import checked_dynamic, checked_static, compiled_block, kernel_rows, shape_of, sync_of
+from .block import checked_dynamic, checked_static, compiled_block, kernel_rows, random_folded_block, shape_of, sync_of
 from .common import time_interleaved
 
 DEFAULT_RATES = tuple(round(0.1 * i, 1) for i in range(11))
@@ -37,8 +37,27 @@ def predict_kernels(rows: list[dict], steps, hw) -> None:
         row["predicted_ms"] = predict_step(step, row["P"], hw) * 1e3
 
 
+def block_maker(board=None):
+    """``(spec, target, fusion, seed) -> block``: :func:`~.block.compiled_block`, or with ``board`` (a
+    :class:`lasnet_tvm.remote.Board`) a :class:`~lasnet_tvm.remote.RemoteBlock` of the same random weights for
+    the board's target (``target`` is then ignored). ``fusion=None`` is the static block."""
+    if board is None:
+        return compiled_block
+    return lambda spec, target, fusion, seed: board.block(random_folded_block(spec, seed), fusion or "all",
+                                                          static=fusion is None)
+
+
+def kernel_sum_spread(rows: list[dict]) -> dict:
+    """Spread of a block timed as the sum of its kernels (on a board, without Python glue): the kernels'
+    spreads summed field by field, so ``median_ms`` is the sum of the kernel medians; ``n`` samples per kernel."""
+    out = {k: sum(r["spread"][k] for r in rows) for k in ("median_ms", "min_ms", "p25_ms", "p75_ms", "max_ms")}
+    out["n"] = min(r["spread"]["n"] for r in rows)
+    return out
+
+
 def measure_stage(spec: BlockSpec, S_list, rates, hw, target, repeats: int, kernel_repeat: int = 5,
-                  min_repeat_ms: float = 5, seed: int = 0, bar=None, exclude_mismatch: bool = False) -> dict:
+                  min_repeat_ms: float = 5, seed: int = 0, bar=None, exclude_mismatch: bool = False,
+                  board=None) -> dict:
     """Measure and predict one block: static, and the fused dynamic block at every ``(S, rate)``.
 
     Returns
@@ -51,6 +70,8 @@ def measure_stage(spec: BlockSpec, S_list, rates, hw, target, repeats: int, kern
         ``measured_kernel_ratio`` (from the kernel times alone), ``spread``, ``kernels`` (per-kernel measured
         and predicted ms) and ``predicted_ops``. With ``exclude_mismatch``, dynamic variants whose mask or
         output differs from PyTorch are not timed but listed in ``excluded`` (``S``, ``rate``, ``error``).
+        With ``board`` (:class:`lasnet_tvm.remote.Board`) every variant runs and is checked on the board, and
+        its ``measured_ms`` is the sum of its kernel medians there (:func:`kernel_sum_spread`).
 
     Raises
     ------
@@ -58,13 +79,14 @@ def measure_stage(spec: BlockSpec, S_list, rates, hw, target, repeats: int, kern
         The static block's output, or (unless ``exclude_mismatch``) a dynamic variant's mask or output, differs
         from the PyTorch reference.
     """
-    static = compiled_block(spec, target, None, seed)
+    make = block_maker(board)
+    static = make(spec, target, None, seed)
     sync = sync_of(static)
     x_full, err = checked_static(static, seed)
     fns = {"static": lambda: (static(x_full), sync())}
     cases, errs, excluded = [], [err], []
     for S in S_list:
-        blk = compiled_block(replace(spec, S=S), target, "all", seed)
+        blk = make(replace(spec, S=S), target, "all", seed)
         for r in rates:
             try:
                 x, P, err = checked_dynamic(blk, r, seed + 1)
@@ -79,13 +101,15 @@ def measure_stage(spec: BlockSpec, S_list, rates, hw, target, repeats: int, kern
             cases.append((key, S, r, blk, x, P))
         if bar is not None:
             bar.update(1)
-    t = time_interleaved(fns, repeats, batch=1)  # call by call: interference hits every variant alike
+    # call by call: interference hits every variant alike; on a board: kernel sums, below
+    t = time_interleaved(fns, repeats, batch=1) if board is None else None
     if bar is not None:
         bar.update(1)
     pred_static = predict_block(spec, hw, 0.0).static
     st_rows = kernel_rows(static, x_full, kernel_repeat, min_repeat_ms)
     predict_kernels(st_rows, static.steps, hw)
-    st = {"measured_ms": t["static"]["median_ms"], "spread": t["static"],
+    st_t = t["static"] if t else kernel_sum_spread(st_rows)
+    st = {"measured_ms": st_t["median_ms"], "spread": st_t,
           "measured_kernel_sum_ms": sum(k["measured_ms"] for k in st_rows),
           "predicted_ms": sum(o.total for o in pred_static) * 1e3, "kernels": st_rows,
           "predicted_ops": predicted_ops(pred_static)}
@@ -94,7 +118,8 @@ def measure_stage(spec: BlockSpec, S_list, rates, hw, target, repeats: int, kern
         rows = kernel_rows(blk, x, kernel_repeat, min_repeat_ms)
         predict_kernels(rows, blk.steps, hw)
         pred = predict_block(blk.fb.spec, hw, r, "all")
-        meas = t[key]["median_ms"]
+        tk = t[key] if t else kernel_sum_spread(rows)
+        meas = tk["median_ms"]
         points.append({
             "block": spec.name, "stage": spec.stage, "S": S, "rate": r, "active_patches": P,
             "num_patches": blk.fb.spec.num_patches,
@@ -103,7 +128,7 @@ def measure_stage(spec: BlockSpec, S_list, rates, hw, target, repeats: int, kern
             "measured_ratio": meas / st["measured_ms"], "predicted_ratio": pred.ratio,
             "measured_kernel_sum_ms": sum(k["measured_ms"] for k in rows),
             "measured_kernel_ratio": sum(k["measured_ms"] for k in rows) / st["measured_kernel_sum_ms"],
-            "spread": t[key],
+            "spread": tk,
             "kernels": rows, "predicted_ops": predicted_ops(pred.dynamic)})
         if bar is not None:
             bar.update(1)
@@ -162,8 +187,9 @@ def accuracy_section(stages: list[dict]) -> dict:
 
 
 def run(blocks: list[BlockSpec], S_lists, rates, hw, target, repeats: int, kernel_repeat: int = 5,
-        min_repeat_ms: float = 5, seed: int = 0, log=print, exclude_mismatch: bool = False) -> dict:
-    """Measure every block; returns ``stages`` (one :func:`measure_stage` result each), ``points``, ``accuracy``."""
+        min_repeat_ms: float = 5, seed: int = 0, log=print, exclude_mismatch: bool = False, board=None) -> dict:
+    """Measure every block (on ``board`` if given, see :func:`measure_stage`); returns ``stages`` (one
+    :func:`measure_stage` result each), ``points``, ``accuracy``."""
     from .common import progress
 
     bar = progress(work_units(S_lists, rates), "bench rate")
@@ -176,7 +202,7 @@ def run(blocks: list[BlockSpec], S_lists, rates, hw, target, repeats: int, kerne
             log(f"{spec.name} (stage {spec.stage}): static + S={','.join(map(str, S_list))} at "
                 f"{len(rates)} rates, {repeats} rounds")
             stages.append(measure_stage(spec, S_list, rates, hw, target, repeats, kernel_repeat, min_repeat_ms,
-                                        seed, bar, exclude_mismatch))
+                                        seed, bar, exclude_mismatch, board))
     finally:
         bar.close()
     return {"stages": stages, "points": [p for st in stages for p in st["points"]],

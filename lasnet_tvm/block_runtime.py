@@ -26,18 +26,28 @@ from .models.folded import FoldedBlock
 from .targets import resolve_target, target_kind
 
 
+def scheduled_kernel(name: str, target, **params) -> tvm.IRModule:
+    """Kernel ``name`` built with ``params`` under its default schedule for ``target`` (CPU or CUDA)."""
+    mod = K.get(name)
+    func = K.builder(name)(**params)
+    kind = target_kind(resolve_target(target))
+    sch = mod.schedule_cuda(func, **params) if kind == "cuda" else mod.schedule_cpu(func, **params)
+    return sch.mod
+
 
 def compile_kernel_module(name: str, target, **params):
     """Build, schedule (default schedule for ``target``) and compile kernel ``name``; returns its runtime module.
 
     The kernel is the module's ``"main"``; the module also gives ``time_evaluator``.
     """
-    mod = K.get(name)
-    func = K.builder(name)(**params)
     tgt = resolve_target(target)
-    kind = target_kind(tgt)
-    sch = mod.schedule_cuda(func, **params) if kind == "cuda" else mod.schedule_cpu(func, **params)
-    return tvm.compile(sch.mod, target=tgt).jit()
+    return tvm.compile(scheduled_kernel(name, tgt, **params), target=tgt).jit()
+
+
+def uses_patches(step, shapes: dict) -> bool:
+    """Whether ``step`` writes or reads active-patch buffers (``shapes``: activation shapes by name)."""
+    return any("P" in shape for _, shape, _ in step.outputs) or any(
+        n == "idx" or "P" in shapes.get(n, ()) for n in step.inputs)
 
 
 def compile_kernel(name: str, target, **params):
@@ -205,8 +215,7 @@ class CompiledBlock:
             timer = mod.time_evaluator("main", dev, number=1, repeat=repeat,
                                         min_repeat_ms=int(min_repeat_ms))
             samples = [t * 1e3 for t in timer(*args).results]
-            has_p = any("P" in shape for _, shape, _ in st.outputs) or any(
-                n == "idx" or "P" in self.shapes.get(n, ()) for n in st.inputs)
-            res.append({"kernel": st.kernel, "params": dict(st.params), "P": P if has_p else None,
+            res.append({"kernel": st.kernel, "params": dict(st.params),
+                        "P": P if uses_patches(st, self.shapes) else None,
                         "median_ms": float(np.median(samples)), "samples_ms": samples})
         return res

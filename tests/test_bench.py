@@ -197,7 +197,6 @@ def test_bench_rate_mismatch(tmp_path, monkeypatch):
     (["rate", "--stage", "1,7"], "stage 7"),
     (["fusion", "--block", "layer9.9"], "no block"),
     (["fusion", "--stage", "1,2"], "one block"),
-    (["granularity", "--tracker", "localhost:9190", "--key", "x"], "not supported yet"),
 ])
 def test_bench_sweeps_bad_options(args, words):
     res = _invoke([*args, "--quick", "--device", "xeon-6248"])

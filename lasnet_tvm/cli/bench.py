@@ -127,7 +127,7 @@ def _sweep_options(arch: str, stages: str, repeats: int, S: str, rates: str):
         click.option("--S", "S", default=None, help=f"Granularities, comma list (default {S})."),
         click.option("--rates", default=None, help=f"Activation rates in [0, 1], comma list (default {rates})."),
         click.option("--repeats", default=None, type=int, help=f"Timed full calls per variant (default {repeats}, "
-                     f"quick {QUICK['repeats']})."),
+                     f"quick {QUICK['repeats']}); with --tracker, time_evaluator samples per kernel."),
         click.option("--quick", is_flag=True, help="Tiny run (width x0.125, 64x64 input, few points) in seconds."),
         click.option("--input-size", default=None, type=int, help="Network input size (default 224, quick 64)."),
         click.option("--width-mult", default=None, type=float, help="Channel multiplier (default 1, quick 0.125)."),
@@ -140,8 +140,9 @@ def _sweep_options(arch: str, stages: str, repeats: int, S: str, rates: str):
         click.option("--target", default=None, help="TVM target (default: cuda if a GPU is visible, else llvm)."),
         click.option("--threads", default=2, show_default=True, type=int, help="torch and TVM threads."),
         click.option("--seed", default=0, show_default=True, type=int, help="Weights and inputs seed."),
-        click.option("--tracker", default=None, help="HOST:PORT of a TVM RPC tracker (not supported yet)."),
-        click.option("--key", default=None, help="RPC device key (not supported yet)."),
+        click.option("--tracker", default=None, help="HOST:PORT of a TVM RPC tracker: run, check and time on the "
+                     "board registered there with --key (give its --target); block times are kernel sums."),
+        click.option("--key", default=None, help="Key of the board's RPC server at the --tracker."),
     ]
 
     def deco(f):
@@ -153,10 +154,13 @@ def _sweep_options(arch: str, stages: str, repeats: int, S: str, rates: str):
 
 
 def _setup(name: str, kw: dict, default_repeats: int, default_stages, default_S, default_rates) -> dict:
-    """Validate the shared options; returns what the benchmark needs (blocks, profile, target, ...)."""
-    if kw["tracker"] or kw["key"]:
-        raise LasnetError(f"bench {name}: remote timing over TVM RPC (--tracker/--key) is not supported yet; "
-                          "run the benchmark on the device itself")
+    """Validate the shared options; returns what the benchmark needs (blocks, profile, target, board, ...)."""
+    if bool(kw["tracker"]) != bool(kw["key"]):
+        raise LasnetError("--tracker and --key go together: the tracker's HOST:PORT and the key the board "
+                          "registered with")
+    if kw["tracker"] and not kw["target"]:
+        raise LasnetError("--tracker needs --target, the board's TVM target (e.g. nvidia/jetson-agx-xavier or "
+                          "\"llvm -mtriple=aarch64-linux-gnu\")")
     if kw["threads"] < 1:
         raise LasnetError(f"--threads must be >= 1, got {kw['threads']}")
     os.environ.setdefault("TVM_NUM_THREADS", str(kw["threads"]))
@@ -201,13 +205,20 @@ def _setup(name: str, kw: dict, default_repeats: int, default_stages, default_S,
 
     cfg["target"] = resolve_target(kw["target"] or default_target())
     cfg["kind"] = target_kind(cfg["target"])
-    if cfg["kind"] == "cuda":
+    if cfg["kind"] == "cuda" and not kw["tracker"]:
         import tvm
 
         if not tvm.cuda(0).exist:
             raise LasnetError(f"target {kw['target'] or 'cuda'} needs a CUDA GPU; none is visible")
     cfg["hw"] = resolve_profile(kw["device"], kw["profile"])
     tag = "cpu" if cfg["kind"] == "cpu" else "cuda"
+    cfg["board"] = None
+    if kw["tracker"]:
+        from ..remote import connect
+
+        cfg["board"] = connect(kw["tracker"], kw["key"], kw["target"])
+        cfg["kernel_repeat"] = cfg["repeats"]  # no full calls on a board: --repeats samples each kernel
+        tag += "_rpc-" + "".join(c if c.isalnum() or c in "-." else "_" for c in kw["key"])
     cfg["stem"] = os.path.join(kw["out_dir"], f"{name}_{kw['arch']}_{tag}{'_quick' if quick else ''}")
     return cfg
 
@@ -216,9 +227,13 @@ def _finish(cfg: dict, res: dict, plot, table) -> None:
     """Add the header and settings, write JSON and PNG, print the table."""
     from ..benchmarks.common import run_header, write_json
 
+    board = cfg["board"]
     note = ("measured on a shared machine (other jobs may run at the same time, see load_average); medians of "
-            "interleaved rounds" if cfg["kind"] == "cpu" else None)
+            "interleaved rounds" if cfg["kind"] == "cpu" and board is None else None)
     out = run_header(cfg["name"], cfg["target"], cfg["threads"], cfg["repeats"], cfg["hw"], note, cfg["load_at_start"])
+    out["timing"] = "full block calls from Python, medians of interleaved rounds"
+    if board is not None:
+        out.update(board.header())
     out.update({k: cfg[k] for k in ("arch", "quick", "input_size", "width_mult", "seed", "kernel_repeat",
                                     "min_repeat_ms", "rates", "S")})
     out.update(res)
@@ -241,7 +256,7 @@ def fusion(**kw):
     from ..benchmarks.plots import plot_fusion
 
     res = F.run(cfg["blocks"][0], cfg["S_lists"][0], cfg["rates"], cfg["hw"], cfg["target"], cfg["repeats"],
-                cfg["kernel_repeat"], cfg["min_repeat_ms"], cfg["seed"], log=_log)
+                cfg["kernel_repeat"], cfg["min_repeat_ms"], cfg["seed"], log=_log, board=cfg["board"])
     _finish(cfg, res, plot_fusion, F.format_table)
 
 
@@ -264,7 +279,8 @@ def rate(exclude_mismatch, **kw):
     from ..benchmarks.plots import plot_rate
 
     res = R.run(cfg["blocks"], cfg["S_lists"], cfg["rates"], cfg["hw"], cfg["target"], cfg["repeats"],
-                cfg["kernel_repeat"], cfg["min_repeat_ms"], cfg["seed"], log=_log, exclude_mismatch=exclude_mismatch)
+                cfg["kernel_repeat"], cfg["min_repeat_ms"], cfg["seed"], log=_log, exclude_mismatch=exclude_mismatch,
+                board=cfg["board"])
     _finish(cfg, res, plot_rate, R.format_table)
 
 
@@ -285,6 +301,6 @@ def granularity(tolerance, exclude_mismatch, **kw):
 
     res = G.run(cfg["blocks"], cfg["S_lists"], cfg["rates"], cfg["hw"], cfg["target"], cfg["repeats"],
                 cfg["kernel_repeat"], cfg["min_repeat_ms"], tolerance, cfg["seed"], log=_log,
-                exclude_mismatch=exclude_mismatch)
+                exclude_mismatch=exclude_mismatch, board=cfg["board"])
     res["S_per_block"] = {st["block"]["block"]: sorted({p["S"] for p in st["points"]}) for st in res["stages"]}
     _finish(cfg, res, plot_granularity, G.format_table)
