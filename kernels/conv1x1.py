@@ -1,19 +1,20 @@
 """Dense 1x1 conv with stride (static block's conv1/conv3, dense conv1 of the unfused block, downsample
-branch): ``out = act(w x[:, ::stride, ::stride] + b)``, ``act`` = ReLU or identity. Weights ``[C_out, C_in]``."""
+branch): ``out = act(w x[:, ::stride, ::stride] + b)``, ``act`` = ReLU or identity. Weights packed
+``[C_out // cb, C_in, cb]`` (:func:`~._gemm.pack_weight`)."""
 
 from __future__ import annotations
 
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from ._common import SearchSpace, bind_spatial_cuda, ceil_div, dense_padded_extent
-from .masker_conv1x1 import schedule_conv1x1_cpu
+from ._common import SearchSpace, ceil_div, dense_padded_extent
+from ._gemm import co_block, schedule_conv1x1_cpu
 
 SEARCH_SPACE = SearchSpace()
 
 
 def conv1x1(C_in: int, C_out: int, H: int, W: int, stride: int = 1, relu: bool = True, pad_for: int = 0):
-    """Build ``(x [C_in, H, W], w [C_out, C_in], b [C_out], out [C_out, Ho, Wo])``.
+    """Build ``(x [C_in, H, W], w [C_out // cb, C_in, cb], b [C_out], out [C_out, Ho, Wo])``.
 
     ``pad_for = s > 0`` stores ``out`` inside a border that the caller zeroes once (pixel ``(i, j)`` at
     ``(i + 1, j + 1)``, side ``dense_padded_extent(Ho, s)``) so that a following 3x3 conv with stride ``s``
@@ -23,9 +24,10 @@ def conv1x1(C_in: int, C_out: int, H: int, W: int, stride: int = 1, relu: bool =
     Hq = dense_padded_extent(Ho, pad_for) if pad_for else Ho
     Wq = dense_padded_extent(Wo, pad_for) if pad_for else Wo
     off = 1 if pad_for else 0
+    cb = co_block(C_out)
 
     @T.prim_func(s_tir=True)
-    def main(x: T.Buffer((C_in, H, W), "float32"), w: T.Buffer((C_out, C_in), "float32"),
+    def main(x: T.Buffer((C_in, H, W), "float32"), w: T.Buffer((C_out // cb, C_in, cb), "float32"),
              b: T.Buffer((C_out,), "float32"), out: T.Buffer((C_out, Hq, Wq), "float32")):
         T.func_attr({"tir.noalias": True})
         acc = T.sblock_alloc_buffer((C_out, Ho, Wo))
@@ -34,7 +36,7 @@ def conv1x1(C_in: int, C_out: int, H: int, W: int, stride: int = 1, relu: bool =
                 vco, vi, vj, vk = T.axis.remap("SSSR", [co, i, j, k])
                 with T.init():
                     acc[vco, vi, vj] = T.float32(0)
-                acc[vco, vi, vj] = acc[vco, vi, vj] + w[vco, vk] * x[vk, vi * stride, vj * stride]
+                acc[vco, vi, vj] = acc[vco, vi, vj] + w[vco // cb, vk, vco % cb] * x[vk, vi * stride, vj * stride]
         for co, i, j in T.grid(C_out, Ho, Wo):
             with T.sblock("epi"):
                 vco, vi, vj = T.axis.remap("SSS", [co, i, j])
@@ -46,11 +48,11 @@ def conv1x1(C_in: int, C_out: int, H: int, W: int, stride: int = 1, relu: bool =
 
 
 def schedule_cpu(func, **params) -> s_tir.Schedule:
-    """Same register-tiled GEMM schedule as the fused masker/conv1 (:mod:`masker_conv1x1`)."""
+    """Register-tiled GEMM (:func:`~._gemm.schedule_conv1x1_cpu`, shared with :mod:`masker_conv1x1`)."""
     stride = params.get("stride", 1)
     Ho, Wo = ceil_div(params["H"], stride), ceil_div(params["W"], stride)
     sch = s_tir.Schedule(func)
-    schedule_conv1x1_cpu(sch, sch.get_sblock("conv"), sch.get_sblock("epi"), params["C_out"], Ho, Wo)
+    schedule_conv1x1_cpu(sch, sch.get_sblock("conv"), sch.get_sblock("epi"), params["C_out"], Ho, Wo, stride)
     return sch
 
 

@@ -1,11 +1,13 @@
 """Fused masker + conv1 (paper Appendix B.1, Eq. 3): one 1x1 conv with ``C_mid + 1`` output channels.
 
-Channels ``0..C_mid-1`` are conv1 (bias, ReLU) written to ``f1 [C_mid, H, W]``; channel ``C_mid`` is the
+Channels ``0..C_mid-1`` are conv1 (bias, ReLU) written to ``f1 [C_mid, H, W]``; the extra channel is the
 masker logit difference ``wm . x`` per pixel, pooled over each coarse patch's clipped input area, plus ``bm``
-and thresholded (``>= 0``). The kernel also writes ``mask [g*g]`` (int32 0/1), the compact row-major list of
-active patch indices ``idx [g*g]`` (first ``count[0]`` entries valid) and ``count [1]``.
+and thresholded (``>= 0``). One pass over the input serves both. The kernel also writes ``mask [g*g]``
+(int32 0/1), the compact row-major list of active patch indices ``idx [g*g]`` (first ``count[0]`` entries
+valid) and ``count [1]``.
 
-Weights: ``w [C_mid + 1, C_in]`` (row ``C_mid`` = ``wm``), ``b [C_mid + 1]`` (``b[C_mid]`` = ``bm``).
+Weights: conv1 ``w`` packed ``[C_mid // cb, C_in, cb]`` (:func:`~._gemm.pack_weight`) with bias ``b [C_mid]``,
+and the masker channel ``wm [C_in]``, ``bm [1]``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from ._common import SearchSpace, bind_spatial_cuda, ceil_div, largest_divisor, padded_extent, vec_width
+from ._common import SearchSpace, bind_spatial_cuda, ceil_div, padded_extent
+from ._gemm import co_block, schedule_conv1x1_cpu
 
 SEARCH_SPACE = SearchSpace()
 
@@ -31,10 +34,12 @@ def masker_conv1x1(C_in: int, C_mid: int, H: int, W: int, S: int, stride: int = 
     g = ceil_div(Ho, S)
     pin = S * stride  # patch side in input pixels
     G = g * g
+    cb = co_block(C_mid)
 
     @T.prim_func(s_tir=True)
-    def main(x: T.Buffer((C_in, H, W), "float32"), w: T.Buffer((C_mid + 1, C_in), "float32"),
-             b: T.Buffer((C_mid + 1,), "float32"), f1: T.Buffer((C_mid, Hp, Hp), "float32"),
+    def main(x: T.Buffer((C_in, H, W), "float32"), w: T.Buffer((C_mid // cb, C_in, cb), "float32"),
+             b: T.Buffer((C_mid,), "float32"), wm: T.Buffer((C_in,), "float32"), bm: T.Buffer((1,), "float32"),
+             f1: T.Buffer((C_mid, Hp, Hp), "float32"),
              mask: T.Buffer((G,), "int32"), idx: T.Buffer((G,), "int32"), count: T.Buffer((1,), "int32")):
         T.func_attr({"tir.noalias": True})
         acc = T.sblock_alloc_buffer((C_mid, H, W))
@@ -45,7 +50,7 @@ def masker_conv1x1(C_in: int, C_mid: int, H: int, W: int, S: int, stride: int = 
                 vco, vi, vj, vk = T.axis.remap("SSSR", [co, i, j, k])
                 with T.init():
                     acc[vco, vi, vj] = T.float32(0)
-                acc[vco, vi, vj] = acc[vco, vi, vj] + w[vco, vk] * x[vk, vi, vj]
+                acc[vco, vi, vj] = acc[vco, vi, vj] + w[vco // cb, vk, vco % cb] * x[vk, vi, vj]
         for co, i, j in T.grid(C_mid, H, W):
             with T.sblock("epi"):
                 vco, vi, vj = T.axis.remap("SSS", [co, i, j])
@@ -55,7 +60,7 @@ def masker_conv1x1(C_in: int, C_mid: int, H: int, W: int, S: int, stride: int = 
                 vi, vj, vk = T.axis.remap("SSR", [i, j, k])
                 with T.init():
                     md[vi, vj] = T.float32(0)
-                md[vi, vj] = md[vi, vj] + w[C_mid, vk] * x[vk, vi, vj]
+                md[vi, vj] = md[vi, vj] + wm[vk] * x[vk, vi, vj]
         for p, a, c in T.grid(G, pin, pin):
             with T.sblock("pool"):
                 vp, va, vc = T.axis.remap("SRR", [p, a, c])
@@ -69,7 +74,7 @@ def masker_conv1x1(C_in: int, C_mid: int, H: int, W: int, S: int, stride: int = 
                 vp = T.axis.spatial(G, p)
                 mask[vp] = T.Select(
                     ps[vp] / T.Cast("float32", T.min(pin, H - (vp // g) * pin) * T.min(pin, W - (vp % g) * pin))
-                    + b[C_mid] >= T.float32(0), 1, 0)
+                    + bm[0] >= T.float32(0), 1, 0)
         with T.sblock("compact"):
             T.reads(mask[0:G])
             T.writes(idx[0:G], count[0:1])
@@ -82,47 +87,11 @@ def masker_conv1x1(C_in: int, C_mid: int, H: int, W: int, S: int, stride: int = 
     return main
 
 
-def schedule_conv1x1_cpu(sch: s_tir.Schedule, conv, epi, C: int, H: int, W: int):
-    """Register-tiled GEMM schedule of a ``[C, H, W]`` 1x1 conv block (vector over W) with its epilogue.
-
-    About 8 vector accumulators: ``tc`` channels x ``ti`` rows x ``tj`` columns (``tj`` vectorized).
-
-    Returns the parallel loop (so other blocks can be computed at it).
-    """
-    co, i, j, k = sch.get_loops(conv)
-    tj = vec_width(W, 8)
-    if tj > 8:  # e.g. W = 14: two ragged vectors per row are slower (7.6 GFLOP/s) than 7 lanes (~45)
-        tj = largest_divisor(W, 8)
-    # 4 (or 5) channels x 2-3 rows x 8 columns: 8-12 vector accumulators, measured best on a 2-core Zen 3
-    tc = 4 if C % 4 == 0 else 5 if C % 5 == 0 else largest_divisor(C, 8)
-    if tc < 4:
-        tc = min(C, 4)  # ragged last tile, predicated
-    per_row = tc * ceil_div(tj, 8)  # vector accumulators per output row
-    ti = 3 if per_row * 3 <= 12 and H % 3 == 0 else 2 if H >= 2 else 1
-    co_o, co_i = sch.split(co, [None, tc])
-    i_o, i_i = sch.split(i, [None, ti])
-    j_o, j_i = sch.split(j, [None, tj])
-    sch.reorder(i_o, j_o, co_o, k, co_i, i_i, j_i)
-    sch.reverse_compute_at(epi, co_o)  # accumulator tile: small "global" alloc -> stack -> registers
-    par = sch.fuse(i_o, j_o)
-    sch.parallel(par)
-    # pack the input tile [C_in, ti, tj] contiguously once per pixel tile: the GEMM then walks one small
-    # buffer instead of C_in pages of x for every channel tile (fewer TLB/cache misses)
-    xl = sch.cache_read(conv, 1, "global", consumer_blocks=[conv])
-    sch.compute_at(xl, par)
-    sch.vectorize(sch.get_loops(xl)[-1])
-    sch.unroll(co_i)
-    sch.unroll(i_i)
-    sch.vectorize(j_i)
-    sch.vectorize(sch.get_loops(epi)[-1])
-    sch.decompose_reduction(conv, k)
-    return par
-
-
 def schedule_cpu(func, **params) -> s_tir.Schedule:
-    """Default CPU schedule: register-tiled conv1 over ``C_mid`` channels; the masker channel computed per row
-    (vectorized over columns) in the same parallel loop; pooling/compaction serial."""
-    C_in, C_mid, H, W = params["C_in"], params["C_mid"], params["H"], params["W"]
+    """Default CPU schedule: register-tiled conv1 over ``C_mid`` channels (:func:`~._gemm.schedule_conv1x1_cpu`);
+    the masker channel in its own loop, parallel over rows and vectorized over columns; pooling/compaction
+    serial."""
+    C_mid, H, W = params["C_mid"], params["H"], params["W"]
     sch = s_tir.Schedule(func)
     conv, epi = sch.get_sblock("conv"), sch.get_sblock("epi")
     schedule_conv1x1_cpu(sch, conv, epi, C_mid, H, W)

@@ -19,6 +19,7 @@ import numpy as np
 
 from .archs import BlockSpec
 from .kernels._common import dense_padded_extent, padded_extent
+from .kernels._gemm import pack_weight
 from .models.folded import FoldedBlock
 
 FUSIONS = ("none", "masker", "masker+gather", "all")
@@ -53,11 +54,11 @@ def block_plan(s: BlockSpec, fusion: str = "all", static: bool = False) -> list[
     steps: list[Step] = []
     if s.downsample:
         steps.append(Step("conv1x1", dict(C_in=s.c_in, C_out=co, H=H, W=H, stride=st, relu=False),
-                          ("x", "wd", "bd"), (_f("ident", co, Ho, Ho),)))
+                          ("x", "wdp", "bd"), (_f("ident", co, Ho, Ho),)))
     ident = "ident" if s.downsample else "x"
     if static:
         Hd = dense_padded_extent(H, st)
-        steps.append(Step("conv1x1", dict(C_in=s.c_in, C_out=cm, H=H, W=H, pad_for=st), ("x", "w1", "b1"),
+        steps.append(Step("conv1x1", dict(C_in=s.c_in, C_out=cm, H=H, W=H, pad_for=st), ("x", "w1p", "b1"),
                           (_f("f1", cm, Hd, Hd),), zeroed=("f1",)))
         steps.append(Step("conv3x3", dict(C=cm, H=H, W=H, stride=st, groups=G, padded=True), ("f1", "w2t", "b2"),
                           (_f("f2", cm, Ho, Ho),)))
@@ -66,7 +67,7 @@ def block_plan(s: BlockSpec, fusion: str = "all", static: bool = False) -> list[
             steps.append(Step("se_dense", dict(C=cm, R=R, H=Ho, W=Ho), ("f2", "se_w1", "se_b1", "se_w2", "se_b2"),
                               (_f("f2se", cm, Ho, Ho),)))
             f2 = "f2se"
-        steps.append(Step("conv1x1", dict(C_in=cm, C_out=co, H=Ho, W=Ho, relu=False), (f2, "w3", "b3"),
+        steps.append(Step("conv1x1", dict(C_in=cm, C_out=co, H=Ho, W=Ho, relu=False), (f2, "w3p", "b3"),
                           (_f("f3", co, Ho, Ho),)))
         steps.append(Step("add_relu", dict(C=co, H=Ho, W=Ho), (ident, "f3"), (_f("out", co, Ho, Ho),)))
         return steps
@@ -75,14 +76,14 @@ def block_plan(s: BlockSpec, fusion: str = "all", static: bool = False) -> list[
     index_outs = (("mask", (gg,), "int32"), ("idx", (gg,), "int32"), ("count", (1,), "int32"))
     if fusion == "none":
         steps.append(Step("masker", dict(C_in=s.c_in, H=H, W=H, S=S, stride=st), ("x", "wm", "bm"), index_outs))
-        steps.append(Step("conv1x1", dict(C_in=s.c_in, C_out=cm, H=H, W=H), ("x", "w1", "b1"), (_f("f1", cm, H, H),)))
+        steps.append(Step("conv1x1", dict(C_in=s.c_in, C_out=cm, H=H, W=H), ("x", "w1p", "b1"), (_f("f1", cm, H, H),)))
     elif fusion == "masker":  # the separate gather reads the plain conv1 map
         steps.append(Step("masker_conv1x1", dict(C_in=s.c_in, C_mid=cm, H=H, W=H, S=S, stride=st),
-                          ("x", "w1m", "b1m"), (_f("f1", cm, H, H),) + index_outs))
+                          ("x", "w1p", "b1", "wm", "bm"), (_f("f1", cm, H, H),) + index_outs))
     else:  # gather-conv3x3 reads windows straight from a zero-bordered conv1 map
         Hp = padded_extent(H, S, st)
         steps.append(Step("masker_conv1x1", dict(C_in=s.c_in, C_mid=cm, H=H, W=H, S=S, stride=st, pad=True),
-                          ("x", "w1m", "b1m"), (_f("f1", cm, Hp, Hp),) + index_outs, zeroed=("f1",)))
+                          ("x", "w1p", "b1", "wm", "bm"), (_f("f1", cm, Hp, Hp),) + index_outs, zeroed=("f1",)))
     if fusion in ("none", "masker"):
         steps.append(Step("gather", dict(C=cm, H=H, W=H, S=S, stride=st), ("f1", "idx"), (_f("win", "P", cm, L, L),)))
         steps.append(Step("window_conv3x3", dict(C=cm, S=S, stride=st, groups=G), ("win", "w2t", "b2"),
@@ -105,17 +106,21 @@ def block_plan(s: BlockSpec, fusion: str = "all", static: bool = False) -> list[
 
 
 def prepared_weights(fb: FoldedBlock) -> dict[str, np.ndarray]:
-    """The block's weights in the kernels' layouts (float32 numpy arrays, contiguous)."""
+    """The block's weights in the kernels' layouts (float32 numpy arrays, contiguous).
+
+    ``w1p``, ``w3p``, ``wdp``: 1x1 conv weights packed by :func:`lasnet_tvm.kernels._gemm.pack_weight`;
+    ``w2t``: the 3x3 weights ``[C_in/g, 3, 3, C_out]``; ``w3t``: ``w3`` transposed (patch conv).
+    """
     t = {
-        "w1": fb.w1, "b1": fb.b1, "wm": fb.wm, "bm": fb.bm.reshape(1),
-        "w2t": fb.w2.permute(1, 2, 3, 0), "b2": fb.b2, "w3": fb.w3, "w3t": fb.w3.t(), "b3": fb.b3,
+        "b1": fb.b1, "wm": fb.wm, "bm": fb.bm.reshape(1),
+        "w2t": fb.w2.permute(1, 2, 3, 0), "b2": fb.b2, "w3t": fb.w3.t(), "b3": fb.b3,
     }
     out = {k: np.ascontiguousarray(v.detach().cpu().numpy(), dtype=np.float32) for k, v in t.items()}
-    out["w1m"] = np.concatenate([out["w1"], out["wm"][None]], 0)
-    out["b1m"] = np.concatenate([out["b1"], out["bm"]])
+    out["w1p"] = pack_weight(fb.w1.detach().cpu().numpy())
+    out["w3p"] = pack_weight(fb.w3.detach().cpu().numpy())
     if fb.wd is not None:
-        out["wd"] = np.ascontiguousarray(fb.wd.cpu().numpy(), dtype=np.float32)
-        out["bd"] = np.ascontiguousarray(fb.bd.cpu().numpy(), dtype=np.float32)
+        out["wdp"] = pack_weight(fb.wd.detach().cpu().numpy())
+        out["bd"] = np.ascontiguousarray(fb.bd.detach().cpu().numpy(), dtype=np.float32)
     if fb.se is not None:
         for k, v in zip(("se_w1", "se_b1", "se_w2", "se_b2"), fb.se):
             out[k] = np.ascontiguousarray(v.cpu().numpy(), dtype=np.float32)

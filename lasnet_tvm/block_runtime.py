@@ -160,7 +160,10 @@ class CompiledBlock:
             raise LasnetError(f"block {s.name}: input shape {tuple(x.shape)}, expected {(s.c_in, s.in_size, s.in_size)}")
         if x.dtype != torch.float32 or x.device.type != self.device.type:
             raise LasnetError(f"block input must be float32 on {self.device.type}, got {x.dtype} on {x.device.type}")
-        return x.contiguous(), squeeze
+        x = x.contiguous()
+        if x.data_ptr() % 64:  # a view into a larger tensor: the kernels assume 64-byte aligned buffers
+            x = x.clone()
+        return x, squeeze
 
     def active_count(self) -> int:
         """Number of active patches of the last call (read from the masker's count buffer)."""

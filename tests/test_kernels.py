@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from _blocks import masker_diff, random_block, set_rate, untie
 from lasnet_tvm.block_runtime import compile_kernel
 from lasnet_tvm.kernels._common import dense_padded_extent, padded_extent
+from lasnet_tvm.kernels._gemm import pack_weight
 from lasnet_tvm.models.folded import (active_indices, coarse_mask, gather_patches, scatter_add_relu,
                                       valid_patch_pixels)
 
@@ -34,6 +35,11 @@ def rand_idx(g, rate, seed=0):
     gen = torch.Generator().manual_seed(seed)
     n = round(rate * g * g)
     return torch.randperm(g * g, generator=gen)[:n].sort().values.to(torch.int32)
+
+
+def packed(w):
+    """1x1 conv weights ``[C_out, C_in]`` in the kernels' packed layout."""
+    return torch.from_numpy(pack_weight(w.numpy())).clone()  # a torch allocation: 64-byte aligned, as TVM assumes
 
 
 def fresh(*shape, dtype=torch.float32):
@@ -62,7 +68,7 @@ def test_masker_kernels(case, rate):
     # fused: masker channel inside conv1
     f1, m, idx, cnt = fresh(c_mid, size, size), fresh(G, dtype=torch.int32), fresh(G, dtype=torch.int32), fresh(1, dtype=torch.int32)
     fn = k("masker_conv1x1", C_in=c_in, C_mid=c_mid, H=size, W=size, S=S, stride=stride)
-    fn(x, torch.cat([fb.w1, fb.wm[None]]), torch.cat([fb.b1, fb.bm.reshape(1)]), f1, m, idx, cnt)
+    fn(x, packed(fb.w1), fb.b1, fb.wm, fb.bm.reshape(1), f1, m, idx, cnt)
     close(f1, F.relu(torch.einsum("oc,chw->ohw", fb.w1, x) + fb.b1[:, None, None]))
     assert torch.equal(m.bool(), mask)
     assert int(cnt[0]) == idx_ref.numel()
@@ -71,7 +77,7 @@ def test_masker_kernels(case, rate):
     hp = padded_extent(size, S, stride)
     f1p = torch.zeros(c_mid, hp, hp)
     fn = k("masker_conv1x1", C_in=c_in, C_mid=c_mid, H=size, W=size, S=S, stride=stride, pad=True)
-    fn(x, torch.cat([fb.w1, fb.wm[None]]), torch.cat([fb.b1, fb.bm.reshape(1)]), f1p, m, idx, cnt)
+    fn(x, packed(fb.w1), fb.b1, fb.wm, fb.bm.reshape(1), f1p, m, idx, cnt)
     close(f1p[:, 1:size + 1, 1:size + 1], f1)
     f1p[:, 1:size + 1, 1:size + 1] = 0
     assert not f1p.any() and torch.equal(m.bool(), mask)  # the border stays zero
@@ -163,12 +169,16 @@ def test_se_patches(S, size, rate):
     close(out, x * scale[None, :, None, None])
 
 
-@pytest.mark.parametrize("C_in,C_out,size,stride,relu", [(16, 8, 13, 1, True), (8, 16, 13, 2, False), (12, 20, 8, 2, False), (8, 11, 7, 1, True)])
+# channel-vector schedule (C_out 8 / 16 / 64 lanes; row blocks of a large strided map) and row-vector schedule
+# (C_out without a block of 8 lanes; a large stride-1 map)
+@pytest.mark.parametrize("C_in,C_out,size,stride,relu", [(16, 8, 13, 1, True), (8, 16, 13, 2, False), (8, 64, 9, 1, False),
+                                                          (8, 16, 70, 2, False), (12, 20, 8, 2, False), (8, 11, 7, 1, True),
+                                                          (8, 16, 36, 1, True)])
 def test_dense_conv1x1(C_in, C_out, size, stride, relu):
     x, w, b = torch.randn(C_in, size, size), torch.randn(C_out, C_in), torch.randn(C_out)
     Ho = -(-size // stride)
     out = fresh(C_out, Ho, Ho)
-    k("conv1x1", C_in=C_in, C_out=C_out, H=size, W=size, stride=stride, relu=relu)(x, w, b, out)
+    k("conv1x1", C_in=C_in, C_out=C_out, H=size, W=size, stride=stride, relu=relu)(x, packed(w), b, out)
     ref = F.conv2d(x[None], w[:, :, None, None], b, stride=stride)[0]
     close(out, F.relu(ref) if relu else ref)
 
@@ -184,7 +194,7 @@ def test_dense_conv3x3_and_se(C, size, stride, groups):
     # conv1 writing a zero-bordered map for a padding-free conv3x3 (the static block's pair)
     hq = dense_padded_extent(size, stride)
     xq = torch.zeros(C, hq, hq)
-    k("conv1x1", C_in=C, C_out=C, H=size, W=size, relu=True, pad_for=stride)(x, torch.eye(C), torch.zeros(C), xq)
+    k("conv1x1", C_in=C, C_out=C, H=size, W=size, relu=True, pad_for=stride)(x, packed(torch.eye(C)), torch.zeros(C), xq)
     close(xq[:, 1:size + 1, 1:size + 1], F.relu(x))
     border = xq.clone()
     border[:, 1:size + 1, 1:size + 1] = 0
