@@ -45,6 +45,17 @@ def co_tile(C: int, groups: int, cap: int = 16) -> int:
     return largest_divisor(opg, 16)
 
 
+def lane_tile(block: int, cap: int) -> int:
+    """Vector tile over a packed channel block of ``block`` lanes: the block itself if it fits ``cap``, else
+    its largest divisor up to ``cap`` (so that a tile never spans two blocks)."""
+    return block if block <= cap else largest_divisor(block, cap)
+
+
+#: Floats of one register tile: TVM keeps a CPU allocation under 1 KiB on the stack (and LLVM in registers);
+#: larger ones go through TVMBackendAllocWorkspace and the accumulators through memory.
+MAX_TILE_FLOATS = 240
+
+
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 

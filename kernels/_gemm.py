@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from tvm import s_tir
 
-from ._common import ceil_div, largest_divisor, vec_width
+from ._common import MAX_TILE_FLOATS, ceil_div, largest_divisor, vec_width
 
 #: Largest map (output pixels) for which stride-1 convs use the channel-vector schedule.
 CHANNEL_VECTOR_MAX_PIXELS = 1024
@@ -61,7 +61,7 @@ def schedule_channel_vector(sch: s_tir.Schedule, conv, epi, C: int, H: int, W: i
     block; parallel over channel blocks (and row blocks of large maps). The accumulator is laid out
     ``[C // cb, H, W, cb]`` so that the tile's vectors are contiguous."""
     cb = co_block(C)
-    per = max(1, MAX_ACCUMULATORS // max(1, cb // 16))  # pixels per tile
+    per = max(1, min(MAX_ACCUMULATORS // max(1, cb // 16), MAX_TILE_FLOATS // cb))  # pixels per tile
     tj = largest_divisor(W, per)
     ti = largest_divisor(H, max(1, per // tj))
     sch.transform_layout(conv, ("write", 0), lambda co, i, j: (co // cb, i, j, co % cb))

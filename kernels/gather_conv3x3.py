@@ -4,8 +4,14 @@ For each of the ``P`` active patch indices (``P`` symbolic: one compiled functio
 kernel reads the patch and its halo straight from the conv1 map ``f1 [C, H, W]`` (zero outside the image),
 applies the 3x3 conv (stride, groups), adds the bias, applies ReLU and writes ``out [P, C, S, S]``.
 
-Weights are in ``[C // groups, 3, 3, C]`` layout (input channel in group, kh, kw, output channel), i.e.
-``w2.permute(1, 2, 3, 0)``, so the CPU schedule can vectorize over output channels.
+Weights: the padded form takes them packed ``[C // wb, C // groups, 3, 3, wb]`` (:func:`pack_weight`,
+``wb = weight_block(C, groups)``) so that a tile of output channels reads one contiguous stream of weights;
+the window form takes ``[C // groups, 3, 3, C]`` (``w2.permute(1, 2, 3, 0)``). Both let the CPU schedule
+vectorize over output channels.
+
+The padded form computes ``P`` rounded up to a multiple of :func:`patch_block` (the last block repeats the
+last active patch and writes nothing), so that small patches (S = 1, 2) share one register tile and every
+weight vector loaded serves about 16 output pixels.
 """
 
 from __future__ import annotations
@@ -13,9 +19,25 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from ._common import SearchSpace, bind_spatial_cuda, ceil_div, co_tile, largest_divisor, padded_extent
+import numpy as np
+
+from ._common import (MAX_TILE_FLOATS, SearchSpace, bind_spatial_cuda, ceil_div, co_tile, lane_tile,
+                      largest_divisor, padded_extent)
 
 SEARCH_SPACE = SearchSpace(specialize={"P": 0.5}, index_args=("idx",))
+
+
+def weight_block(C: int, groups: int) -> int:
+    """Output channels per block of the packed weights: a multiple of 8 up to 16 dividing the group width."""
+    return co_tile(C, groups, 16)
+
+
+def pack_weight(w2: np.ndarray, groups: int = 1) -> np.ndarray:
+    """3x3 weights ``[C, C // groups, 3, 3]`` -> ``[C // wb, C // groups, 3, 3, wb]`` (float32, contiguous)."""
+    C = w2.shape[0]
+    wb = weight_block(C, groups)
+    blocks = np.asarray(w2, dtype=np.float32).reshape(C // wb, wb, *w2.shape[1:])
+    return np.ascontiguousarray(blocks.transpose(0, 2, 3, 4, 1))
 
 
 def gather_conv3x3(C: int, H: int, W: int, S: int, stride: int = 1, groups: int = 1, padded: bool = False):
@@ -32,28 +54,31 @@ def gather_conv3x3(C: int, H: int, W: int, S: int, stride: int = 1, groups: int 
     opg = C // groups
     Hp = padded_extent(H, S, stride)
     P = T.int32()
+    pb = patch_block(S)
+    Pb = (P + pb - 1) // pb * pb  # patches computed: P rounded up to whole patch blocks
+    wb = weight_block(C, groups)
 
     if padded:
 
         @T.prim_func(s_tir=True)
-        def main_p(f1: T.Buffer((C, Hp, Hp), "float32"), idx_h: T.handle, w: T.Buffer((ipg, 3, 3, C), "float32"),
+        def main_p(f1: T.Buffer((C, Hp, Hp), "float32"), idx_h: T.handle, w: T.Buffer((C // wb, ipg, 3, 3, wb), "float32"),
                    b: T.Buffer((C,), "float32"), out_h: T.handle):
             T.func_attr({"tir.noalias": True})
             idx = T.match_buffer(idx_h, (P,), "int32")
             out = T.match_buffer(out_h, (P, C, S, S), "float32")
-            acc = T.sblock_alloc_buffer((P, S, S, C))
-            for p, y, x, co, rc, kh, kw in T.grid(P, S, S, C, ipg, 3, 3):
+            acc = T.sblock_alloc_buffer((Pb, S, S, C))
+            for p, y, x, co, rc, kh, kw in T.grid(Pb, S, S, C, ipg, 3, 3):
                 with T.sblock("conv"):
                     vp, vy, vx, vco, vrc, vkh, vkw = T.axis.remap("SSSSRRR", [p, y, x, co, rc, kh, kw])
-                    T.reads(acc[vp, vy, vx, vco], idx[vp], f1[(vco // opg) * ipg + vrc, 0:Hp, 0:Hp],
-                            w[vrc, vkh, vkw, vco])
+                    T.reads(acc[vp, vy, vx, vco], idx[0:P], f1[(vco // opg) * ipg + vrc, 0:Hp, 0:Hp],
+                            w[vco // wb, vrc, vkh, vkw, vco % wb])
                     T.writes(acc[vp, vy, vx, vco])
                     with T.init():
                         acc[vp, vy, vx, vco] = T.float32(0)
                     acc[vp, vy, vx, vco] = acc[vp, vy, vx, vco] + f1[
                         (vco // opg) * ipg + vrc,
-                        (idx[vp] // g) * S * stride + vy * stride + vkh,
-                        (idx[vp] % g) * S * stride + vx * stride + vkw] * w[vrc, vkh, vkw, vco]
+                        (idx[T.min(vp, P - 1)] // g) * S * stride + vy * stride + vkh,
+                        (idx[T.min(vp, P - 1)] % g) * S * stride + vx * stride + vkw] * w[vco // wb, vrc, vkh, vkw, vco % wb]
             for p, co, y, x in T.grid(P, C, S, S):
                 with T.sblock("out"):
                     vp, vco, vy, vx = T.axis.remap("SSSS", [p, co, y, x])
@@ -93,6 +118,42 @@ def gather_conv3x3(C: int, H: int, W: int, S: int, stride: int = 1, groups: int 
                 out[vp, vco, vy, vx] = T.max(acc[vp, vy, vx, vco] + b[vco], T.float32(0))
 
     return main
+
+
+def patch_block(S: int) -> int:
+    """Patches per register tile of the padded gather-conv: 12 for S = 1, 3 for S = 2, else 1."""
+    return max(1, 12 // (S * S))
+
+
+def schedule_gather_conv_cpu(sch: s_tir.Schedule, C: int, S: int, groups: int) -> None:
+    """Padded gather-conv: a register tile of ``patch_block(S)`` patches x ``ty`` rows x ``tx`` columns (about 12
+    pixels) x ``tco`` output channels (vectorized), under :data:`MAX_TILE_FLOATS`. Channel tiles in parallel
+    (at least 8 of them), so that a thread's weight tile stays in its cache while it walks the patches; else
+    patch blocks in parallel."""
+    conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
+    p, y, x, co, rc, kh, kw = sch.get_loops(conv)
+    pb = patch_block(S)
+    tx = S if S <= 8 else largest_divisor(S, 8)
+    ty = largest_divisor(S, max(1, 12 // (pb * tx)))
+    pixels = pb * ty * tx
+    tco = lane_tile(weight_block(C, groups), max(8, MAX_TILE_FLOATS // pixels))
+    p_o, p_i = sch.split(p, [None, pb])
+    y_o, y_i = sch.split(y, [None, ty])
+    x_o, x_i = sch.split(x, [None, tx])
+    co_o, co_i = sch.split(co, [None, tco])
+    if C // tco >= 8:
+        sch.reorder(co_o, p_o, y_o, x_o, rc, kh, kw, p_i, y_i, x_i, co_i)
+        sch.parallel(co_o)
+    else:
+        sch.reorder(p_o, co_o, y_o, x_o, rc, kh, kw, p_i, y_i, x_i, co_i)
+        sch.parallel(p_o)
+    sch.reverse_compute_at(out, x_o)
+    sch.unroll(kw)
+    sch.unroll(p_i)
+    sch.unroll(y_i)
+    sch.unroll(x_i)
+    sch.vectorize(co_i)
+    sch.decompose_reduction(conv, rc)
 
 
 def patch_tiles(C: int, S: int, groups: int) -> tuple[int, int]:
@@ -154,10 +215,13 @@ def schedule_patch_conv_cpu(sch: s_tir.Schedule, C: int, S: int, groups: int, wi
 
 
 def schedule_cpu(func, **params) -> s_tir.Schedule:
-    """Default CPU schedule: patches in parallel, co-vectorized conv (window staged per patch if unpadded)."""
+    """Default CPU schedule: :func:`schedule_gather_conv_cpu` (padded); unpadded: patches in parallel, each
+    patch's window staged, co-vectorized conv (:func:`schedule_patch_conv_cpu`)."""
     sch = s_tir.Schedule(func)
-    schedule_patch_conv_cpu(sch, params["C"], params["S"], params.get("groups", 1),
-                            window=not params.get("padded", False))
+    if params.get("padded", False):
+        schedule_gather_conv_cpu(sch, params["C"], params["S"], params.get("groups", 1))
+    else:
+        schedule_patch_conv_cpu(sch, params["C"], params["S"], params.get("groups", 1), window=True)
     return sch
 
 

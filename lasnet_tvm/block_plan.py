@@ -20,6 +20,7 @@ import numpy as np
 from .archs import BlockSpec
 from .kernels._common import dense_padded_extent, padded_extent
 from .kernels._gemm import pack_weight
+from .kernels.gather_conv3x3 import pack_weight as pack_weight_3x3
 from .models.folded import FoldedBlock
 
 FUSIONS = ("none", "masker", "masker+gather", "all")
@@ -90,13 +91,13 @@ def block_plan(s: BlockSpec, fusion: str = "all", static: bool = False) -> list[
                           (_f("c2", "P", cm, S, S),)))
     else:
         steps.append(Step("gather_conv3x3", dict(C=cm, H=H, W=H, S=S, stride=st, groups=G, padded=True),
-                          ("f1", "idx", "w2t", "b2"), (_f("c2", "P", cm, S, S),)))
+                          ("f1", "idx", "w2b", "b2"), (_f("c2", "P", cm, S, S),)))
     c2 = "c2"
     if R:
         steps.append(Step("se", dict(C=cm, R=R, Ho=Ho, S=S), ("c2", "idx", "se_w1", "se_b1", "se_w2", "se_b2"),
                           (_f("c2se", "P", cm, S, S),)))
         c2 = "c2se"
-    steps.append(Step("patch_conv1x1", dict(C_in=cm, C_out=co, S=S), (c2, "w3t", "b3"), (_f("p3", "P", co, S, S),)))
+    steps.append(Step("patch_conv1x1", dict(C_in=cm, C_out=co, S=S), (c2, "w3p", "b3"), (_f("p3", "P", co, S, S),)))
     if fusion == "all":
         steps.append(Step("scatter_add", dict(C=co, Ho=Ho, Wo=Ho, S=S), (ident, "p3", "idx"), (_f("out", co, Ho, Ho),)))
     else:
@@ -108,16 +109,19 @@ def block_plan(s: BlockSpec, fusion: str = "all", static: bool = False) -> list[
 def prepared_weights(fb: FoldedBlock) -> dict[str, np.ndarray]:
     """The block's weights in the kernels' layouts (float32 numpy arrays, contiguous).
 
-    ``w1p``, ``w3p``, ``wdp``: 1x1 conv weights packed by :func:`lasnet_tvm.kernels._gemm.pack_weight`;
-    ``w2t``: the 3x3 weights ``[C_in/g, 3, 3, C_out]``; ``w3t``: ``w3`` transposed (patch conv).
+    ``w1p``, ``w3p``, ``wdp``: 1x1 conv weights packed by :func:`lasnet_tvm.kernels._gemm.pack_weight` (also
+    the patch conv's);
+    ``w2t``: the 3x3 weights ``[C_in/g, 3, 3, C_out]``; ``w2b``: packed for the padded gather-conv
+    (:func:`lasnet_tvm.kernels.gather_conv3x3.pack_weight`).
     """
     t = {
         "b1": fb.b1, "wm": fb.wm, "bm": fb.bm.reshape(1),
-        "w2t": fb.w2.permute(1, 2, 3, 0), "b2": fb.b2, "w3t": fb.w3.t(), "b3": fb.b3,
+        "w2t": fb.w2.permute(1, 2, 3, 0), "b2": fb.b2, "b3": fb.b3,
     }
     out = {k: np.ascontiguousarray(v.detach().cpu().numpy(), dtype=np.float32) for k, v in t.items()}
     out["w1p"] = pack_weight(fb.w1.detach().cpu().numpy())
     out["w3p"] = pack_weight(fb.w3.detach().cpu().numpy())
+    out["w2b"] = pack_weight_3x3(fb.w2.detach().cpu().numpy(), fb.spec.groups)
     if fb.wd is not None:
         out["wdp"] = pack_weight(fb.wd.detach().cpu().numpy())
         out["bd"] = np.ascontiguousarray(fb.bd.detach().cpu().numpy(), dtype=np.float32)

@@ -83,12 +83,14 @@ def test_profile_accepts_calibration_and_kernel_scale():
 
 def test_schedule_thresholds_match_kernels():
     import lasnet_tvm.kernels.gather_conv3x3 as g3
-    import lasnet_tvm.kernels.patch_conv1x1 as p1
     from lasnet_tvm.predictor import kernel_ops as K
 
-    assert K.LARGE_WEIGHTS_3X3 == g3.LARGE_WEIGHT_BYTES and K.LARGE_WEIGHTS_1X1 == p1.LARGE_WEIGHT_BYTES
-    assert K.one_patch_per_task("gather_conv3x3", dict(C=256, padded=True))  # stage 3: 2.3 MiB of weights
-    assert not K.one_patch_per_task("gather_conv3x3", dict(C=512, padded=True))  # stage 4: 9 MiB
+    assert K.LARGE_WEIGHTS_3X3 == g3.LARGE_WEIGHT_BYTES
+    assert not K.one_patch_per_task("patch_conv1x1", dict(C_in=64, C_out=256))
+    assert K.one_patch_per_task("window_conv3x3", dict(C=256))  # stage 3: 2.3 MiB of weights
+    assert not K.one_patch_per_task("window_conv3x3", dict(C=512))  # stage 4: 9 MiB
+    assert not K.one_patch_per_task("gather_conv3x3", dict(C=256, padded=True))  # patch blocks per channel tile
+    assert K.one_patch_per_task("gather_conv3x3", dict(C=256, padded=False))  # per-patch window staging
 
 
 def test_default_schedule_tiles_one_patch():

@@ -12,6 +12,7 @@ from _blocks import masker_diff, random_block, set_rate, untie
 from lasnet_tvm.block_runtime import compile_kernel
 from lasnet_tvm.kernels._common import dense_padded_extent, padded_extent
 from lasnet_tvm.kernels._gemm import pack_weight
+from lasnet_tvm.kernels.gather_conv3x3 import pack_weight as pack_weight_3x3
 from lasnet_tvm.models.folded import (active_indices, coarse_mask, gather_patches, scatter_add_relu,
                                       valid_patch_pixels)
 
@@ -118,7 +119,8 @@ def test_patch_conv_kernels(case, rate):
     f1p = torch.zeros(C, hp, hp)
     f1p[:, 1:size + 1, 1:size + 1] = f1
     outp = fresh(P, C, S, S)
-    k("gather_conv3x3", C=C, H=size, W=size, S=S, stride=stride, groups=groups, padded=True)(f1p, idx, w2t, fb.b2, outp)
+    w2b = torch.from_numpy(pack_weight_3x3(fb.w2.numpy(), groups)).clone()  # torch allocation: 64-byte aligned
+    k("gather_conv3x3", C=C, H=size, W=size, S=S, stride=stride, groups=groups, padded=True)(f1p, idx, w2b, fb.b2, outp)
     close(outp, ref)
     win = fresh(P, C, L, L)
     k("gather", C=C, H=size, W=size, S=S, stride=stride)(f1, idx, win)
@@ -128,7 +130,7 @@ def test_patch_conv_kernels(case, rate):
     close(out2, ref)
     # conv3 on the patches
     p3 = fresh(P, 2 * C, S, S)
-    k("patch_conv1x1", C_in=C, C_out=2 * C, S=S)(out, fb.w3.t().contiguous(), fb.b3, p3)
+    k("patch_conv1x1", C_in=C, C_out=2 * C, S=S)(out, packed(fb.w3), fb.b3, p3)
     ref3 = F.conv2d(ref, fb.w3[:, :, None, None], fb.b3)
     close(p3, ref3)
     # scatter-add (fused) and scatter + add_relu (unfused)

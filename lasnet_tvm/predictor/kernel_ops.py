@@ -27,8 +27,6 @@ PATCH_KERNELS = frozenset({"gather", "window_conv3x3", "gather_conv3x3", "se", "
 #: Weight bytes up to which the default CPU schedule of a 3x3 patch conv gives each patch its own task (above:
 #: channel tiles in parallel, all patches per weight tile); ``LARGE_WEIGHT_BYTES`` of ``kernels/gather_conv3x3``.
 LARGE_WEIGHTS_3X3 = 4 * 1024 * 1024
-#: The same for ``patch_conv1x1`` (one patch per task while the weights are smaller than this).
-LARGE_WEIGHTS_1X1 = 1024 * 1024
 
 
 def one_patch_per_task(kernel: str, params: Mapping[str, Any]) -> bool:
@@ -36,10 +34,11 @@ def one_patch_per_task(kernel: str, params: Mapping[str, Any]) -> bool:
     patches, each patch reads the whole weight tensor). The default CUDA schedules always do (one block per
     patch); calibrated GPU profiles would need that rule instead."""
     if kernel == "patch_conv1x1":
-        return params["C_in"] * params["C_out"] * 4 < LARGE_WEIGHTS_1X1
-    if kernel in ("window_conv3x3", "gather_conv3x3"):
-        if kernel == "gather_conv3x3" and not params.get("padded", False):
-            return True  # per-patch window staging
+        return False  # blocks of patches per channel tile (kernels/patch_conv1x1.schedule_cpu)
+    if kernel == "gather_conv3x3":
+        # unpadded: per-patch window staging; padded: blocks of patches per channel tile (schedule_gather_conv_cpu)
+        return not params.get("padded", False)
+    if kernel == "window_conv3x3":
         C = params["C"]
         return C // params.get("groups", 1) * 9 * C * 4 <= LARGE_WEIGHTS_3X3
     return False
