@@ -1,8 +1,8 @@
 """Dense 3x3 conv (static block's conv2): stride, groups, zero padding 1, bias, ReLU.
 
-``x [C, H, W] -> out [C, Ho, Wo]``; weights in ``[C // groups, 3, 3, C]`` layout (``w2.permute(1, 2, 3, 0)``)
-like :mod:`gather_conv3x3`, and the same output-channel-vectorized schedule, so the static baseline gets
-kernels as good as the dynamic block's.
+``x [C, H, W] -> out [C, Ho, Wo]``; weights packed ``[C // wb, C // groups, 3, 3, wb]`` like the padded
+:mod:`gather_conv3x3` (:func:`~.gather_conv3x3.pack_weight`), with the same kind of output-channel-vectorized
+register tiles, so the static baseline gets kernels as good as the dynamic block's.
 """
 
 from __future__ import annotations
@@ -10,13 +10,15 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from ._common import SearchSpace, bind_spatial_cuda, ceil_div, co_tile, dense_padded_extent, largest_divisor
+from ._common import (MAX_TILE_FLOATS, SearchSpace, bind_spatial_cuda, ceil_div, dense_padded_extent, lane_tile,
+                      largest_divisor)
+from .gather_conv3x3 import weight_block
 
 SEARCH_SPACE = SearchSpace()
 
 
 def conv3x3(C: int, H: int, W: int, stride: int = 1, groups: int = 1, padded: bool = False):
-    """Build ``(x [C, H, W], w [C // groups, 3, 3, C], b [C], out [C, Ho, Wo])``.
+    """Build ``(x [C, H, W], w [C // wb, C // groups, 3, 3, wb], b [C], out [C, Ho, Wo])``.
 
     ``padded=True``: ``x`` is already zero-bordered (``[C, Hq, Wq]`` as written by
     ``conv1x1(pad_for=stride)``); the padding pass is skipped.
@@ -26,9 +28,10 @@ def conv3x3(C: int, H: int, W: int, stride: int = 1, groups: int = 1, padded: bo
     Hq, Wq = (dense_padded_extent(H, stride), dense_padded_extent(W, stride)) if padded else (H, W)
     ipg = C // groups
     opg = C // groups
+    wb = weight_block(C, groups)
 
     @T.prim_func(s_tir=True)
-    def main(x: T.Buffer((C, Hq, Wq), "float32"), w: T.Buffer((ipg, 3, 3, C), "float32"),
+    def main(x: T.Buffer((C, Hq, Wq), "float32"), w: T.Buffer((C // wb, ipg, 3, 3, wb), "float32"),
              b: T.Buffer((C,), "float32"), out: T.Buffer((C, Ho, Wo), "float32")):
         T.func_attr({"tir.noalias": True})
         pad = T.sblock_alloc_buffer((C, Hp, Wp))
@@ -48,7 +51,7 @@ def conv3x3(C: int, H: int, W: int, stride: int = 1, groups: int = 1, padded: bo
                 with T.init():
                     acc[vi, vj, vco] = T.float32(0)
                 acc[vi, vj, vco] = acc[vi, vj, vco] + pad[
-                    (vco // opg) * ipg + vrc, vi * stride + vkh, vj * stride + vkw] * w[vrc, vkh, vkw, vco]
+                    (vco // opg) * ipg + vrc, vi * stride + vkh, vj * stride + vkw] * w[vco // wb, vrc, vkh, vkw, vco % wb]
         for co, i, j in T.grid(C, Ho, Wo):
             with T.sblock("out"):
                 vco, vi, vj = T.axis.remap("SSS", [co, i, j])
@@ -58,23 +61,28 @@ def conv3x3(C: int, H: int, W: int, stride: int = 1, groups: int = 1, padded: bo
 
 
 def schedule_cpu(func, **params) -> s_tir.Schedule:
-    """Rows in parallel; output channels vectorized, register tile over output columns (as gather_conv3x3)."""
+    """Register tile of ``ty`` rows x ``tx`` columns (up to 14 pixels) x ``tco`` output channels (vectorized,
+    one packed weight block); channel tiles in parallel (at least 8 of them), else rows."""
     C, groups, stride = params["C"], params.get("groups", 1), params.get("stride", 1)
-    Wo = ceil_div(params["W"], stride)
+    Ho, Wo = ceil_div(params["H"], stride), ceil_div(params["W"], stride)
     sch = s_tir.Schedule(func)
     conv, out, pad = sch.get_sblock("conv"), sch.get_sblock("out"), sch.get_sblock("pad")
     i, j, co, rc, kh, kw = sch.get_loops(conv)
-    tco = co_tile(C, groups)
-    tx = largest_divisor(Wo, max(1, 96 // tco))
-    if tx < 4:  # 7x7 and 14x14 maps: 7 columns (14 AVX2 accumulators) rather than 1 or 2
-        tx = largest_divisor(Wo, max(1, 112 // tco))
+    tx = largest_divisor(Wo, 14)
+    ty = largest_divisor(Ho, max(1, 14 // tx))
+    tco = lane_tile(weight_block(C, groups), max(8, MAX_TILE_FLOATS // (tx * ty)))
     co_o, co_i = sch.split(co, [None, tco])
+    i_o, i_i = sch.split(i, [None, ty])
     j_o, j_i = sch.split(j, [None, tx])
-    sch.reorder(i, co_o, j_o, rc, kh, kw, j_i, co_i)
-    # small maps: rows x channel tiles, so that 7 or 14 rows still split evenly over the cores
-    sch.parallel(sch.fuse(i, co_o) if Wo < 16 else i)
+    if C // tco >= 8:
+        sch.reorder(co_o, i_o, j_o, rc, kh, kw, i_i, j_i, co_i)
+        sch.parallel(co_o)
+    else:
+        sch.reorder(i_o, co_o, j_o, rc, kh, kw, i_i, j_i, co_i)
+        sch.parallel(i_o)
     sch.reverse_compute_at(out, j_o)
     sch.unroll(kw)
+    sch.unroll(i_i)
     sch.unroll(j_i)
     sch.vectorize(co_i)
     sch.decompose_reduction(conv, rc)

@@ -61,7 +61,7 @@ def block_plan(s: BlockSpec, fusion: str = "all", static: bool = False) -> list[
         Hd = dense_padded_extent(H, st)
         steps.append(Step("conv1x1", dict(C_in=s.c_in, C_out=cm, H=H, W=H, pad_for=st), ("x", "w1p", "b1"),
                           (_f("f1", cm, Hd, Hd),), zeroed=("f1",)))
-        steps.append(Step("conv3x3", dict(C=cm, H=H, W=H, stride=st, groups=G, padded=True), ("f1", "w2t", "b2"),
+        steps.append(Step("conv3x3", dict(C=cm, H=H, W=H, stride=st, groups=G, padded=True), ("f1", "w2b", "b2"),
                           (_f("f2", cm, Ho, Ho),)))
         f2 = "f2"
         if R:
@@ -112,7 +112,7 @@ def prepared_weights(fb: FoldedBlock) -> dict[str, np.ndarray]:
     ``w1p``, ``w3p``, ``wdp``: 1x1 conv weights packed by :func:`lasnet_tvm.kernels._gemm.pack_weight` (also
     the patch conv's);
     ``w2t``: the 3x3 weights ``[C_in/g, 3, 3, C_out]``; ``w2b``: packed for the padded gather-conv
-    (:func:`lasnet_tvm.kernels.gather_conv3x3.pack_weight`).
+    and the static conv3x3 (:func:`lasnet_tvm.kernels.gather_conv3x3.pack_weight`).
     """
     t = {
         "b1": fb.b1, "wm": fb.wm, "bm": fb.bm.reshape(1),

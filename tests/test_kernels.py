@@ -43,6 +43,11 @@ def packed(w):
     return torch.from_numpy(pack_weight(w.numpy())).clone()  # a torch allocation: 64-byte aligned, as TVM assumes
 
 
+def packed3x3(w, groups):
+    """3x3 weights ``[C, C // groups, 3, 3]`` in the packed layout of the padded gather-conv and conv3x3."""
+    return torch.from_numpy(pack_weight_3x3(w.numpy(), groups)).clone()  # a torch allocation: 64-byte aligned
+
+
 def fresh(*shape, dtype=torch.float32):
     return torch.empty(*shape, dtype=dtype)
 
@@ -119,7 +124,7 @@ def test_patch_conv_kernels(case, rate):
     f1p = torch.zeros(C, hp, hp)
     f1p[:, 1:size + 1, 1:size + 1] = f1
     outp = fresh(P, C, S, S)
-    w2b = torch.from_numpy(pack_weight_3x3(fb.w2.numpy(), groups)).clone()  # torch allocation: 64-byte aligned
+    w2b = packed3x3(fb.w2, groups)
     k("gather_conv3x3", C=C, H=size, W=size, S=S, stride=stride, groups=groups, padded=True)(f1p, idx, w2b, fb.b2, outp)
     close(outp, ref)
     win = fresh(P, C, L, L)
@@ -190,7 +195,7 @@ def test_dense_conv3x3_and_se(C, size, stride, groups):
     x, w, b = torch.randn(C, size, size), torch.randn(C, C // groups, 3, 3), torch.randn(C)
     Ho = -(-size // stride)
     out = fresh(C, Ho, Ho)
-    k("conv3x3", C=C, H=size, W=size, stride=stride, groups=groups)(x, w.permute(1, 2, 3, 0).contiguous(), b, out)
+    k("conv3x3", C=C, H=size, W=size, stride=stride, groups=groups)(x, packed3x3(w, groups), b, out)
     ref = F.relu(F.conv2d(x[None], w, b, stride=stride, padding=1, groups=groups))[0]
     close(out, ref)
     # conv1 writing a zero-bordered map for a padding-free conv3x3 (the static block's pair)
@@ -202,7 +207,7 @@ def test_dense_conv3x3_and_se(C, size, stride, groups):
     border[:, 1:size + 1, 1:size + 1] = 0
     assert not border.any()
     outq = fresh(C, Ho, Ho)
-    k("conv3x3", C=C, H=size, W=size, stride=stride, groups=groups, padded=True)(xq, w.permute(1, 2, 3, 0).contiguous(), b, outq)
+    k("conv3x3", C=C, H=size, W=size, stride=stride, groups=groups, padded=True)(xq, packed3x3(w, groups), b, outq)
     close(outq, F.relu(F.conv2d(F.relu(x)[None], w, b, stride=stride, padding=1, groups=groups))[0])
     R = 4
     w1, b1, w2, b2 = torch.randn(R, C), torch.randn(R), torch.randn(C, R), torch.randn(C)
