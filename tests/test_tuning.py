@@ -30,8 +30,15 @@ BLOCK = BlockSpec(name="b", stage=1, index=0, c_in=32, c_mid=16, c_out=32, strid
 GC = dict(C=16, H=16, W=16, S=4, stride=1, groups=1, padded=True)
 
 
+def packed_w(w):
+    """``[C_in, 3, 3, C_out]`` weights of :func:`gather_conv_ref` in the padded gather-conv's packed layout."""
+    from lasnet_tvm.kernels.gather_conv3x3 import pack_weight
+
+    return pack_weight(np.transpose(w, (3, 0, 1, 2)))
+
+
 def gather_conv_ref(f1, idx, w, b, S=4, g=4):
-    """numpy reference of gather_conv3x3(padded=True, stride 1, groups 1)."""
+    """numpy reference of gather_conv3x3(padded=True, stride 1, groups 1), weights ``[C_in, 3, 3, C_out]``."""
     out = np.zeros((len(idx), w.shape[3], S, S), np.float64)
     for i, q in enumerate(idx):
         r0, c0 = (q // g) * S, (q % g) * S
@@ -141,7 +148,7 @@ def test_symbolic_replay_matches_numpy(target):
             w = rng.standard_normal((16, 3, 3, 16)).astype("float32")
             b = rng.standard_normal(16).astype("float32")
             out = tvm.runtime.empty((P, 16, 4, 4), "float32")
-            ex["main_p"](*[tvm.runtime.tensor(a) for a in (f1, idx, w, b)], out)
+            ex["main_p"](*[tvm.runtime.tensor(a) for a in (f1, idx, packed_w(w), b)], out)
             np.testing.assert_allclose(out.numpy(), gather_conv_ref(f1, idx, w, b), rtol=1e-4, atol=1e-4)
         checked += 1
     assert checked >= 1
@@ -166,7 +173,7 @@ def test_no_measure_records_defaults_and_query(tmp_path, target):
     idx = np.array([0, 3, 9, 15], "int32")
     w, b = rng.standard_normal((16, 3, 3, 16)).astype("float32"), rng.standard_normal(16).astype("float32")
     out = tvm.runtime.empty((4, 16, 4, 4), "float32")
-    ex["main_p"](*[tvm.runtime.tensor(a) for a in (f1, idx, w, b)], out)
+    ex["main_p"](*[tvm.runtime.tensor(a) for a in (f1, idx, packed_w(w), b)], out)
     np.testing.assert_allclose(out.numpy(), gather_conv_ref(f1, idx, w, b), rtol=1e-4, atol=1e-4)
     # a second --no-measure run adds nothing
     n = len((tmp_path / "database_tuning_record.json").read_text().splitlines())
@@ -255,7 +262,7 @@ exs = {"tuned": tvm.compile(tuned, target=target), "unscheduled": tvm.compile(sy
 rng = np.random.default_rng(0)
 P = 8
 args = [rng.standard_normal((16, 18, 18)).astype("float32"), (np.arange(P) * 2).astype("int32"),
-        rng.standard_normal((16, 3, 3, 16)).astype("float32"), rng.standard_normal(16).astype("float32")]
+        packed_w(rng.standard_normal((16, 3, 3, 16)).astype("float32")), rng.standard_normal(16).astype("float32")]
 outs, times = {}, {k: [] for k in exs}
 for k, ex in exs.items():
     o = tvm.runtime.empty((P, 16, 4, 4), "float32")
