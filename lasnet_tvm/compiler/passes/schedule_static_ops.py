@@ -34,21 +34,56 @@ def _schedule_conv_cpu(sch: s_tir.Schedule, block) -> None:
     sch.unroll(ff_i)
     sch.vectorize(xx_i)
     sch.decompose_reduction(block, rc)
+    _inline_epilogue(sch, acc)
+
+
+def _inline_epilogue(sch: s_tir.Schedule, producer) -> None:
+    """Fold the elementwise chain that consumes ``producer`` (bias add, ReLU) into it, one consumer at a time,
+    so that the output is written once instead of passing through memory for every operator."""
+    while True:
+        consumers = sch.get_consumers(producer)
+        if len(consumers) != 1:
+            return
+        try:
+            sch.reverse_compute_inline(consumers[0])
+        except Exception:  # noqa: BLE001 - not elementwise (or not inlinable): keep it as its own loop nest
+            return
+
+
+def _schedule_gemv_cpu(sch: s_tir.Schedule, block) -> None:
+    """A legalized ``[1, K] x [K, N]`` matmul (the classifier): the reduction outermost, the ``N`` outputs of a
+    chunk vectorized, so that the weights stream row by row; chunks in parallel."""
+    i, j, k = sch.get_loops(block)
+    if int(sch.get(i).extent) != 1:
+        raise ValueError("not a matrix-vector product")
+    n = int(sch.get(j).extent)
+    j_o, j_i = sch.split(j, [None, _largest_divisor(n, 128)])
+    sch.reorder(i, j_o, k, j_i)
+    sch.parallel(j_o)
+    sch.vectorize(j_i)
+    sch.decompose_reduction(block, k)
 
 
 def _parallelize_cpu(func: tirx.PrimFunc) -> tirx.PrimFunc:
-    """Convolutions get :func:`_schedule_conv_cpu`; every other top-level loop nest gets its two (else one)
-    leading loops fused and run in parallel.
+    """Convolutions get :func:`_schedule_conv_cpu` (their elementwise epilogue folded in), a matrix-vector
+    product :func:`_schedule_gemv_cpu`; every other top-level loop nest gets its two (else one) leading loops
+    fused and run in parallel.
 
     The schedule primitives refuse a reduction or otherwise unsafe loop, which then stays serial.
     """
     sch = s_tir.Schedule(func)
     for block in sch.get_child_blocks(sch.get_sblock("root")):
-        if sch.get(block).name_hint.startswith("conv2d_nchw") and len(sch.get_loops(block)) == 7:
+        try:
+            name = sch.get(block).name_hint
+        except Exception:  # noqa: BLE001 - inlined into the operator before it
+            continue
+        special = (_schedule_conv_cpu if name.startswith("conv2d_nchw") and len(sch.get_loops(block)) == 7
+                   else _schedule_gemv_cpu if name == "matmul" and len(sch.get_loops(block)) == 3 else None)
+        if special is not None:
             try:
-                _schedule_conv_cpu(sch, block)
+                special(sch, block)
                 continue
-            except Exception:  # noqa: BLE001 - an unusual convolution keeps the generic schedule
+            except Exception:  # noqa: BLE001 - an unusual operator keeps the generic schedule
                 pass
         loops = sch.get_loops(block)
         for n in (2, 1):
