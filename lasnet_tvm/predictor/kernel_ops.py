@@ -24,8 +24,9 @@ from .profiles import HardwareProfile
 #: Kernels whose cost depends on the number of active patches ``P``.
 PATCH_KERNELS = frozenset({"gather", "window_conv3x3", "gather_conv3x3", "se", "patch_conv1x1", "scatter",
                            "scatter_add"})
-#: Weight bytes up to which the default CPU schedule of a 3x3 patch conv gives each patch its own task (above:
-#: channel tiles in parallel, all patches per weight tile); ``LARGE_WEIGHT_BYTES`` of ``kernels/gather_conv3x3``.
+#: Weight bytes up to which the default CPU schedule of the window conv3x3 (unfused ablation variant) gives each
+#: patch its own task (above: channel tiles in parallel, all patches per weight tile); ``LARGE_WEIGHT_BYTES`` of
+#: ``kernels/gather_conv3x3``.
 LARGE_WEIGHTS_3X3 = 4 * 1024 * 1024
 
 
