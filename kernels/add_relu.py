@@ -5,7 +5,7 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from ._common import SearchSpace, bind_spatial_cuda, vec_width
+from ._common import SearchSpace, bind_spatial_cuda
 
 SEARCH_SPACE = SearchSpace()
 

@@ -21,7 +21,7 @@ from tvm.script import tirx as T
 
 import numpy as np
 
-from ._common import (MAX_TILE_FLOATS, SearchSpace, bind_spatial_cuda, ceil_div, co_tile, lane_tile,
+from ._common import (MAX_TILE_FLOATS, SearchSpace, ceil_div, co_tile, lane_tile,
                       largest_divisor, padded_extent)
 
 SEARCH_SPACE = SearchSpace(specialize={"P": 0.5}, index_args=("idx",))
@@ -47,7 +47,7 @@ def gather_conv3x3(C: int, H: int, W: int, S: int, stride: int = 1, groups: int 
     per-patch buffer. ``padded=True``: ``f1`` is the zero-bordered ``[C, Hp, Hp]`` map written by
     ``masker_conv1x1(pad=True)`` and the conv reads it directly (no staging, no bounds checks).
     """
-    Ho, Wo = ceil_div(H, stride), ceil_div(W, stride)
+    Ho = ceil_div(H, stride)  # maps are square (H == W)
     g = ceil_div(Ho, S)
     L = (S - 1) * stride + 3
     ipg = C // groups
