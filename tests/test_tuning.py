@@ -262,7 +262,7 @@ exs = {"tuned": tvm.compile(tuned, target=target), "unscheduled": tvm.compile(sy
 rng = np.random.default_rng(0)
 P = 8
 args = [rng.standard_normal((16, 18, 18)).astype("float32"), (np.arange(P) * 2).astype("int32"),
-        packed_w(rng.standard_normal((16, 3, 3, 16)).astype("float32")), rng.standard_normal(16).astype("float32")]
+        rng.standard_normal((1, 16, 3, 3, 16)).astype("float32"), rng.standard_normal(16).astype("float32")]  # packed
 outs, times = {}, {k: [] for k in exs}
 for k, ex in exs.items():
     o = tvm.runtime.empty((P, 16, 4, 4), "float32")
