@@ -56,6 +56,28 @@ def lane_tile(block: int, cap: int) -> int:
 MAX_TILE_FLOATS = 240
 
 
+def order_channel_tiles(sch: s_tir.Schedule, conv, epilogue, co_o, co_i, outer: list, reduction: list,
+                        inner: list) -> None:
+    """Finish a register-tiled conv whose loops are split: output-channel tiles ``co_o`` (``co_i`` vectorized),
+    spatial tiles ``outer`` (``inner`` unrolled) and ``reduction``.
+
+    Channel tiles go outermost and in parallel when there are at least 8 of them, so that a thread's weight tile
+    stays in its cache while it walks the spatial tiles; else the first spatial tile loop runs in parallel.
+    ``epilogue`` is computed per spatial tile; the accumulator is initialised at the reduction.
+    """
+    if int(sch.get(co_o).extent) >= 8:
+        sch.reorder(co_o, *outer, *reduction, *inner, co_i)
+        sch.parallel(co_o)
+    else:
+        sch.reorder(outer[0], co_o, *outer[1:], *reduction, *inner, co_i)
+        sch.parallel(outer[0])
+    sch.reverse_compute_at(epilogue, outer[-1])
+    for loop in inner:
+        sch.unroll(loop)
+    sch.vectorize(co_i)
+    sch.decompose_reduction(conv, reduction[0])
+
+
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 

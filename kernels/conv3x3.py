@@ -11,7 +11,7 @@ from tvm import s_tir
 from tvm.script import tirx as T
 
 from ._common import (MAX_TILE_FLOATS, SearchSpace, bind_spatial_cuda, ceil_div, dense_padded_extent, lane_tile,
-                      largest_divisor)
+                      largest_divisor, order_channel_tiles)
 from .gather_conv3x3 import weight_block
 
 SEARCH_SPACE = SearchSpace()
@@ -74,18 +74,8 @@ def schedule_cpu(func, **params) -> s_tir.Schedule:
     co_o, co_i = sch.split(co, [None, tco])
     i_o, i_i = sch.split(i, [None, ty])
     j_o, j_i = sch.split(j, [None, tx])
-    if C // tco >= 8:
-        sch.reorder(co_o, i_o, j_o, rc, kh, kw, i_i, j_i, co_i)
-        sch.parallel(co_o)
-    else:
-        sch.reorder(i_o, co_o, j_o, rc, kh, kw, i_i, j_i, co_i)
-        sch.parallel(i_o)
-    sch.reverse_compute_at(out, j_o)
     sch.unroll(kw)
-    sch.unroll(i_i)
-    sch.unroll(j_i)
-    sch.vectorize(co_i)
-    sch.decompose_reduction(conv, rc)
+    order_channel_tiles(sch, conv, out, co_o, co_i, [i_o, j_o], [rc, kh, kw], [i_i, j_i])
     if params.get("padded"):
         sch.compute_inline(pad)  # read the zero-bordered input directly
     else:

@@ -11,18 +11,17 @@ vectorize over output channels.
 
 The padded form computes ``P`` rounded up to a multiple of :func:`patch_block` (the last block repeats the
 last active patch and writes nothing), so that small patches (S = 1, 2) share one register tile and every
-weight vector loaded serves about 16 output pixels.
+weight vector loaded serves about 12 output pixels.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from tvm import s_tir
 from tvm.script import tirx as T
 
-import numpy as np
-
-from ._common import (MAX_TILE_FLOATS, SearchSpace, ceil_div, co_tile, lane_tile,
-                      largest_divisor, padded_extent)
+from ._common import (MAX_TILE_FLOATS, SearchSpace, ceil_div, co_tile, lane_tile, largest_divisor,
+                      order_channel_tiles, padded_extent)
 
 SEARCH_SPACE = SearchSpace(specialize={"P": 0.5}, index_args=("idx",))
 
@@ -125,6 +124,13 @@ def patch_block(S: int) -> int:
     return max(1, 12 // (S * S))
 
 
+def patch_tile(S: int) -> tuple[int, int, int]:
+    """Register tile ``(patches, rows, columns)`` of a patch conv: about 12 pixels, whole patch rows."""
+    pb = patch_block(S)
+    tx = S if S <= 8 else largest_divisor(S, 8)
+    return pb, largest_divisor(S, max(1, 12 // (pb * tx))), tx
+
+
 def schedule_gather_conv_cpu(sch: s_tir.Schedule, C: int, S: int, groups: int) -> None:
     """Padded gather-conv: a register tile of ``patch_block(S)`` patches x ``ty`` rows x ``tx`` columns (about 12
     pixels) x ``tco`` output channels (vectorized), under :data:`MAX_TILE_FLOATS`. Channel tiles in parallel
@@ -132,28 +138,14 @@ def schedule_gather_conv_cpu(sch: s_tir.Schedule, C: int, S: int, groups: int) -
     patch blocks in parallel."""
     conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
     p, y, x, co, rc, kh, kw = sch.get_loops(conv)
-    pb = patch_block(S)
-    tx = S if S <= 8 else largest_divisor(S, 8)
-    ty = largest_divisor(S, max(1, 12 // (pb * tx)))
-    pixels = pb * ty * tx
-    tco = lane_tile(weight_block(C, groups), max(8, MAX_TILE_FLOATS // pixels))
+    pb, ty, tx = patch_tile(S)
+    tco = lane_tile(weight_block(C, groups), max(8, MAX_TILE_FLOATS // (pb * ty * tx)))
     p_o, p_i = sch.split(p, [None, pb])
     y_o, y_i = sch.split(y, [None, ty])
     x_o, x_i = sch.split(x, [None, tx])
     co_o, co_i = sch.split(co, [None, tco])
-    if C // tco >= 8:
-        sch.reorder(co_o, p_o, y_o, x_o, rc, kh, kw, p_i, y_i, x_i, co_i)
-        sch.parallel(co_o)
-    else:
-        sch.reorder(p_o, co_o, y_o, x_o, rc, kh, kw, p_i, y_i, x_i, co_i)
-        sch.parallel(p_o)
-    sch.reverse_compute_at(out, x_o)
     sch.unroll(kw)
-    sch.unroll(p_i)
-    sch.unroll(y_i)
-    sch.unroll(x_i)
-    sch.vectorize(co_i)
-    sch.decompose_reduction(conv, rc)
+    order_channel_tiles(sch, conv, out, co_o, co_i, [p_o, y_o, x_o], [rc, kh, kw], [p_i, y_i, x_i])
 
 
 def patch_tiles(C: int, S: int, groups: int) -> tuple[int, int]:

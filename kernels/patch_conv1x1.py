@@ -12,9 +12,9 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from ._common import MAX_TILE_FLOATS, SearchSpace, lane_tile, largest_divisor
+from ._common import MAX_TILE_FLOATS, SearchSpace, lane_tile, order_channel_tiles
 from ._gemm import co_block
-from .gather_conv3x3 import patch_block
+from .gather_conv3x3 import patch_block, patch_tile
 
 SEARCH_SPACE = SearchSpace(specialize={"P": 0.5})
 
@@ -56,26 +56,13 @@ def schedule_cpu(func, **params) -> s_tir.Schedule:
     sch = s_tir.Schedule(func)
     conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
     p, y, x, co, k = sch.get_loops(conv)
-    pb = patch_block(S)
-    tx = S if S <= 8 else largest_divisor(S, 8)
-    ty = largest_divisor(S, max(1, 12 // (pb * tx)))
+    pb, ty, tx = patch_tile(S)
     tco = lane_tile(co_block(C_out), max(8, MAX_TILE_FLOATS // (pb * ty * tx)))
     p_o, p_i = sch.split(p, [None, pb])
     y_o, y_i = sch.split(y, [None, ty])
     x_o, x_i = sch.split(x, [None, tx])
     co_o, co_i = sch.split(co, [None, tco])
-    if C_out // tco >= 8:
-        sch.reorder(co_o, p_o, y_o, x_o, k, p_i, y_i, x_i, co_i)
-        sch.parallel(co_o)
-    else:
-        sch.reorder(p_o, co_o, y_o, x_o, k, p_i, y_i, x_i, co_i)
-        sch.parallel(p_o)
-    sch.reverse_compute_at(out, x_o)
-    sch.unroll(p_i)
-    sch.unroll(y_i)
-    sch.unroll(x_i)
-    sch.vectorize(co_i)
-    sch.decompose_reduction(conv, k)
+    order_channel_tiles(sch, conv, out, co_o, co_i, [p_o, y_o, x_o], [k], [p_i, y_i, x_i])
     return sch
 
 

@@ -4,71 +4,31 @@ from __future__ import annotations
 
 import gc
 import json
-import socket
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
 from click.testing import CliRunner
 
+from _rpc import free_port, localhost_board, queue
+
 KEY = "benchboard"
 TINY = ["--quick", "--input-size", "48", "--repeats", "2", "--device", "xeon-6248"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _queue(port: int) -> dict:
-    from tvm import rpc
-
-    return rpc.connect_tracker("127.0.0.1", port).summary().get("queue_info", {})
 
 
 @pytest.fixture(scope="module")
 def board(tmp_path_factory):
     """``(tracker, server log)`` of a localhost tracker with one RPC server registered as :data:`KEY`."""
     log = tmp_path_factory.mktemp("rpc") / "server.log"
-    port = _free_port()
-    procs = [subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port",
-                               str(port), "--port-end", str(port + 1)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)]
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                _queue(port)
-                break
-            except Exception:  # noqa: BLE001 - not up yet
-                assert time.time() < deadline, "tracker did not start"
-                time.sleep(0.5)
-        with open(log, "w") as f:
-            procs.append(subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
-                                           "--port", str(sp := _free_port()), "--port-end", str(sp + 20),
-                                           "--tracker", f"127.0.0.1:{port}", "--key", KEY],
-                                          stdout=f, stderr=subprocess.STDOUT))
-        while KEY not in _queue(port):
-            assert time.time() < deadline + 30, "server did not register"
-            time.sleep(0.5)
-        yield f"127.0.0.1:{port}", log
-    finally:
-        for p in reversed(procs):
-            p.terminate()
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+    with localhost_board(KEY, log) as tracker:
+        yield tracker, log
 
 
 def _wait_free(tracker: str) -> None:
     """Wait until the board is free again (the last session has ended)."""
     gc.collect()
     deadline = time.time() + 30
-    while int(_queue(int(tracker.rsplit(":", 1)[1])).get(KEY, {}).get("free", 0)) < 1:
+    while int(queue(int(tracker.rsplit(":", 1)[1])).get(KEY, {}).get("free", 0)) < 1:
         assert time.time() < deadline, "the board was not freed after the last session"
         time.sleep(0.2)
 
@@ -194,7 +154,7 @@ def test_unknown_key_is_one_line_error(board, tmp_path):
 def test_bench_rpc_bad_options(args, words):
     from lasnet_tvm.cli.main import cli
 
-    args = [f"127.0.0.1:{_free_port()}" if a == "CLOSED" else a for a in args]  # nothing listens there
+    args = [f"127.0.0.1:{free_port()}" if a == "CLOSED" else a for a in args]  # nothing listens there
     res = CliRunner().invoke(cli, ["bench", "granularity", "--quick", "--device", "xeon-6248", *args])
     lines = res.output.strip().splitlines()
     assert res.exit_code != 0 and len(lines) == 1 and lines[0].startswith("Error:") and words in lines[0], res.output

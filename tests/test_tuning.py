@@ -7,14 +7,13 @@ The fast tests build tuning records without measuring (MetaSchedule design space
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 import time
 
 import numpy as np
 import pytest
+from _rpc import free_port, localhost_board
 
 tvm = pytest.importorskip("tvm")
 
@@ -90,9 +89,7 @@ def test_unknown_device_and_missing_hardware(tmp_path):
 
 
 def test_tracker_not_answering_is_one_line_error(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
+    port = free_port()  # closed again: nothing listens there
     t0 = time.time()
     with pytest.raises(LasnetError, match="does not answer"):
         tune(tasks_of_block(BLOCK)[:1], "local", tmp_path, trials=4, tracker=f"127.0.0.1:{port}", key="k")
@@ -326,53 +323,17 @@ def test_tune_locally_resume_and_reload_faster(tmp_path):
     assert res["tuned_ms"] < 0.7 * res["unscheduled_ms"], res
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_tune_over_localhost_rpc(tmp_path):
     """A tracker and a server started here stand in for a board: trials are measured through RPC."""
     pytest.importorskip("tornado")
-    port = _free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    procs = [subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port",
-                               str(port), "--port-end", str(port + 1)], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)]
-    try:
-        from tvm import rpc
 
-        deadline = time.time() + 60
-        while True:
-            try:
-                rpc.connect_tracker("127.0.0.1", port).summary()
-                break
-            except Exception:  # noqa: BLE001 - not up yet
-                assert time.time() < deadline, "tracker did not start"
-                time.sleep(0.5)
-        procs.append(subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
-                                       "--port", str(sp := _free_port()), "--port-end", str(sp + 20),
-                                       "--tracker", f"127.0.0.1:{port}",
-                                       "--key", "testboard"], env=env, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL))
-        while "testboard" not in rpc.connect_tracker("127.0.0.1", port).summary().get("queue_info", {}):
-            assert time.time() < deadline + 30, "server did not register"
-            time.sleep(0.5)
+    with localhost_board("testboard") as tracker:
         with pytest.raises(LasnetError, match="no free board"):
-            tune([GC_TASK], "local", tmp_path / "x", trials=4, tracker=f"127.0.0.1:{port}", key="otherkey")
-        m = tune([GC_TASK], "local", tmp_path, trials=8, tracker=f"127.0.0.1:{port}", key="testboard",
-                 progress=False)
+            tune([GC_TASK], "local", tmp_path / "x", trials=4, tracker=tracker, key="otherkey")
+        m = tune([GC_TASK], "local", tmp_path, trials=8, tracker=tracker, key="testboard", progress=False)
         assert m["tasks"][0]["tuned_ms"] is not None and m["tasks"][0]["untuned_ms"] is not None
         assert len(_lines(tmp_path / "database_tuning_record.json")) >= 1
-    finally:
-        for p in reversed(procs):
-            p.terminate()
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
 
 @pytest.mark.slow
