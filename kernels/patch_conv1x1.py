@@ -50,8 +50,7 @@ def patch_conv1x1(C_in: int, C_out: int, S: int):
 
 
 def schedule_cpu(func, **params) -> s_tir.Schedule:
-    """Register tile of ``patch_block(S)`` patches x ``ty`` rows x ``tx`` columns (about 12 pixels) x ``tco``
-    output channels (vectorized); channel tiles in parallel (at least 8), else patch blocks."""
+    """Register tile of :func:`~.gather_conv3x3.patch_tile` pixels x ``tco`` output channels (vectorized); channel tiles in parallel (at least 8), else patch blocks."""
     C_out, S = params["C_out"], params["S"]
     sch = s_tir.Schedule(func)
     conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
