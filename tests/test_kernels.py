@@ -55,6 +55,7 @@ def fresh(*shape, dtype=torch.float32):
 MASKER_CASES = [  # (C_in, C_mid, size, S, stride)
     (16, 8, 13, 4, 1), (16, 8, 12, 4, 1), (8, 6, 9, 1, 1), (16, 10, 13, 2, 2), (8, 8, 16, 8, 1),
     (8, 8, 15, 7, 1), (8, 8, 14, 7, 2),
+    (128, 128, 34, 4, 1),  # a large map: conv1 over row blocks of packed input
 ]
 
 
@@ -176,11 +177,13 @@ def test_se_patches(S, size, rate):
     close(out, x * scale[None, :, None, None])
 
 
-# channel-vector schedule (C_out 8 / 16 / 64 lanes; row blocks of a large strided map) and row-vector schedule
-# (C_out without a block of 8 lanes; a large stride-1 map)
+# channel-vector schedule (C_out 8 / 16 / 64 lanes; row blocks of a large strided map), the same over packed
+# input row blocks (large stride-1 maps, many channels) and row-vector schedule (C_out without a block of 8
+# lanes; a large stride-1 map with few channels)
 @pytest.mark.parametrize("C_in,C_out,size,stride,relu", [(16, 8, 13, 1, True), (8, 16, 13, 2, False), (8, 64, 9, 1, False),
                                                           (8, 16, 70, 2, False), (12, 20, 8, 2, False), (8, 11, 7, 1, True),
-                                                          (8, 16, 36, 1, True)])
+                                                          (8, 16, 36, 1, True), (128, 128, 36, 1, True),
+                                                          (64, 256, 34, 1, False)])
 def test_dense_conv1x1(C_in, C_out, size, stride, relu):
     x, w, b = torch.randn(C_in, size, size), torch.randn(C_out, C_in), torch.randn(C_out)
     Ho = -(-size // stride)
