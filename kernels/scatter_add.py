@@ -2,6 +2,10 @@
 
 One pass over the identity ``[C, Ho, Wo]``; a tiny prologue builds the patch -> slot map from ``idx [P]``
 (``P`` symbolic). Clipped edge pixels of a patch are ignored.
+
+``inplace=True`` builds the paper's form for an identity that is already non-negative (a block input: the
+output of a ReLU), where ``relu(identity)`` is the identity itself: the active patches are added into the
+identity buffer in place, and the cost is proportional to ``P`` instead of the map.
 """
 
 from __future__ import annotations
@@ -14,8 +18,11 @@ from ._common import SearchSpace, bind_spatial_cuda, ceil_div
 SEARCH_SPACE = SearchSpace(specialize={"P": 0.5}, index_args=("idx",))
 
 
-def scatter_add(C: int, Ho: int, Wo: int, S: int):
-    """Build the PrimFunc ``(identity [C, Ho, Wo], patches [P, C, S, S], idx [P], out [C, Ho, Wo])``."""
+def scatter_add(C: int, Ho: int, Wo: int, S: int, inplace: bool = False):
+    """Build the PrimFunc ``(identity [C, Ho, Wo], patches [P, C, S, S], idx [P], out [C, Ho, Wo])``, or with
+    ``inplace`` ``(identity, patches, idx)`` updating ``identity`` (which must be non-negative)."""
+    if inplace:
+        return _scatter_add_inplace(C, Ho, Wo, S)
     g = ceil_div(Ho, S)
     G = g * g
     P = T.int32()
@@ -49,12 +56,41 @@ def scatter_add(C: int, Ho: int, Wo: int, S: int):
     return main
 
 
+def _scatter_add_inplace(C: int, Ho: int, Wo: int, S: int):
+    g = ceil_div(Wo, S)
+    P = T.int32()
+
+    @T.prim_func(s_tir=True)
+    def main(ident: T.Buffer((C, Ho, Wo), "float32"), patches_h: T.handle, idx_h: T.handle):
+        T.func_attr({"tir.noalias": True})
+        patches = T.match_buffer(patches_h, (P, C, S, S), "float32")
+        idx = T.match_buffer(idx_h, (P,), "int32")
+        # the identity read and written through two views of its memory: each pixel is read, then written by the
+        # same iteration, so the blocks' loops may run in parallel
+        dst = T.decl_buffer((C, Ho, Wo), "float32", data=ident.data)
+        for p, c, y, x in T.grid(P, C, S, S):
+            with T.sblock("add"):
+                vp, vc, vy, vx = T.axis.remap("SSSS", [p, c, y, x])
+                T.reads(ident[vc, 0:Ho, 0:Wo], patches[vp, vc, vy, vx], idx[vp])
+                T.writes(dst[vc, 0:Ho, 0:Wo])
+                if (idx[vp] // g) * S + vy < Ho and (idx[vp] % g) * S + vx < Wo:  # clipped edge pixels
+                    dst[vc, (idx[vp] // g) * S + vy, (idx[vp] % g) * S + vx] = T.max(
+                        ident[vc, (idx[vp] // g) * S + vy, (idx[vp] % g) * S + vx] + patches[vp, vc, vy, vx],
+                        T.float32(0))
+
+    return main
+
+
 def schedule_cpu(func, **params) -> s_tir.Schedule:
     """Parallel over channels and rows; columns split by patch (one slot lookup per patch row segment),
     the ``S`` pixels of a segment vectorized when ``S`` divides the width."""
     S, Wo = params["S"], params["Wo"]
     sch = s_tir.Schedule(func)
     add = sch.get_sblock("add")
+    if params.get("inplace"):  # in place: parallel over (patch, channel)
+        p, c, _, _ = sch.get_loops(add)
+        sch.parallel(sch.fuse(p, c))
+        return sch
     c, h, w = sch.get_loops(add)
     sch.parallel(sch.fuse(c, h))
     if S > 1 and Wo % S == 0:
@@ -64,8 +100,11 @@ def schedule_cpu(func, **params) -> s_tir.Schedule:
 
 
 def schedule_cuda(func, **params) -> s_tir.Schedule:
-    """Slot map in one thread block; the add one thread per output element."""
+    """Slot map in one thread block; the add one thread per output element (in place: per patch pixel)."""
     sch = s_tir.Schedule(func)
+    if params.get("inplace"):
+        bind_spatial_cuda(sch, sch.get_sblock("add"), 256)
+        return sch
     bind_spatial_cuda(sch, sch.get_sblock("slot_init"), 64)
     bind_spatial_cuda(sch, sch.get_sblock("add"), 256)
     return sch

@@ -32,7 +32,8 @@ class Step:
 
     ``outputs`` holds ``(name, shape, dtype)``; a shape may contain ``"P"``. Outputs named in ``zeroed`` must
     be zero-filled before the call: the kernel writes their interior only (a zero border that the next
-    kernel reads without bounds checks).
+    kernel reads without bounds checks). ``inplace``: the kernel updates its first input, which becomes its
+    (only) output; the call passes the inputs alone.
     """
 
     kernel: str
@@ -40,14 +41,21 @@ class Step:
     inputs: tuple
     outputs: tuple
     zeroed: tuple = ()
+    inplace: bool = False
 
 
 def _f(name, *shape):
     return (name, tuple(shape), "float32")
 
 
-def block_plan(s: BlockSpec, fusion: str = "all", static: bool = False) -> list[Step]:
-    """The kernel steps of block ``s`` (``fusion`` is ignored for the static block)."""
+def block_plan(s: BlockSpec, fusion: str = "all", static: bool = False, inplace_residual: bool = False) -> list[Step]:
+    """The kernel steps of block ``s`` (``fusion`` is ignored for the static block).
+
+    ``inplace_residual``: with ``fusion="all"``, a block without a downsample branch adds its active patches into
+    its input in place (the paper's scatter-add, cost proportional to the active patches). Valid when the input
+    is non-negative and not used afterwards, as in a network, where every block input is a ReLU output; the
+    default writes a new output map (``relu(input)`` outside the patches) and leaves the input untouched.
+    """
     H, Ho, S, st, G = s.in_size, s.out_size, s.S, s.stride, s.groups
     cm, co, R = s.c_mid, s.c_out, s.se_channels
     gg = s.grid * s.grid
@@ -98,7 +106,10 @@ def block_plan(s: BlockSpec, fusion: str = "all", static: bool = False) -> list[
                           (_f("c2se", "P", cm, S, S),)))
         c2 = "c2se"
     steps.append(Step("patch_conv1x1", dict(C_in=cm, C_out=co, S=S), (c2, "w3p", "b3"), (_f("p3", "P", co, S, S),)))
-    if fusion == "all":
+    if fusion == "all" and inplace_residual and not s.downsample:
+        steps.append(Step("scatter_add", dict(C=co, Ho=Ho, Wo=Ho, S=S, inplace=True), ("x", "p3", "idx"),
+                          (_f("out", co, Ho, Ho),), inplace=True))
+    elif fusion == "all":
         steps.append(Step("scatter_add", dict(C=co, Ho=Ho, Wo=Ho, S=S), (ident, "p3", "idx"), (_f("out", co, Ho, Ho),)))
     else:
         steps.append(Step("scatter", dict(C=co, Ho=Ho, Wo=Ho, S=S), ("p3", "idx"), (_f("canvas", co, Ho, Ho),)))

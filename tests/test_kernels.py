@@ -146,6 +146,11 @@ def test_patch_conv_kernels(case, rate):
     o = fresh(2 * C, Ho, Ho)
     k("scatter_add", C=2 * C, Ho=Ho, Wo=Ho, S=S)(ident, p3, idx, o)
     close(o, want)
+    # in place, on a non-negative identity (a block input): only the active patches are touched
+    nonneg = ident.relu()
+    want_nonneg = scatter_add_relu(s, nonneg, ref3, idx)
+    k("scatter_add", C=2 * C, Ho=Ho, Wo=Ho, S=S, inplace=True)(nonneg, p3, idx)
+    close(nonneg, want_nonneg)
     canvas = torch.full((2 * C, Ho, Ho), 7.0)
     k("scatter", C=2 * C, Ho=Ho, Wo=Ho, S=S)(p3, idx, canvas)
     g = s.grid

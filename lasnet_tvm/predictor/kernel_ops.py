@@ -124,6 +124,8 @@ def _kernel_ops(kernel: str, p: Mapping[str, Any], P: int, B: int, out: str) -> 
         return [ops.patch_conv1x1("conv3", P, p["C_in"], p["C_out"], p["S"])]
     if kernel == "scatter":
         return [ops.scatter("scatter", B, P, p["C"], p["S"], p["Ho"])]
+    if kernel == "scatter_add" and get("inplace", False):
+        return [ops.scatter_add("scatter_add", P, p["C"], p["S"], p["Ho"])]
     if kernel == "scatter_add":
         return [ops.scatter_add_map("scatter_add", B, P, p["C"], p["S"], p["Ho"])]
     raise LasnetError(f"no latency model for kernel {kernel!r}")

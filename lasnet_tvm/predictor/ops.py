@@ -313,8 +313,9 @@ def add(name: str, B: int, C: int, size: int) -> Op:
 
 
 def scatter_add(name: str, P: int, C: int, S: int, out_size: int) -> Op:
-    """Fused scatter-add (+ ReLU) done in place (the paper's kernel): each patch is added to the identity at its
-    position. The toolkit's kernel writes a new output map instead: see :func:`scatter_add_map`."""
+    """Fused scatter-add (+ ReLU) done in place (the paper's kernel, and the compiled network's for blocks
+    without a downsample branch): each patch is added to the identity at its position. A block compiled alone
+    writes a new output map instead: see :func:`scatter_add_map`."""
     n = P * C * S * S
     return Op(name, "scatter_add", P, C, S, S, 1.0, C, 1, 1, 1, 1, S, S, out_map_w=out_size, extra=1,
               dram_in=n * F32, dram_extra=n * F32, dram_out=n * F32, dram_out_run=min(S, out_size) * F32,

@@ -124,13 +124,16 @@ class _Lowerer(relax.PyExprMutator):
         bb = self.builder_
         env: dict[str, relax.Expr] = {"x": bb.emit(relax.op.reshape(x, (s.c_in, s.in_size, s.in_size)))}
         P = None
-        for step in block_plan(s, self.fusion, self.static):
+        # every block input is a ReLU output used by this block alone: residuals are added in place
+        for step in block_plan(s, self.fusion, self.static, inplace_residual=True):
             if P is None and any("P" in shape for _, shape, _ in step.outputs):
                 P, env["idx"] = self._active_patches(env, s, f"P{index}")
             args = [env[n] if n in env else relax.const(weights[n]) for n in step.inputs]
             outs = [relax.TensorType([P if d == "P" else d for d in shape], dt) for _, shape, dt in step.outputs]
             gv = self._kernel(step.kernel, step.params)
-            if step.zeroed:  # zero-filled outputs are passed in and written in place
+            if step.inplace:  # the first input is updated and becomes the output
+                call = relax.call_tir_inplace(gv, args, 0, outs[0])
+            elif step.zeroed:  # zero-filled outputs are passed in and written in place
                 inplace = []
                 for (name, shape, dt), ty in zip(step.outputs, outs):
                     if name in step.zeroed:
