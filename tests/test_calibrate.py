@@ -86,6 +86,11 @@ def test_schedule_thresholds_match_kernels():
     from lasnet_tvm.predictor import kernel_ops as K
 
     assert K.LARGE_WEIGHTS_3X3 == g3.LARGE_WEIGHT_BYTES
+    assert all(K.PATCH_BLOCK.get(S, 1) == g3.patch_block(S) for S in range(1, 33))
+    # the computed patches are counted: 7 active S = 1 patches cost two blocks of 6 (12 patches)
+    params = dict(C=64, H=14, W=14, S=1, padded=True)
+    assert K.kernel_ops("gather_conv3x3", params, 7)[0].flops == K.kernel_ops("gather_conv3x3", params, 12)[0].flops
+    assert K.kernel_ops("gather_conv3x3", params, 6)[0].flops < K.kernel_ops("gather_conv3x3", params, 7)[0].flops
     assert not K.one_patch_per_task("patch_conv1x1", dict(C_in=64, C_out=256))
     assert K.one_patch_per_task("window_conv3x3", dict(C=256))  # stage 3: 2.3 MiB of weights
     assert not K.one_patch_per_task("window_conv3x3", dict(C=512))  # stage 4: 9 MiB

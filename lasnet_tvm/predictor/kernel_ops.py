@@ -28,6 +28,8 @@ PATCH_KERNELS = frozenset({"gather", "window_conv3x3", "gather_conv3x3", "se", "
 #: patch its own task (above: channel tiles in parallel, all patches per weight tile); ``LARGE_WEIGHT_BYTES`` of
 #: ``kernels/gather_conv3x3``.
 LARGE_WEIGHTS_3X3 = 4 * 1024 * 1024
+#: Patches per register tile by S (others: 1), ``patch_block`` of ``kernels/gather_conv3x3`` (checked by the tests).
+PATCH_BLOCK = {1: 6, 2: 3}
 
 
 def one_patch_per_task(kernel: str, params: Mapping[str, Any]) -> bool:
@@ -61,7 +63,9 @@ def _se(B: int, P: int, C: int, R: int, S: int) -> list[Op]:
 def kernel_ops(kernel: str, params: Mapping[str, Any], P: int = 0, batch: int = 1, out: str = "") -> list[Op]:
     """Ops of one kernel call.
 
-    Patch convolutions whose default schedule gives each patch its own task (:func:`one_patch_per_task`) get
+    The padded gather-conv and the patch conv1x1 count the patches they compute: ``P`` rounded up to whole
+    patch blocks (:data:`PATCH_BLOCK`). Patch convolutions whose default
+    schedule gives each patch its own task (:func:`one_patch_per_task`) get
     ``Op.max_tile_p = 1`` (used by profiles with ``schedule: default``); the others (large weights, tiled by
     channels) get the op kind suffix ``_large_w``, so that a calibration scales the two schedules apart.
 
@@ -83,6 +87,9 @@ def kernel_ops(kernel: str, params: Mapping[str, Any], P: int = 0, batch: int = 
     -------
     list of Op
     """
+    if kernel == "patch_conv1x1" or (kernel == "gather_conv3x3" and params.get("padded", False)):
+        pb = PATCH_BLOCK.get(params["S"], 1)  # these kernels compute P rounded up to whole patch blocks
+        P = _cdiv(P, pb) * pb
     ops_ = _kernel_ops(kernel, params, P, batch, out)
     if one_patch_per_task(kernel, params):
         ops_ = [replace(o, max_tile_p=1) for o in ops_]

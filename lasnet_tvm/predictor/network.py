@@ -82,7 +82,7 @@ def dynamic_block_ops(b: BlockSpec, P: int, fusion: str = "all", batch: int = 1)
         out += k("gather", dict(C=cm, H=H, W=H, S=S, stride=st))
         out += k("window_conv3x3", dict(C=cm, S=S, stride=st, groups=b.groups))
     else:
-        out += k("gather_conv3x3", dict(C=cm, H=H, W=H, S=S, stride=st, groups=b.groups))
+        out += k("gather_conv3x3", dict(C=cm, H=H, W=H, S=S, stride=st, groups=b.groups, padded=True))
     if b.se_channels:
         out += k("se", dict(C=cm, R=b.se_channels, Ho=Ho, S=S))
     out += k("patch_conv1x1", dict(C_in=cm, C_out=co, S=S))
