@@ -15,31 +15,14 @@ import numpy as np
 import torch
 import tvm
 from tvm import relax, tirx
-from tvm.script import tirx as T
 
 from ... import kernels as K
-from ...block_plan import FUSIONS, Step, block_plan, prepared_weights
+from ...block_plan import FUSIONS, block_plan, prepared_weights
 from ..export import folded_from_weights, spec_from_ints
 from ..importer import SPEC_ATTR
 
 KERNEL_ATTR = "lasnet.kernel"  # kernel module name on every PrimFunc this pass adds
 PARAMS_ATTR = "lasnet.params"  # its builder parameters, JSON
-
-
-def index_prefix(G: int) -> tirx.PrimFunc:
-    """Copy the first ``P`` entries of an index list ``[G]`` into ``[P]``."""
-    P = T.int32()
-
-    @T.prim_func(s_tir=True)
-    def main(idx: T.Buffer((G,), "int32"), out_h: T.handle):
-        T.func_attr({"tir.noalias": True})
-        out = T.match_buffer(out_h, (P,), "int32")
-        for p in range(P):
-            with T.sblock("copy"):
-                vp = T.axis.spatial(P, p)
-                out[vp] = idx[vp]
-
-    return main
 
 
 def _tagged(func: tirx.PrimFunc, kernel: str, params: dict) -> tirx.PrimFunc:
@@ -99,10 +82,10 @@ class _Lowerer(relax.PyExprMutator):
             mod = _without(mod, gv)
         return mod
 
-    def _kernel(self, name: str, params: dict, func: tirx.PrimFunc | None = None) -> relax.GlobalVar:
+    def _kernel(self, name: str, params: dict) -> relax.GlobalVar:
         key = name + json.dumps(params, sort_keys=True)
         if key not in self.kernels:
-            func = func if func is not None else K.builder(name)(**params)
+            func = K.builder(name)(**params)
             gname = f"{name}_" + "_".join(f"{v}" for _, v in sorted(params.items())).replace("True", "1").replace("False", "0")
             func = _tagged(func, name, params).with_attr("global_symbol", gname)
             self.kernels[key] = self.builder_.add_func(func, gname)
@@ -154,15 +137,13 @@ class _Lowerer(relax.PyExprMutator):
         return relax.Tuple([y, count, mask])
 
     def _active_patches(self, env, s, name: str):
-        """``P`` (symbolic) from the masker's count, and the first ``P`` patch indices."""
+        """``P`` (symbolic) from the masker's count, and the first ``P`` patch indices (a view, no copy)."""
         bb = self.builder_
-        shape = bb.emit(relax.op.tensor_to_shape(relax.op.astype(env["count"], "int64")))
+        shape = bb.emit(relax.op.tensor_to_shape(env["count"]))
         P = tirx.Var(name, "int64")
         self.bounds[name] = s.grid * s.grid
         bb.match_cast(shape, relax.ShapeType([P]))
-        G = s.grid * s.grid
-        prefix = self._kernel("index_prefix", {"G": G}, index_prefix(G))
-        idx = bb.emit(relax.call_tir(prefix, [env["idx"]], out_ty=relax.TensorType([P], "int32")))
+        idx = bb.emit(relax.op.memory.view(env["idx"], relax.ShapeExpr([P])))
         return P, idx
 
 

@@ -12,22 +12,12 @@ from __future__ import annotations
 import json
 
 import tvm
-from tvm import s_tir, tirx
+from tvm import tirx
 
 from ... import kernels as K
 from ...targets import target_kind
 from .lower_las_blocks import KERNEL_ATTR, PARAMS_ATTR
 from .schedule_static_ops import apply_tuned_static_ops
-
-
-def _schedule_prefix(func: tirx.PrimFunc, kind: str) -> tirx.PrimFunc:
-    sch = s_tir.Schedule(func)
-    (loop,) = sch.get_loops(sch.get_sblock("copy"))
-    if kind == "cuda":
-        bx, tx = sch.split(loop, [None, 64])
-        sch.bind(bx, "blockIdx.x")
-        sch.bind(tx, "threadIdx.x")
-    return sch.mod["main"]
 
 
 def schedule_kernel(func: tirx.PrimFunc, target: tvm.target.Target, database=None) -> tirx.PrimFunc:
@@ -41,12 +31,9 @@ def schedule_kernel(func: tirx.PrimFunc, target: tvm.target.Target, database=Non
     if database is not None:
         scheduled = database.query_schedule(name, params, bare, target)
     if scheduled is None:
-        if name == "index_prefix":
-            scheduled = _schedule_prefix(bare, kind)
-        else:
-            mod = K.get(name)
-            sch = (mod.schedule_cuda if kind == "cuda" else mod.schedule_cpu)(bare, **params)
-            scheduled = sch.mod["main"]
+        mod = K.get(name)
+        sch = (mod.schedule_cuda if kind == "cuda" else mod.schedule_cpu)(bare, **params)
+        scheduled = sch.mod["main"]
     for k, v in attrs.items():
         scheduled = scheduled.with_attr(k, v)
     return scheduled.with_attr("tir.is_scheduled", True)
