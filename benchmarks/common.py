@@ -47,26 +47,34 @@ def versions() -> dict:
             "torch": torch.__version__, "numpy": numpy.__version__}
 
 
-def git_revision() -> str | None:
-    """``git describe --always --dirty`` of the source tree, or None outside a checkout."""
+def _git(*args: str) -> str | None:
+    """Output of ``git args`` in this source checkout, or None when the package is not run from one.
+
+    An installed copy (``site-packages/lasnet_tvm/benchmarks``) may lie inside some other repository (a pyenv
+    or conda prefix under git): only a checkout whose top level holds this ``benchmarks/`` counts.
+    """
     here = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "-C", str(here), "describe", "--always", "--dirty"], capture_output=True,
+        top = subprocess.run(["git", "-C", str(here), "rev-parse", "--show-toplevel"], capture_output=True,
                              text=True, timeout=10)
+        if top.returncode != 0 or Path(top.stdout.strip()).resolve() != here.parent:
+            return None
+        out = subprocess.run(["git", "-C", str(here), *args], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return out.stdout.strip() or None
+    return out.stdout if out.returncode == 0 else None
+
+
+def git_revision() -> str | None:
+    """``git describe --always --dirty`` of the source checkout, or None outside one."""
+    out = _git("describe", "--always", "--dirty")
+    return (out or "").strip() or None
 
 
 def git_dirty_files() -> list[str] | None:
     """Tracked files with uncommitted changes (``git status --porcelain -uno``), or None outside a checkout."""
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "-uno"], capture_output=True,
-                             text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return [line[3:] for line in out.stdout.splitlines()] if out.returncode == 0 else None
+    out = _git("status", "--porcelain", "-uno")
+    return None if out is None else [line[3:] for line in out.splitlines()]
 
 
 def summarize(samples_s: list[float]) -> dict:

@@ -203,3 +203,21 @@ def test_bench_sweeps_bad_options(args, words):
     assert res.exit_code != 0
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error:") and words in lines[0], res.output
+
+
+def test_git_revision_ignores_an_enclosing_foreign_repository(tmp_path):
+    # an installed copy inside some other git repository (a pyenv or conda prefix) has no revision of ours
+    import importlib.util
+    import shutil
+    import subprocess
+
+    import lasnet_tvm.benchmarks.common as common
+
+    nested = tmp_path / "prefix" / "site-packages" / "lasnet_tvm" / "benchmarks"
+    nested.mkdir(parents=True)
+    shutil.copy(common.__file__, nested / "common.py")
+    subprocess.run(["git", "init", "-q", str(tmp_path / "prefix")], check=True)
+    spec = importlib.util.spec_from_file_location("installed_common", nested / "common.py")
+    installed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(installed)
+    assert installed.git_revision() is None and installed.git_dirty_files() is None
