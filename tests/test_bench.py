@@ -61,6 +61,7 @@ def test_bench_model_quick(tmp_path):
     assert set(d["ms"]) == {"las", "static", "torch_static", "torch_las_dense", "torch_sparse"}
     assert max(d["max_rel_err"].values()) < 1e-4
     assert 0.2 < d["rate"] < 0.8  # the maskers were calibrated to about half of the patches
+    assert d["tuned"] is False and d["tuned_applied"] == {"las": [], "static": []}  # no --schedules: defaults
 
 
 # ---------------------------------------------------------------------------------------------------------

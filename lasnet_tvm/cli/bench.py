@@ -88,7 +88,8 @@ def model(model_path, arch, granularity, input_size, width_mult, rate, images, r
         net, _ = load_checkpoint(model_path)
     from ..tuning import schedules_for
 
-    database = schedules_for(None if schedules == "shipped" else schedules)
+    # no --schedules: default schedules for both models, as the help says (the shipped ones only when asked)
+    database = schedules_for(None if schedules == "shipped" else schedules, use_shipped=schedules == "shipped")
     if schedules == "shipped" and database is None:
         raise LasnetError("--schedules shipped: no schedules are shipped for this CPU (see schedules/)")
     res = bm.run(arch, granularity, input_size, width_mult, rate, net, images, repeats, threads, database)
