@@ -12,19 +12,16 @@ import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir import dlight as dl
 
+from ...kernels._common import largest_divisor
 from ...targets import target_kind
-
-
-def _largest_divisor(n: int, cap: int) -> int:
-    return max(d for d in range(1, min(n, cap) + 1) if n % d == 0)
 
 
 def _schedule_conv_cpu(sch: s_tir.Schedule, block) -> None:
     """A legalized NCHW convolution (the stem): 8 channels x up to 8 columns of accumulators, columns
     vectorized, (channel tiles x rows) in parallel, the accumulator tile in a small stack buffer."""
     n, ff, yy, xx, rc, ry, rx = sch.get_loops(block)
-    tf = _largest_divisor(int(sch.get(ff).extent), 8)
-    tx = _largest_divisor(int(sch.get(xx).extent), 8)
+    tf = largest_divisor(int(sch.get(ff).extent), 8)
+    tx = largest_divisor(int(sch.get(xx).extent), 8)
     ff_o, ff_i = sch.split(ff, [None, tf])
     xx_o, xx_i = sch.split(xx, [None, tx])
     sch.reorder(n, ff_o, yy, xx_o, rc, ry, rx, ff_i, xx_i)
@@ -57,7 +54,7 @@ def _schedule_gemv_cpu(sch: s_tir.Schedule, block) -> None:
     if int(sch.get(i).extent) != 1:
         raise ValueError("not a matrix-vector product")
     n = int(sch.get(j).extent)
-    j_o, j_i = sch.split(j, [None, _largest_divisor(n, 128)])
+    j_o, j_i = sch.split(j, [None, largest_divisor(n, 128)])
     sch.reorder(i, j_o, k, j_i)
     sch.parallel(j_o)
     sch.vectorize(j_i)
