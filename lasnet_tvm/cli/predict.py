@@ -122,7 +122,7 @@ def devices(as_json):
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Where to write the profile (default: the user cache, used by --device local).")
 def profile_device(output):
-    """Measure this machine (cores, FP32 peak with a TVM matmul, copy bandwidth, caches); write a CPU profile."""
+    """Measure this machine (cores, FP32 peak of our conv1x1 kernel, copy bandwidth, caches); write a CPU profile."""
     from ..predictor.measure import write_local_profile
     from ..predictor.profiles import load_profile, local_profile_path
 
