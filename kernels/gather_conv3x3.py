@@ -138,8 +138,8 @@ def patch_tile(S: int) -> tuple[int, int, int]:
 
 def schedule_gather_conv_cpu(sch: s_tir.Schedule, C: int, S: int, groups: int) -> None:
     """Padded gather-conv: a register tile of :func:`patch_tile` pixels x ``tco`` output channels (vectorized),
-    under :data:`MAX_TILE_FLOATS`. Channel tiles in parallel (at least 8 of them), so that a thread's weight tile stays in its cache while it walks the patches; else
-    patch blocks in parallel."""
+    under :data:`MAX_TILE_FLOATS`. Channel tiles in parallel (at least 8 of them), so that a thread's weight tile
+    stays in its cache while it walks the patches; else patch blocks in parallel."""
     conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
     p, y, x, co, rc, kh, kw = sch.get_loops(conv)
     pb, ty, tx = patch_tile(S)

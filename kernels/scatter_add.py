@@ -83,7 +83,8 @@ def _scatter_add_inplace(C: int, Ho: int, Wo: int, S: int):
 
 def schedule_cpu(func, **params) -> s_tir.Schedule:
     """Parallel over channels and rows; columns split by patch (one slot lookup per patch row segment),
-    the ``S`` pixels of a segment vectorized when ``S`` divides the width."""
+    the ``S`` pixels of a segment vectorized when ``S`` divides the width. In place: parallel over (patch,
+    channel), each task updating one channel of one patch."""
     S, Wo = params["S"], params["Wo"]
     sch = s_tir.Schedule(func)
     add = sch.get_sblock("add")

@@ -64,9 +64,8 @@ def kernel_ops(kernel: str, params: Mapping[str, Any], P: int = 0, batch: int = 
     """Ops of one kernel call.
 
     The padded gather-conv and the patch conv1x1 count the patches they compute: ``P`` rounded up to whole
-    patch blocks (:data:`PATCH_BLOCK`). Patch convolutions whose default
-    schedule gives each patch its own task (:func:`one_patch_per_task`) get
-    ``Op.max_tile_p = 1`` (used by profiles with ``schedule: default``); the others (large weights, tiled by
+    patch blocks (:data:`PATCH_BLOCK`). Patch convolutions whose default schedule gives each patch its own task
+    (:func:`one_patch_per_task`) get ``Op.max_tile_p = 1`` (used by profiles with ``schedule: default``); the others (large weights, tiled by
     channels) get the op kind suffix ``_large_w``, so that a calibration scales the two schedules apart.
 
     Parameters
