@@ -12,24 +12,32 @@ import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir import dlight as dl
 
-from ...kernels._common import largest_divisor
+from ...kernels._common import MAX_TILE_FLOATS, largest_divisor
 from ...targets import target_kind
 
 
 def _schedule_conv_cpu(sch: s_tir.Schedule, block) -> None:
-    """A legalized NCHW convolution (the stem): 8 channels x up to 8 columns of accumulators, columns
-    vectorized, (channel tiles x rows) in parallel, the accumulator tile in a small stack buffer."""
+    """A legalized NCHW convolution (the stem): the weights repacked once per call ``[F // tf, C, KH, KW, tf]``
+    so that a tile of ``tf`` output channels (16-32, vectorized) reads contiguous vectors, times up to 7-8
+    columns, each input pixel broadcast; (channel tiles x rows) in parallel, the accumulator tile in a small
+    stack buffer laid out channel-innermost."""
     n, ff, yy, xx, rc, ry, rx = sch.get_loops(block)
-    tf = largest_divisor(int(sch.get(ff).extent), 8)
-    tx = largest_divisor(int(sch.get(xx).extent), 8)
+    F, X = int(sch.get(ff).extent), int(sch.get(xx).extent)
+    tf = next((t for t in (32, 16) if F % t == 0), largest_divisor(F, 16))
+    tx = largest_divisor(X, max(1, MAX_TILE_FLOATS // tf))
+    weight = next(i for i, r in enumerate(sch.get(block).reads)
+                  if len(r.source.shape) == 4 and int(r.source.shape[0]) == F and "pad" not in r.source.name)
+    wl = sch.cache_read(block, weight, "global")
+    sch.transform_layout(wl, ("write", 0), lambda f, c, h, w: (f // tf, c, h, w, f % tf))
+    acc = sch.cache_write(block, 0, "global")
+    sch.transform_layout(block, ("write", 0), lambda b, f, y, x: (b, f // tf, y, x, f % tf))
     ff_o, ff_i = sch.split(ff, [None, tf])
     xx_o, xx_i = sch.split(xx, [None, tx])
-    sch.reorder(n, ff_o, yy, xx_o, rc, ry, rx, ff_i, xx_i)
+    sch.reorder(n, ff_o, yy, xx_o, rc, ry, rx, xx_i, ff_i)
     sch.parallel(sch.fuse(n, ff_o, yy))
-    acc = sch.cache_write(block, 0, "global")
     sch.reverse_compute_at(acc, xx_o)
-    sch.unroll(ff_i)
-    sch.vectorize(xx_i)
+    sch.unroll(xx_i)
+    sch.vectorize(ff_i)
     sch.decompose_reduction(block, rc)
     _inline_epilogue(sch, acc)
 
