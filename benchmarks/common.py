@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import tempfile
@@ -91,14 +92,19 @@ def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup:
 
     Variants take turns in batches of ``batch`` consecutive calls, so slow drifts of a shared machine hit
     all of them alike while each batch still runs warm (thread pools of torch and TVM do not fight call by
-    call). Returns per-name summaries (:func:`summarize`).
+    call). Each round runs the variants in a fresh random order (seeded), so that none always follows the
+    same one: a thread pool still spinning after its batch slows whichever batch comes next. Returns
+    per-name summaries (:func:`summarize`).
     """
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     samples: dict[str, list[float]] = {k: [] for k in fns}
+    order, rng = list(fns), random.Random(0)
     while any(len(v) < repeats for v in samples.values()):
-        for k, fn in fns.items():
+        rng.shuffle(order)
+        for k in order:
+            fn = fns[k]
             for _ in range(min(batch, repeats - len(samples[k]))):
                 t0 = time.perf_counter()
                 fn()

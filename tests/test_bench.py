@@ -6,7 +6,7 @@ import json
 
 from click.testing import CliRunner
 
-from lasnet_tvm.benchmarks.common import write_json
+from lasnet_tvm.benchmarks.common import time_interleaved, write_json
 from lasnet_tvm.cli.bench import bench
 
 
@@ -222,3 +222,14 @@ def test_git_revision_ignores_an_enclosing_foreign_repository(tmp_path):
     installed = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(installed)
     assert installed.git_revision() is None and installed.git_dirty_files() is None
+
+
+def test_time_interleaved_varies_the_order():
+    calls = []
+    fns = {k: (lambda k=k: calls.append(k)) for k in "abc"}
+    res = time_interleaved(fns, repeats=12, warmup=0, batch=1)
+    rounds = [tuple(calls[i:i + 3]) for i in range(0, len(calls), 3)]
+    assert all(sorted(r) == list("abc") for r in rounds)  # every round runs each variant once
+    predecessors = {b: {a for a, b2 in zip(calls, calls[1:]) if b2 == b} for b in "abc"}
+    assert all(len(p) >= 2 for p in predecessors.values())  # none always follows the same variant
+    assert {k: v["n"] for k, v in res.items()} == {"a": 12, "b": 12, "c": 12}
