@@ -8,6 +8,9 @@ trained model depends on its input; a random one has none to speak of).
 
 from __future__ import annotations
 
+import contextlib
+import random
+import re
 import time
 
 import numpy as np
@@ -15,6 +18,7 @@ import torch
 
 from lasnet_tvm.archs import format_granularity
 from lasnet_tvm.compiler import CompiledModel, build_target, compile_model
+from lasnet_tvm.compiler.artifact import CallProfiler
 from lasnet_tvm.models import LASNet, build_model
 from lasnet_tvm.models.folded import fold_block
 from lasnet_tvm.models.masker import patch_pool
@@ -48,10 +52,43 @@ def images(n: int, size: int, seed: int = 0) -> torch.Tensor:
     return torch.stack([data[i][0] for i in range(n)])
 
 
+def kernel_family(symbol: str) -> str:
+    """A VM call's operator: ``masker_conv1x1_1024_256_14_2_14_1_1`` -> ``masker_conv1x1``, ``zeros3`` -> ``zeros``."""
+    head = re.match(r"(.+?)_\d", symbol)  # a kernel's name, then its shape parameters
+    return head.group(1) if head else re.sub(r"\d+$", "", symbol)  # an operator with a numbered copy
+
+
+def kernel_breakdown(models: dict[str, CompiledModel], images: list[np.ndarray], rounds: int) -> dict:
+    """Per-call profiles (:class:`~lasnet_tvm.compiler.artifact.CallProfiler`) of several compiled models run
+    alternately, each round in a fresh random order, on the same images.
+
+    Returns, per model, the instrumented total, the time per operator family (:func:`kernel_family`) and per VM
+    call symbol, in milliseconds per image.
+    """
+    order, rng = list(models), random.Random(0)
+    with contextlib.ExitStack() as stack:
+        profs = {k: stack.enter_context(CallProfiler(m)) for k, m in models.items()}
+        for _ in range(rounds):
+            rng.shuffle(order)
+            for k in order:
+                for x in images:
+                    models[k]._call(x)
+    out = {}
+    for k, prof in profs.items():
+        calls = prof.summary(len(images) * rounds)
+        families: dict[str, float] = {}
+        for sym, v in calls.items():
+            families[kernel_family(sym)] = families.get(kernel_family(sym), 0.0) + v["ms"]
+        out[k] = {"instrumented_ms": sum(v["ms"] for v in calls.values()),
+                  "families_ms": dict(sorted(families.items(), key=lambda kv: -kv[1])), "calls": calls}
+    return out
+
+
 def run(arch: str = "las_resnet50", granularity: str = "4-4-2-1", input_size: int = 224, width_mult: float = 1.0,
         rate: float = 0.5, model: LASNet | None = None, n_images: int = 4, repeats: int = 5, threads: int = 2,
-        database=None) -> dict:
-    """Compile, check and time; returns the JSON-able result."""
+        database=None, breakdown: bool = False) -> dict:
+    """Compile, check and time; returns the JSON-able result. ``breakdown``: also profile both compiled models
+    per VM call (:func:`kernel_breakdown`, ``repeats`` rounds, after the timing)."""
     torch.set_num_threads(threads)
     if model is None:
         model = build_model(arch, granularity, input_size, 1000, width_mult).eval()
@@ -96,6 +133,7 @@ def run(arch: str = "las_resnet50", granularity: str = "4-4-2-1", input_size: in
             "torch_sparse": over_images(sparse, tsingles),
         }, repeats=repeats, warmup=1, batch=1)
     per_image = {k: v["median_ms"] / n_images for k, v in t.items()}
+    extra = {"breakdown": kernel_breakdown(compiled, singles, repeats)} if breakdown else {}
     return {
         "benchmark": "model",
         "device": "local",
@@ -119,6 +157,7 @@ def run(arch: str = "las_resnet50", granularity: str = "4-4-2-1", input_size: in
         "compile_s": compile_s,
         "max_rel_err": errs,
         "timings": t,
+        **extra,
     }
 
 
@@ -129,4 +168,11 @@ def format_table(res: dict) -> str:
         rows.append(f"  {k:16s} {ms[k]:9.2f}")
     rows.append(f"  LAS vs static compiled: {res['speedup_vs_static']:.2f}x; vs PyTorch static: "
                 f"{res['speedup_vs_torch_static']:.2f}x; compile {res['compile_s']['las']:.1f} s")
+    if "breakdown" in res:
+        b = res["breakdown"]
+        rows.append(f"per-call profile (VM instrumentation), ms per image: LAS {b['las']['instrumented_ms']:.2f}, "
+                    f"static {b['static']['instrumented_ms']:.2f}")
+        for name in ("las", "static"):
+            top = list(b[name]["families_ms"].items())[:8]
+            rows.append(f"  {name:7s}" + ", ".join(f"{k} {v:.2f}" for k, v in top))
     return "\n".join(rows)

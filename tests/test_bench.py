@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from lasnet_tvm.benchmarks.common import time_interleaved, write_json
 from lasnet_tvm.cli.bench import bench
+from lasnet_tvm.resources import hw_profiles_dir
 
 
 def test_bench_block_json(tmp_path):
@@ -52,7 +55,7 @@ def test_bench_model_quick(tmp_path):
 
     out = tmp_path / "model.json"
     res = CliRunner().invoke(cli, ["bench", "model", "--width-mult", "0.125", "--input-size", "64", "--images", "1",
-                                   "--repeats", "1", "--rate", "0.5", "--out", str(out)])
+                                   "--repeats", "1", "--rate", "0.5", "--breakdown", "--out", str(out)])
     assert res.exit_code == 0, res.output
     d = json.loads(out.read_text())
     for k in ("machine", "versions", "git_revision", "arch", "granularity", "rate", "ms", "speedup_vs_static",
@@ -62,14 +65,17 @@ def test_bench_model_quick(tmp_path):
     assert max(d["max_rel_err"].values()) < 1e-4
     assert 0.2 < d["rate"] < 0.8  # the maskers were calibrated to about half of the patches
     assert d["tuned"] is False and d["tuned_applied"] == {"las": [], "static": []}  # no --schedules: defaults
+    # --breakdown: per-call profiles; every block calls its fused masker once per image, the static model none
+    las, static = d["breakdown"]["las"], d["breakdown"]["static"]
+    assert sum(v["calls"] for k, v in las["calls"].items() if k.startswith("masker_conv1x1")) == 16
+    assert {"masker_conv1x1", "gather_conv3x3", "patch_conv1x1", "scatter_add"} <= set(las["families_ms"])
+    assert "conv3x3" in static["families_ms"] and not any(k.startswith(("masker", "gather")) for k in static["calls"])
+    assert las["instrumented_ms"] == pytest.approx(sum(v["ms"] for v in las["calls"].values()))
 
 
 # ---------------------------------------------------------------------------------------------------------
 # bench fusion / rate / granularity: quick runs on a 32->8->32 12x12 block (input 48, width x0.125)
 
-import pytest  # noqa: E402
-
-from lasnet_tvm.resources import hw_profiles_dir  # noqa: E402
 
 @pytest.fixture(scope="module", autouse=True)
 def _shared_kernels():
@@ -230,6 +236,6 @@ def test_time_interleaved_varies_the_order():
     res = time_interleaved(fns, repeats=12, warmup=0, batch=1)
     rounds = [tuple(calls[i:i + 3]) for i in range(0, len(calls), 3)]
     assert all(sorted(r) == list("abc") for r in rounds)  # every round runs each variant once
-    predecessors = {b: {a for a, b2 in zip(calls, calls[1:]) if b2 == b} for b in "abc"}
+    predecessors = {b: {a for a, b2 in itertools.pairwise(calls) if b2 == b} for b in "abc"}
     assert all(len(p) >= 2 for p in predecessors.values())  # none always follows the same variant
     assert {k: v["n"] for k, v in res.items()} == {"a": 12, "b": 12, "c": 12}

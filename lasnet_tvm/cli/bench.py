@@ -74,8 +74,11 @@ def block(arch, stage, channels, size, stride, S, rates, ablation_rate, repeats,
 @click.option("--schedules", default=None,
               help="Tuned schedules for both compiled models: a `lasnet-tvm tune` folder, or `shipped` (this "
               "CPU's under schedules/). Default: default schedules.")
+@click.option("--breakdown", is_flag=True,
+              help="Also profile both compiled models per kernel (VM instrumentation) into the JSON.")
 @click.option("--out", type=click.Path(), required=True, help="JSON file to write.")
-def model(model_path, arch, granularity, input_size, width_mult, rate, images, repeats, threads, schedules, out):
+def model(model_path, arch, granularity, input_size, width_mult, rate, images, repeats, threads, schedules,
+          breakdown, out):
     """Whole network: compiled LAS vs compiled static vs PyTorch (static, LAS dense, sparse)."""
     from ..benchmarks import common
     from ..benchmarks import model as bm
@@ -92,7 +95,8 @@ def model(model_path, arch, granularity, input_size, width_mult, rate, images, r
     database = schedules_for(None if schedules == "shipped" else schedules, use_shipped=schedules == "shipped")
     if schedules == "shipped" and database is None:
         raise LasnetError("--schedules shipped: no schedules are shipped for this CPU (see schedules/)")
-    res = bm.run(arch, granularity, input_size, width_mult, rate, net, images, repeats, threads, database)
+    res = bm.run(arch, granularity, input_size, width_mult, rate, net, images, repeats, threads, database,
+                 breakdown)
     for k, err in res["max_rel_err"].items():
         if err > 1e-4:
             raise LasnetError(f"compiled {k} model differs from PyTorch (max relative error {err:.1e})")
