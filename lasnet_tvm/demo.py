@@ -55,7 +55,7 @@ class DemoResult:
             f"{self.speedup_vs_torch:.2f}x over PyTorch eager",
         ] + ([] if self.speedup_vs_static >= 1 else [
             "(this small demo network's maps and channels are too small for the dynamic blocks to pay off on a "
-            "CPU; the full-size LAS-ResNet-50 at 224x224 gains about 1.2x at rate 0.5 and 1.3x at 0.25 on a "
+            "CPU; the full-size LAS-ResNet-50 at 224x224 gains 1.2-1.25x at rate 0.5 and 1.4x at 0.25 on a "
             "2-core AVX-512 CPU: `lasnet-tvm bench model`)"]))
 
 
