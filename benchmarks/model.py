@@ -86,14 +86,19 @@ def kernel_breakdown(models: dict[str, CompiledModel], images: list[np.ndarray],
 
 def run(arch: str = "las_resnet50", granularity: str = "4-4-2-1", input_size: int = 224, width_mult: float = 1.0,
         rate: float = 0.5, model: LASNet | None = None, n_images: int = 4, repeats: int = 5, threads: int = 2,
-        database=None, breakdown: bool = False) -> dict:
+        database=None, breakdown: bool = False, save_model: str | None = None) -> dict:
     """Compile, check and time; returns the JSON-able result. ``breakdown``: also profile both compiled models
-    per VM call (:func:`kernel_breakdown`, ``repeats`` rounds, after the timing)."""
+    per VM call (:func:`kernel_breakdown`, ``repeats`` rounds, after the timing). ``save_model``: also write the
+    model (with its calibrated maskers) there, for ``lasnet-tvm compile`` and ``bench compare``."""
     torch.set_num_threads(threads)
     if model is None:
         model = build_model(arch, granularity, input_size, 1000, width_mult).eval()
         x = images(n_images, input_size)
         calibrate_maskers(model, x, rate)
+        if save_model:
+            from lasnet_tvm.checkpoint import save_checkpoint
+
+            save_checkpoint(save_model, model, {"source": f"bench model --rate {rate}"})
     else:
         x = images(n_images, model.spec.input_size)
     model.eval()

@@ -54,8 +54,10 @@ def test_bench_model_quick(tmp_path):
     from lasnet_tvm.cli.main import cli
 
     out = tmp_path / "model.json"
+    pt = tmp_path / "model.pt"
     res = CliRunner().invoke(cli, ["bench", "model", "--width-mult", "0.125", "--input-size", "64", "--images", "1",
-                                   "--repeats", "1", "--rate", "0.5", "--breakdown", "--out", str(out)])
+                                   "--repeats", "1", "--rate", "0.5", "--breakdown", "--save-model", str(pt),
+                                   "--out", str(out)])
     assert res.exit_code == 0, res.output
     d = json.loads(out.read_text())
     for k in ("machine", "versions", "git_revision", "arch", "granularity", "rate", "ms", "speedup_vs_static",
@@ -71,6 +73,28 @@ def test_bench_model_quick(tmp_path):
     assert {"masker_conv1x1", "gather_conv3x3", "patch_conv1x1", "scatter_add"} <= set(las["families_ms"])
     assert "conv3x3" in static["families_ms"] and not any(k.startswith(("masker", "gather")) for k in static["calls"])
     assert las["instrumented_ms"] == pytest.approx(sum(v["ms"] for v in las["calls"].values()))
+
+    # --save-model wrote the benchmarked model: compile it (LAS and static) and compare the two libraries
+    libs = [tmp_path / "las.so", tmp_path / "static.so"]
+    for lib, extra in zip(libs, ([], ["--static"])):
+        res = CliRunner().invoke(cli, ["compile", str(pt), "--target", "llvm", "-o", str(lib), *extra])
+        assert res.exit_code == 0, res.output
+    cmp_out = tmp_path / "compare.json"
+    res = CliRunner().invoke(cli, ["bench", "compare", *map(str, libs), "--images", "1", "--repeats", "2",
+                                   "--out", str(cmp_out)])
+    assert res.exit_code == 0, res.output
+    c = json.loads(cmp_out.read_text())
+    assert [lib["path"] for lib in c["libraries"]] == [str(p) for p in libs]
+    assert c["libraries"][0]["speedup_vs_first"] == 1.0 and c["libraries"][1]["manifest"]["static"] is True
+    assert c["libraries"][0]["rate"] == pytest.approx(d["rate"])  # the same maskers, the same images
+    assert c["libraries"][1]["rate"] == 1.0
+    for k in ("machine", "versions", "git_revision", "timings"):
+        assert k in c
+    # bad input: one library, a missing one
+    for args in ([str(libs[0])], [str(libs[0]), str(tmp_path / "missing.so")]):
+        res = CliRunner().invoke(cli, ["bench", "compare", *args, "--out", str(tmp_path / "x.json")])
+        assert res.exit_code != 0 and len(res.output.strip().splitlines()) == 1, res.output
+    assert not (tmp_path / "x.json").exists()
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -74,17 +74,21 @@ def block(arch, stage, channels, size, stride, S, rates, ablation_rate, repeats,
 @click.option("--schedules", default=None,
               help="Tuned schedules for both compiled models: a `lasnet-tvm tune` folder, or `shipped` (this "
               "CPU's under schedules/). Default: default schedules.")
+@click.option("--save-model", default=None, type=click.Path(dir_okay=False),
+              help="Also write the benchmarked model (random weights, maskers set to --rate) as a model.pt.")
 @click.option("--breakdown", is_flag=True,
               help="Also profile both compiled models per kernel (VM instrumentation) into the JSON.")
 @click.option("--out", type=click.Path(), required=True, help="JSON file to write.")
 def model(model_path, arch, granularity, input_size, width_mult, rate, images, repeats, threads, schedules,
-          breakdown, out):
+          save_model, breakdown, out):
     """Whole network: compiled LAS vs compiled static vs PyTorch (static, LAS dense, sparse)."""
     from ..benchmarks import common
     from ..benchmarks import model as bm
 
     os.environ.setdefault("TVM_NUM_THREADS", str(threads))
     net = None
+    if model_path is not None and save_model:
+        raise LasnetError("--save-model writes the random model; with --model there is none to write")
     if model_path is not None:
         from ..checkpoint import load_checkpoint
 
@@ -96,12 +100,35 @@ def model(model_path, arch, granularity, input_size, width_mult, rate, images, r
     if schedules == "shipped" and database is None:
         raise LasnetError("--schedules shipped: no schedules are shipped for this CPU (see schedules/)")
     res = bm.run(arch, granularity, input_size, width_mult, rate, net, images, repeats, threads, database,
-                 breakdown)
+                 breakdown, save_model)
     for k, err in res["max_rel_err"].items():
         if err > 1e-4:
             raise LasnetError(f"compiled {k} model differs from PyTorch (max relative error {err:.1e})")
     common.write_json(out, res)
     click.echo(bm.format_table(res))
+    click.echo(f"wrote {out}")
+
+
+@bench.command("compare")
+@click.argument("libraries", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--input", "input_path", default=None, type=click.Path(dir_okay=False),
+              help="Images, .npy [N, 3, H, W]; default: bench model's synthetic images (--images of them).")
+@click.option("--images", default=4, show_default=True, help="Synthetic images without --input.")
+@click.option("--repeats", default=25, show_default=True, help="Interleaved passes over the images.")
+@click.option("--threads", default=2, show_default=True, help="TVM threads.")
+@click.option("--out", type=click.Path(), required=True, help="JSON file to write.")
+def compare(libraries, input_path, images, repeats, threads, out):
+    """Compiled libraries against each other, timed interleaved in one process on the same images (e.g. one
+    model.pt compiled before and after a change, or LAS against --static)."""
+    from ..benchmarks import common
+    from ..benchmarks import compare as bc
+    from ..runner import load_input
+
+    os.environ.setdefault("TVM_NUM_THREADS", str(threads))
+    x = load_input(input_path) if input_path else None
+    res = bc.run(list(libraries), x, images, repeats)
+    common.write_json(out, res)
+    click.echo(bc.format_table(res))
     click.echo(f"wrote {out}")
 
 

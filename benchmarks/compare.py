@@ -1,0 +1,70 @@
+"""Compiled libraries against each other (``lasnet-tvm bench compare a.so b.so ...``): the way to judge a change
+to the compiler on a noisy machine. Compile the same ``model.pt`` before and after the change (or LAS against
+``--static``), then time the libraries in one process, interleaved, on the same images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lasnet_tvm.compiler.artifact import CompiledModel
+from lasnet_tvm.errors import LasnetError
+from lasnet_tvm.runner import check_input_shape
+
+from .common import git_revision, machine_info, time_interleaved, versions
+from .model import images
+
+
+def run(libraries: list[str | Path], x: np.ndarray | None = None, n_images: int = 4, repeats: int = 25) -> dict:
+    """Time ``libraries`` (at least two) on ``x`` (default: ``bench model``'s ``n_images`` synthetic images),
+    batch 1, each round in a fresh random order; returns the JSON-able result with each library's median
+    milliseconds per image and its speedup over the first."""
+    if len(libraries) < 2:
+        raise LasnetError("bench compare: give at least two compiled libraries")
+    names = [str(p) for p in libraries]
+    if len(set(names)) != len(names):
+        raise LasnetError("bench compare: a library is listed twice")
+    models = {name: CompiledModel.load(name) for name in names}
+    sizes = {name: m.input_size for name, m in models.items()}
+    if len(set(sizes.values())) != 1:
+        raise LasnetError("bench compare: the libraries take different input sizes: "
+                          + ", ".join(f"{k} {v}" for k, v in sizes.items()))
+    if x is None:
+        x = images(n_images, sizes[names[0]]).numpy()
+    for name in names:
+        check_input_shape(x, sizes[name], name)
+    singles = [np.ascontiguousarray(x[i : i + 1], dtype=np.float32) for i in range(x.shape[0])]
+    outputs = {name: m.run(x) for name, m in models.items()}
+    ref = outputs[names[0]].logits
+    t = time_interleaved({name: (lambda m=m: [m._call(v) for v in singles]) for name, m in models.items()},
+                         repeats=repeats, warmup=1, batch=1)
+    ms = {name: t[name]["median_ms"] / len(singles) for name in names}
+    return {
+        "benchmark": "compare",
+        "machine": machine_info(),
+        "versions": versions(),
+        "git_revision": git_revision(),
+        "images": len(singles),
+        "repeats": repeats,
+        "libraries": [{
+            "path": name,
+            "manifest": {k: models[name].manifest.get(k) for k in
+                         ("arch", "granularity", "input_size", "static", "fusion", "tuned", "lasnet_tvm", "tvm")},
+            "ms": ms[name],
+            "speedup_vs_first": ms[names[0]] / ms[name],
+            "rate": float(outputs[name].rates.mean()),
+            "max_abs_logit_diff_vs_first": float(np.abs(outputs[name].logits - ref).max()),
+        } for name in names],
+        "timings": t,
+    }
+
+
+def format_table(res: dict) -> str:
+    rows = [f"ms per image (batch 1, median of {res['repeats']} interleaved passes over {res['images']} images):"]
+    for lib in res["libraries"]:
+        kind = "static" if lib["manifest"].get("static") else "LAS"
+        rows.append(f"  {lib['path']}  {lib['ms']:8.2f}  {lib['speedup_vs_first']:5.2f}x  ({kind}, rate "
+                    f"{lib['rate']:.2f}, logits differ from the first by {lib['max_abs_logit_diff_vs_first']:.1e})")
+    return "\n".join(rows)
