@@ -94,7 +94,8 @@ def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup:
     all of them alike while each batch still runs warm (thread pools of torch and TVM do not fight call by
     call). Each round runs the variants in a fresh random order (seeded), so that none always follows the
     same one: a thread pool still spinning after its batch slows whichever batch comes next. Returns
-    per-name summaries (:func:`summarize`).
+    per-name summaries (:func:`summarize`) with the samples in the order they were taken (``samples_ms``; with
+    ``batch=1``, sample ``i`` of every variant comes from round ``i``).
     """
     for fn in fns.values():
         for _ in range(warmup):
@@ -109,7 +110,7 @@ def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup:
                 t0 = time.perf_counter()
                 fn()
                 samples[k].append(time.perf_counter() - t0)
-    return {k: summarize(v) for k, v in samples.items()}
+    return {k: {**summarize(v), "samples_ms": [round(t * 1e3, 4) for t in v]} for k, v in samples.items()}
 
 
 def write_json(path: str | os.PathLike, data: dict) -> Path:

@@ -20,7 +20,8 @@ from .model import images
 def run(libraries: list[str | Path], x: np.ndarray | None = None, n_images: int = 4, repeats: int = 25) -> dict:
     """Time ``libraries`` (at least two) on ``x`` (default: ``bench model``'s ``n_images`` synthetic images),
     batch 1, each round in a fresh random order; returns the JSON-able result with each library's median
-    milliseconds per image and its speedup over the first."""
+    milliseconds per image, its speedup over the first (ratio of medians) and the median of the per-round
+    ratios (``paired_speedup_vs_first``, robust to slow drifts of a shared machine)."""
     if len(libraries) < 2:
         raise LasnetError("bench compare: give at least two compiled libraries")
     names = [str(p) for p in libraries]
@@ -41,6 +42,8 @@ def run(libraries: list[str | Path], x: np.ndarray | None = None, n_images: int 
     t = time_interleaved({name: (lambda m=m: [m._call(v) for v in singles]) for name, m in models.items()},
                          repeats=repeats, warmup=1, batch=1)
     ms = {name: t[name]["median_ms"] / len(singles) for name in names}
+    first = np.array(t[names[0]]["samples_ms"])
+    paired = {name: float(np.median(first / np.array(t[name]["samples_ms"]))) for name in names}
     return {
         "benchmark": "compare",
         "machine": machine_info(),
@@ -54,6 +57,7 @@ def run(libraries: list[str | Path], x: np.ndarray | None = None, n_images: int 
                          ("arch", "granularity", "input_size", "static", "fusion", "tuned", "lasnet_tvm", "tvm")},
             "ms": ms[name],
             "speedup_vs_first": ms[names[0]] / ms[name],
+            "paired_speedup_vs_first": paired[name],  # median over rounds of the ratio within each round
             "rate": float(outputs[name].rates.mean()),
             "max_abs_logit_diff_vs_first": float(np.abs(outputs[name].logits - ref).max()),
         } for name in names],
@@ -65,6 +69,7 @@ def format_table(res: dict) -> str:
     rows = [f"ms per image (batch 1, median of {res['repeats']} interleaved passes over {res['images']} images):"]
     for lib in res["libraries"]:
         kind = "static" if lib["manifest"].get("static") else "LAS"
-        rows.append(f"  {lib['path']}  {lib['ms']:8.2f}  {lib['speedup_vs_first']:5.2f}x  ({kind}, rate "
+        rows.append(f"  {lib['path']}  {lib['ms']:8.2f}  {lib['speedup_vs_first']:5.2f}x (paired "
+                    f"{lib['paired_speedup_vs_first']:.2f}x)  ({kind}, rate "
                     f"{lib['rate']:.2f}, logits differ from the first by {lib['max_abs_logit_diff_vs_first']:.1e})")
     return "\n".join(rows)

@@ -86,6 +86,7 @@ def test_bench_model_quick(tmp_path):
     c = json.loads(cmp_out.read_text())
     assert [lib["path"] for lib in c["libraries"]] == [str(p) for p in libs]
     assert c["libraries"][0]["speedup_vs_first"] == 1.0 and c["libraries"][1]["manifest"]["static"] is True
+    assert c["libraries"][0]["paired_speedup_vs_first"] == 1.0 and c["libraries"][1]["paired_speedup_vs_first"] > 0
     assert c["libraries"][0]["rate"] == pytest.approx(d["rate"])  # the same maskers, the same images
     assert c["libraries"][1]["rate"] == 1.0
     for k in ("machine", "versions", "git_revision", "timings"):
@@ -263,3 +264,4 @@ def test_time_interleaved_varies_the_order():
     predecessors = {b: {a for a, b2 in itertools.pairwise(calls) if b2 == b} for b in "abc"}
     assert all(len(p) >= 2 for p in predecessors.values())  # none always follows the same variant
     assert {k: v["n"] for k, v in res.items()} == {"a": 12, "b": 12, "c": 12}
+    assert all(len(v["samples_ms"]) == 12 and min(v["samples_ms"]) >= 0 for v in res.values())
