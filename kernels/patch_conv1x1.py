@@ -5,6 +5,11 @@ A GEMM over the patches' pixels. Weights are packed ``[C_out // cb, C_in, cb]``
 CPU schedule vectorizes over output channels, which works for every S (S = 1 patches have a single pixel).
 ``P`` is symbolic; like the padded gather-conv, the kernel computes ``P`` rounded up to whole patch blocks
 (:func:`~.gather_conv3x3.patch_block`: several small patches share a register tile) and writes ``P``.
+
+With ``Ho > 0`` the kernel also does the in-place scatter-add (:func:`~.scatter_add.scatter_add`,
+``inplace=True``) in its epilogue: each output tile is added into the block input ``ident [C_out, Ho, Ho]`` at
+its patch and passed through ReLU there, so that the patches never go through memory and the block needs one
+kernel call less. ``ident`` must be non-negative (a ReLU output), as for the in-place scatter-add.
 """
 
 from __future__ import annotations
@@ -12,19 +17,23 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from ._common import MAX_TILE_FLOATS, SearchSpace, lane_tile, order_channel_tiles
+from ._common import MAX_TILE_FLOATS, SearchSpace, ceil_div, lane_tile, order_channel_tiles
 from ._gemm import co_block
 from .gather_conv3x3 import patch_block, patch_tile
 
 SEARCH_SPACE = SearchSpace(specialize={"P": 0.5})
 
 
-def patch_conv1x1(C_in: int, C_out: int, S: int):
-    """Build the PrimFunc ``(x [P, C_in, S, S], w [C_out // cb, C_in, cb], b [C_out], out [P, C_out, S, S])``."""
+def patch_conv1x1(C_in: int, C_out: int, S: int, Ho: int = 0):
+    """Build the PrimFunc ``(x [P, C_in, S, S], w [C_out // cb, C_in, cb], b [C_out], out [P, C_out, S, S])``,
+    or with ``Ho > 0`` ``(ident [C_out, Ho, Ho], x, idx [P], w, b)`` adding ``relu(ident + conv)`` into ``ident``
+    at the patches ``idx`` (edge patches clipped to the map)."""
     P = T.int32()
     pb = patch_block(S)
     Pb = (P + pb - 1) // pb * pb
     cb = co_block(C_out)
+    if Ho:
+        return _patch_conv1x1_add(C_in, C_out, S, Ho, P, Pb, cb)
 
     @T.prim_func(s_tir=True)
     def main(x_h: T.handle, w: T.Buffer((C_out // cb, C_in, cb), "float32"), b: T.Buffer((C_out,), "float32"),
@@ -49,8 +58,48 @@ def patch_conv1x1(C_in: int, C_out: int, S: int):
     return main
 
 
+def _patch_conv1x1_add(C_in: int, C_out: int, S: int, Ho: int, P, Pb, cb: int):
+    g = ceil_div(Ho, S)
+    clipped = Ho % S != 0  # edge patches overhang the map: check every pixel
+
+    @T.prim_func(s_tir=True)
+    def main(ident: T.Buffer((C_out, Ho, Ho), "float32"), x_h: T.handle, idx_h: T.handle,
+             w: T.Buffer((C_out // cb, C_in, cb), "float32"), b: T.Buffer((C_out,), "float32")):
+        T.func_attr({"tir.noalias": True})
+        x = T.match_buffer(x_h, (P, C_in, S, S), "float32")
+        idx = T.match_buffer(idx_h, (P,), "int32")
+        # the identity read and written through two views of its memory, as in scatter_add(inplace=True)
+        dst = T.decl_buffer((C_out, Ho, Ho), "float32", data=ident.data)
+        acc = T.sblock_alloc_buffer((Pb, S, S, C_out))
+        for p, y, xx, co, k in T.grid(Pb, S, S, C_out, C_in):
+            with T.sblock("conv"):
+                vp, vy, vx, vco, vk = T.axis.remap("SSSSR", [p, y, xx, co, k])
+                T.reads(acc[vp, vy, vx, vco], x[0:P, vk, vy, vx], w[vco // cb, vk, vco % cb])
+                T.writes(acc[vp, vy, vx, vco])
+                with T.init():
+                    acc[vp, vy, vx, vco] = T.float32(0)
+                acc[vp, vy, vx, vco] = acc[vp, vy, vx, vco] + x[T.min(vp, P - 1), vk, vy, vx] * w[vco // cb, vk, vco % cb]
+        for p, co, y, xx in T.grid(P, C_out, S, S):
+            with T.sblock("out"):
+                vp, vco, vy, vx = T.axis.remap("SSSS", [p, co, y, xx])
+                T.reads(ident[vco, 0:Ho, 0:Ho], acc[vp, vy, vx, vco], b[vco], idx[vp])
+                T.writes(dst[vco, 0:Ho, 0:Ho])
+                if clipped:
+                    if (idx[vp] // g) * S + vy < Ho and (idx[vp] % g) * S + vx < Ho:
+                        dst[vco, (idx[vp] // g) * S + vy, (idx[vp] % g) * S + vx] = T.max(
+                            ident[vco, (idx[vp] // g) * S + vy, (idx[vp] % g) * S + vx] + acc[vp, vy, vx, vco]
+                            + b[vco], T.float32(0))
+                else:
+                    dst[vco, (idx[vp] // g) * S + vy, (idx[vp] % g) * S + vx] = T.max(
+                        ident[vco, (idx[vp] // g) * S + vy, (idx[vp] % g) * S + vx] + acc[vp, vy, vx, vco]
+                        + b[vco], T.float32(0))
+
+    return main
+
+
 def schedule_cpu(func, **params) -> s_tir.Schedule:
-    """Register tile of :func:`~.gather_conv3x3.patch_tile` pixels x ``tco`` output channels (vectorized); channel tiles in parallel (at least 8), else patch blocks."""
+    """Register tile of :func:`~.gather_conv3x3.patch_tile` pixels x ``tco`` output channels (vectorized);
+    channel tiles in parallel (at least 8), else patch blocks; the epilogue (bias, or the scatter-add) per tile."""
     C_out, S = params["C_out"], params["S"]
     sch = s_tir.Schedule(func)
     conv, out = sch.get_sblock("conv"), sch.get_sblock("out")

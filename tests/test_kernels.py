@@ -151,6 +151,10 @@ def test_patch_conv_kernels(case, rate):
     want_nonneg = scatter_add_relu(s, nonneg, ref3, idx)
     k("scatter_add", C=2 * C, Ho=Ho, Wo=Ho, S=S, inplace=True)(nonneg, p3, idx)
     close(nonneg, want_nonneg)
+    # conv3 with the in-place scatter-add in its epilogue: the patches never leave the kernel
+    fused = ident.relu()
+    k("patch_conv1x1", C_in=C, C_out=2 * C, S=S, Ho=Ho)(fused, out, idx, packed(fb.w3), fb.b3)
+    close(fused, want_nonneg)
     canvas = torch.full((2 * C, Ho, Ho), 7.0)
     k("scatter", C=2 * C, Ho=Ho, Wo=Ho, S=S)(p3, idx, canvas)
     g = s.grid
