@@ -32,8 +32,49 @@ def patch_conv1x1(C_in: int, C_out: int, S: int, Ho: int = 0):
     pb = patch_block(S)
     Pb = (P + pb - 1) // pb * pb
     cb = co_block(C_out)
-    if Ho:
-        return _patch_conv1x1_add(C_in, C_out, S, Ho, P, Pb, cb)
+
+    @T.macro
+    def conv(x, w, acc):  # acc [Pb, S, S, C_out] = x w over P rounded up to whole patch blocks
+        for p, y, xx, co, k in T.grid(Pb, S, S, C_out, C_in):
+            with T.sblock("conv"):
+                vp, vy, vx, vco, vk = T.axis.remap("SSSSR", [p, y, xx, co, k])
+                T.reads(acc[vp, vy, vx, vco], x[0:P, vk, vy, vx], w[vco // cb, vk, vco % cb])
+                T.writes(acc[vp, vy, vx, vco])
+                with T.init():
+                    acc[vp, vy, vx, vco] = T.float32(0)
+                acc[vp, vy, vx, vco] = (acc[vp, vy, vx, vco]
+                                        + x[T.min(vp, P - 1), vk, vy, vx] * w[vco // cb, vk, vco % cb])
+
+    if Ho:  # conv3 with the in-place scatter-add as its epilogue
+        g = ceil_div(Ho, S)
+        clipped = Ho % S != 0  # edge patches overhang the map: check every pixel
+
+        @T.prim_func(s_tir=True)
+        def main(ident: T.Buffer((C_out, Ho, Ho), "float32"), x_h: T.handle, idx_h: T.handle,
+                     w: T.Buffer((C_out // cb, C_in, cb), "float32"), b: T.Buffer((C_out,), "float32")):
+            T.func_attr({"tir.noalias": True})
+            x = T.match_buffer(x_h, (P, C_in, S, S), "float32")
+            idx = T.match_buffer(idx_h, (P,), "int32")
+            # the identity read and written through two views of its memory, as in scatter_add(inplace=True)
+            dst = T.decl_buffer((C_out, Ho, Ho), "float32", data=ident.data)
+            acc = T.sblock_alloc_buffer((Pb, S, S, C_out))
+            conv(x, w, acc)
+            for p, co, y, xx in T.grid(P, C_out, S, S):
+                with T.sblock("out"):
+                    vp, vco, vy, vx = T.axis.remap("SSSS", [p, co, y, xx])
+                    T.reads(ident[vco, 0:Ho, 0:Ho], acc[vp, vy, vx, vco], b[vco], idx[vp])
+                    T.writes(dst[vco, 0:Ho, 0:Ho])
+                    if clipped:
+                        if (idx[vp] // g) * S + vy < Ho and (idx[vp] % g) * S + vx < Ho:
+                            dst[vco, (idx[vp] // g) * S + vy, (idx[vp] % g) * S + vx] = T.max(
+                                ident[vco, (idx[vp] // g) * S + vy, (idx[vp] % g) * S + vx] + acc[vp, vy, vx, vco]
+                                + b[vco], T.float32(0))
+                    else:
+                        dst[vco, (idx[vp] // g) * S + vy, (idx[vp] % g) * S + vx] = T.max(
+                            ident[vco, (idx[vp] // g) * S + vy, (idx[vp] % g) * S + vx] + acc[vp, vy, vx, vco]
+                            + b[vco], T.float32(0))
+
+        return main
 
     @T.prim_func(s_tir=True)
     def main(x_h: T.handle, w: T.Buffer((C_out // cb, C_in, cb), "float32"), b: T.Buffer((C_out,), "float32"),
@@ -42,57 +83,11 @@ def patch_conv1x1(C_in: int, C_out: int, S: int, Ho: int = 0):
         x = T.match_buffer(x_h, (P, C_in, S, S), "float32")
         out = T.match_buffer(out_h, (P, C_out, S, S), "float32")
         acc = T.sblock_alloc_buffer((Pb, S, S, C_out))
-        for p, y, xx, co, k in T.grid(Pb, S, S, C_out, C_in):
-            with T.sblock("conv"):
-                vp, vy, vx, vco, vk = T.axis.remap("SSSSR", [p, y, xx, co, k])
-                T.reads(acc[vp, vy, vx, vco], x[0:P, vk, vy, vx], w[vco // cb, vk, vco % cb])
-                T.writes(acc[vp, vy, vx, vco])
-                with T.init():
-                    acc[vp, vy, vx, vco] = T.float32(0)
-                acc[vp, vy, vx, vco] = acc[vp, vy, vx, vco] + x[T.min(vp, P - 1), vk, vy, vx] * w[vco // cb, vk, vco % cb]
+        conv(x, w, acc)
         for p, co, y, xx in T.grid(P, C_out, S, S):
             with T.sblock("out"):
                 vp, vco, vy, vx = T.axis.remap("SSSS", [p, co, y, xx])
                 out[vp, vco, vy, vx] = acc[vp, vy, vx, vco] + b[vco]
-
-    return main
-
-
-def _patch_conv1x1_add(C_in: int, C_out: int, S: int, Ho: int, P, Pb, cb: int):
-    g = ceil_div(Ho, S)
-    clipped = Ho % S != 0  # edge patches overhang the map: check every pixel
-
-    @T.prim_func(s_tir=True)
-    def main(ident: T.Buffer((C_out, Ho, Ho), "float32"), x_h: T.handle, idx_h: T.handle,
-             w: T.Buffer((C_out // cb, C_in, cb), "float32"), b: T.Buffer((C_out,), "float32")):
-        T.func_attr({"tir.noalias": True})
-        x = T.match_buffer(x_h, (P, C_in, S, S), "float32")
-        idx = T.match_buffer(idx_h, (P,), "int32")
-        # the identity read and written through two views of its memory, as in scatter_add(inplace=True)
-        dst = T.decl_buffer((C_out, Ho, Ho), "float32", data=ident.data)
-        acc = T.sblock_alloc_buffer((Pb, S, S, C_out))
-        for p, y, xx, co, k in T.grid(Pb, S, S, C_out, C_in):
-            with T.sblock("conv"):
-                vp, vy, vx, vco, vk = T.axis.remap("SSSSR", [p, y, xx, co, k])
-                T.reads(acc[vp, vy, vx, vco], x[0:P, vk, vy, vx], w[vco // cb, vk, vco % cb])
-                T.writes(acc[vp, vy, vx, vco])
-                with T.init():
-                    acc[vp, vy, vx, vco] = T.float32(0)
-                acc[vp, vy, vx, vco] = acc[vp, vy, vx, vco] + x[T.min(vp, P - 1), vk, vy, vx] * w[vco // cb, vk, vco % cb]
-        for p, co, y, xx in T.grid(P, C_out, S, S):
-            with T.sblock("out"):
-                vp, vco, vy, vx = T.axis.remap("SSSS", [p, co, y, xx])
-                T.reads(ident[vco, 0:Ho, 0:Ho], acc[vp, vy, vx, vco], b[vco], idx[vp])
-                T.writes(dst[vco, 0:Ho, 0:Ho])
-                if clipped:
-                    if (idx[vp] // g) * S + vy < Ho and (idx[vp] % g) * S + vx < Ho:
-                        dst[vco, (idx[vp] // g) * S + vy, (idx[vp] % g) * S + vx] = T.max(
-                            ident[vco, (idx[vp] // g) * S + vy, (idx[vp] % g) * S + vx] + acc[vp, vy, vx, vco]
-                            + b[vco], T.float32(0))
-                else:
-                    dst[vco, (idx[vp] // g) * S + vy, (idx[vp] % g) * S + vx] = T.max(
-                        ident[vco, (idx[vp] // g) * S + vy, (idx[vp] % g) * S + vx] + acc[vp, vy, vx, vco]
-                        + b[vco], T.float32(0))
 
     return main
 

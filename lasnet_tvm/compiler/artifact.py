@@ -146,21 +146,6 @@ class CompiledModel:
             times.append(time.perf_counter() - t0)
         return times
 
-    def profile(self, x: np.ndarray, repeats: int = 5) -> dict[str, dict]:
-        """Per-call profile of :meth:`run` on ``x`` (``repeats`` passes): every function the VM calls (kernels,
-        stem and classifier operators, VM builtins) timed through the VM's instrumentation hook.
-
-        Returns ``{symbol: {"ms": milliseconds per image, "calls": calls per image}}``. The hook adds a few
-        microseconds per call; compare profiles with each other, not with :meth:`time`.
-        """
-        images = [np.ascontiguousarray(x[n : n + 1], dtype=np.float32) for n in range(x.shape[0])]
-        self._call(images[0])  # warm
-        with CallProfiler(self) as prof:
-            for _ in range(repeats):
-                for xi in images:
-                    self._call(xi)
-        return prof.summary(len(images) * repeats)
-
 
 class CallProfiler:
     """Accumulates the wall time of every call a compiled model's VM makes while attached (a context manager).

@@ -87,9 +87,10 @@ def kernel_ops(kernel: str, params: Mapping[str, Any], P: int = 0, batch: int = 
     list of Op
     """
     if kernel == "patch_conv1x1" and params.get("Ho", 0):  # conv3 with the in-place scatter-add as its epilogue
-        p = dict(params)
-        sp = dict(C=p["C_out"], Ho=p.pop("Ho"), Wo=params["Ho"], S=p["S"], inplace=True)
-        return kernel_ops(kernel, p, P, batch, out) + kernel_ops("scatter_add", sp, P, batch, out)
+        Ho = params["Ho"]
+        conv3 = {k: v for k, v in params.items() if k != "Ho"}
+        scatter = dict(C=params["C_out"], Ho=Ho, Wo=Ho, S=params["S"], inplace=True)
+        return kernel_ops(kernel, conv3, P, batch, out) + kernel_ops("scatter_add", scatter, P, batch, out)
     if kernel == "patch_conv1x1" or (kernel == "gather_conv3x3" and params.get("padded", False)):
         pb = PATCH_BLOCK.get(params["S"], 1)  # these kernels compute P rounded up to whole patch blocks
         P = _cdiv(P, pb) * pb
