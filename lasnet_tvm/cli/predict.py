@@ -94,10 +94,40 @@ def predict(device, profile, arch, granularity, rate, fusion, batch, input_size,
                f"ratio {net.ratio:.3f}")
 
 
+def _tracker_boards(tracker: str) -> list[dict]:
+    """One row per board key at the TVM RPC tracker ``HOST:PORT``: its servers, free ones, pending requests."""
+    from ..tuning.measure import parse_tracker, tracker_summary
+
+    summary = tracker_summary(*parse_tracker(tracker))
+    servers: dict[str, list[str]] = {}
+    for s in summary.get("server_info", []):
+        servers.setdefault(s["key"].split(":", 1)[-1], []).append(":".join(map(str, s["addr"])))
+    queue = summary.get("queue_info", {})
+    return [{"key": k, "servers": sorted(servers.get(k, [])), "free": int(queue.get(k, {}).get("free", 0)),
+             "pending": int(queue.get(k, {}).get("pending", 0))} for k in sorted(set(servers) | set(queue))]
+
+
+def _echo_tracker(tracker: str, as_json: bool) -> None:
+    rows = _tracker_boards(tracker)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"RPC tracker {tracker}: no board registered")
+        return
+    click.echo(f"{'key':<20}{'servers':>8}{'free':>6}{'pending':>9}  addresses")
+    for r in rows:
+        click.echo(f"{r['key']:<20}{len(r['servers']):>8}{r['free']:>6}{r['pending']:>9}  {' '.join(r['servers'])}")
+
+
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def devices(as_json):
-    """List the hardware profiles."""
+@click.option("--tracker", default=None, metavar="HOST:PORT",
+              help="List the boards registered at this TVM RPC tracker (keys, servers, free, pending) instead.")
+def devices(as_json, tracker):
+    """List the hardware profiles, or with --tracker the boards a TVM RPC tracker has."""
+    if tracker is not None:
+        return _echo_tracker(tracker, as_json)
     from ..predictor.profiles import load_profile, local_profile_path, shipped_profiles
 
     rows = [load_profile(p) for p in shipped_profiles().values()]

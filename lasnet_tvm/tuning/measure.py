@@ -90,8 +90,9 @@ def parse_tracker(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def check_tracker(host: str, port: int, key: str, timeout: float = 10.0) -> None:
-    """Fail with a one-line error unless the tracker at ``host:port`` answers and has a free ``key`` board."""
+def tracker_summary(host: str, port: int, timeout: float = 10.0) -> dict:
+    """The tracker's ``summary()`` (``queue_info``: key -> free/pending, ``server_info``); a one-line
+    :class:`LasnetError` when it does not answer within ``timeout`` seconds."""
     try:
         socket.create_connection((host, port), timeout=timeout).close()
     except OSError as e:
@@ -111,7 +112,12 @@ def check_tracker(host: str, port: int, key: str, timeout: float = 10.0) -> None
     th.join(timeout)
     if "summary" not in result:
         raise LasnetError(f"RPC tracker {host}:{port} does not answer ({result.get('error', 'timed out')})")
-    queue = result["summary"].get("queue_info", {})
+    return result["summary"]
+
+
+def check_tracker(host: str, port: int, key: str, timeout: float = 10.0) -> None:
+    """Fail with a one-line error unless the tracker at ``host:port`` answers and has a free ``key`` board."""
+    queue = tracker_summary(host, port, timeout).get("queue_info", {})
     if key not in queue or int(queue[key].get("free", 0)) < 1:
         free = ", ".join(f"{k} ({v.get('free', 0)} free)" for k, v in queue.items()) or "none"
         raise LasnetError(f"RPC tracker {host}:{port} has no free board with key {key!r}; keys: {free}")
