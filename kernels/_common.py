@@ -2,7 +2,7 @@
 
 Every kernel module defines a PrimFunc builder (shape parameters in, ``tvm.tirx.PrimFunc`` out, float32),
 ``schedule_cpu(func, **params)`` and ``schedule_cuda(func, **params)`` returning a ``tvm.s_tir.Schedule`` with
-the default schedule applied, and ``SEARCH_SPACE``, a :class:`SearchSpace` for the MetaSchedule tuning issue.
+the default schedule applied, and ``SEARCH_SPACE``, a :class:`SearchSpace` for MetaSchedule tuning.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def bind_spatial_cuda(sch: s_tir.Schedule, block, threads: int = 128) -> None:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Declaration of a kernel's MetaSchedule search space (consumed by the tuning issue).
+    """Declaration of a kernel's MetaSchedule search space (consumed by ``lasnet-tvm tune``).
 
     Attributes
     ----------

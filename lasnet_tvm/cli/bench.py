@@ -1,4 +1,4 @@
-"""``lasnet-tvm bench``: benchmarks (``block`` here; later issues add more sub-commands)."""
+"""``lasnet-tvm bench``: one block, the whole network, compiled libraries A/B, fusion, rate, granularity."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Calibrate a hardware profile against kernel measurements (``lasnet-tvm calibrate``, project issue #7).
+"""Calibrate a hardware profile against kernel measurements (``lasnet-tvm calibrate``).
 
 1. **Cases**: LAS blocks of one or more backbones (an identity block per stage at one or two S, and the
    first block of each stage), random weights. Every block is compiled static and dynamic (fusion ``all``
