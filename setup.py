@@ -31,6 +31,7 @@ setup(
     description="Compile latency-aware spatially dynamic CNNs (LASNet) with TVM and predict their latency",
     long_description=(HERE / "README.md").read_text(),
     long_description_content_type="text/markdown",
+    license="Apache-2.0",
     python_requires=">=3.10",
     # Every package under lasnet_tvm/ (compiler.passes included), plus the top-level data folders.
     packages=find_packages(include=["lasnet_tvm", "lasnet_tvm.*"])
