@@ -1,7 +1,7 @@
 """Run the compiled LAS model of this folder with TVM's runtime only (a bundle made by `lasnet-tvm bundle`).
 
     python run.py --input x.npy -o logits.npy [--masks masks.npz]   # x: float32 [N, 3, H, W]
-    python run.py --bench [--repeats 30] [--threads N] [--input x.npy]
+    python run.py --bench [--repeats 30] [--threads N] [--input x.npy] [--json timings.json]
 
 Needs numpy and the Python version the bundle was made for. With torch installed and the PyTorch models in
 the bundle (`lasnet-tvm bundle --torch`), --bench also times the PyTorch static model and checks the logits.
@@ -179,6 +179,7 @@ def main(argv=None):
     p.add_argument("-o", "--output", help="logits .npy to write (with --input)")
     p.add_argument("--masks", help="also write each block's coarse mask and the activation rates to this .npz")
     p.add_argument("--bench", action="store_true", help="time the model; print what ran, where, timings (JSON)")
+    p.add_argument("--json", help="--bench: also write the JSON to this file")
     p.add_argument("--repeats", type=int, default=30, help="timed calls per model (--bench)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls first (--bench)")
     p.add_argument("--threads", type=int, help="TVM (and torch) threads")
@@ -198,6 +199,8 @@ def main(argv=None):
                 x = np.random.default_rng(0).standard_normal((1, 3, s, s)).astype(np.float32)
             res = bench(model, np.ascontiguousarray(x[:1]), args.repeats, args.warmup, args.threads)
             print(json.dumps(res, indent=2))
+            if args.json:
+                Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
             return 0
         logits, rates, masks = model.run(x)
         save(logits, args.output)
@@ -207,6 +210,9 @@ def main(argv=None):
         return 0
     except BundleError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # an output that cannot be written
+        print(f"error: {e.filename}: {e.strerror}", file=sys.stderr)
         return 1
 
 
