@@ -143,3 +143,37 @@ def test_ffi_wheel_for_another_python(tmp_path):
     assert list(pkg.glob(f"core.cpython-{tag}-*.so")) and (pkg / "lib").is_dir()
     local = f"{sys.version_info[0]}{sys.version_info[1]}"
     assert not (pkg / "include").exists() and not list(pkg.glob(f"core.cpython-{local}-*"))
+
+
+def test_compile_with_separate_params_equals_embedded(bundle, tmp_path):
+    lib = tmp_path / "sep.so"
+    res = invoke("compile", bundle / "model.pt", "--params", "separate", "-o", lib)
+    assert res.exit_code == 0 and (tmp_path / "sep.params.npz").is_file(), res.output
+    assert lib.stat().st_size < (bundle / "b/model.so").stat().st_size / 2  # the weights are outside
+    res = invoke("run", lib, "--input", bundle / "x.npy", "-o", tmp_path / "y.npy")
+    assert res.exit_code == 0, res.output
+    ref = invoke("run", bundle / "b/model.so", "--input", bundle / "x.npy", "-o", tmp_path / "ref.npy")
+    assert ref.exit_code == 0, ref.output
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), np.load(tmp_path / "ref.npy"))
+    (tmp_path / "sep.params.npz").rename(tmp_path / "elsewhere.npz")
+    res = invoke("run", lib, "--input", bundle / "x.npy", "-o", tmp_path / "y2.npy")
+    assert res.exit_code != 0 and "sep.params.npz are not beside it" in res.output
+    assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "y2.npy").exists()
+
+
+def test_bundle_without_weights_benches_in_bare_env(bundle, bare_python, tmp_path):
+    res = invoke("bundle", bundle / "model.pt", "--no-weights", "--torch", "-o", tmp_path / "nw")
+    assert res.exit_code != 0 and "--torch or --no-weights" in res.output and not (tmp_path / "nw").exists()
+    res = invoke("bundle", bundle / "model.pt", "--no-weights", "--seed", "5", "-o", tmp_path / "nw")
+    assert res.exit_code == 0, res.output
+    nw = tmp_path / "nw"
+    assert not list(nw.glob("*.npz")) and not list(nw.rglob("*tvm_compiler*"))
+    info = json.loads((nw / "bundle.json").read_text())
+    manifest = json.loads((nw / "model.json").read_text())
+    assert info["random_weights"]["seed"] == 5 and list(info["random_weights"]["params"]) == manifest["params"]
+    res = run_py(bare_python, nw, "--bench", "--repeats", "2", "--json", tmp_path / "nw.json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads((tmp_path / "nw.json").read_text())
+    assert "random (seed 5)" in out["weights"] and 0 <= out["activation_rate"] <= 1 and out["median_ms"]["tvm_las"] > 0
+    _one_line_error(run_py(bare_python, nw, "--input", bundle / "x.npy", "-o", tmp_path / "y.npy"),
+                    "carries no weights")

@@ -19,14 +19,19 @@ from .compile import TargetFlagsCommand, compile_options, resolve_compile_option
 @click.option("--torch", "torch_models", is_flag=True,
               help="Also carry the PyTorch model and its static counterpart (torch.export), so that `run.py "
               "--bench` times PyTorch and checks the logits where torch is installed.")
+@click.option("--no-weights", is_flag=True,
+              help="Leave the weights out: the target draws random ones (same shapes and statistics, from --seed); "
+              "for timing only, the bundle stays small.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random weights with --no-weights.")
 @click.pass_context
-def bundle(ctx, model_path, output, python, torch_models, **options):
+def bundle(ctx, model_path, output, python, torch_models, no_weights, seed, **options):
     """Compile MODEL.pt into a folder that runs with only numpy: `python DIR/run.py --input x.npy -o y.npy`,
     or `python DIR/run.py --bench` (timings as JSON)."""
     from ..deploy import build_bundle
 
-    b = build_bundle(model_path, output, python=python, torch_models=torch_models,
+    b = build_bundle(model_path, output, python=python, torch_models=torch_models, no_weights=no_weights, seed=seed,
                      **resolve_compile_options(ctx, **options))
     m = b.manifest
     click.echo(f"wrote {output} ({m['arch']}, {m['target']['kind']}, Python {b.info['python']}, "
-               f"TVM {b.info['tvm']} runtime only): {b.size_bytes / 2**20:.1f} MiB")
+               f"TVM {b.info['tvm']} runtime only{', no weights' if no_weights else ''}): "
+               f"{b.size_bytes / 2**20:.1f} MiB")

@@ -49,18 +49,22 @@ def compile_options(f):
                      help="Tuned schedules (a `lasnet-tvm tune` work dir); default: the shipped schedules of --device, "
                      "or of the llvm target's CPU (schedules/<LLVM CPU name>), when present."),
         click.option("--default-schedules", is_flag=True, help="Ignore shipped tuned schedules: default schedules only."),
+        click.option("--params", type=click.Choice(["auto", "embed", "separate"]), default="auto", show_default=True,
+                     help="Weights inside the library (embed) or beside it as MODEL.params.npz (separate); auto: "
+                     "separate above 8 MiB of weights."),
     ]
     for option in reversed(options):
         f = option(f)
     return f
 
 
-def resolve_compile_options(ctx, target, device, fusion, no_fuse, static, schedules, default_schedules) -> dict:
+def resolve_compile_options(ctx, target, device, fusion, no_fuse, static, schedules, default_schedules,
+                            params) -> dict:
     """The :func:`compile_options` as keyword arguments of :func:`lasnet_tvm.compiler.compile_checkpoint`."""
     from ..tuning import schedules_for
 
     text = _target_text(target, ctx.meta["target_flags"], device)
-    return {"target": text, "fusion": "none" if no_fuse else fusion, "static": static,
+    return {"target": text, "fusion": "none" if no_fuse else fusion, "static": static, "params": params,
             "database": schedules_for(schedules, device, text, not default_schedules)}
 
 
@@ -72,6 +76,7 @@ def resolve_compile_options(ctx, target, device, fusion, no_fuse, static, schedu
 def compile_cmd(ctx, model_path, output, **options):
     """Compile MODEL.pt into a shared library (plus a JSON manifest beside it)."""
     from ..compiler import compile_checkpoint
+    from ..compiler.artifact import params_path
 
     result = compile_checkpoint(model_path, output=output, **resolve_compile_options(ctx, **options))
     static = options["static"]
@@ -79,6 +84,8 @@ def compile_cmd(ctx, model_path, output, **options):
     click.echo(f"wrote {output} ({m['arch']}, {m['target']['kind']}"
                f"{' ' + m['target'].get('arch', m['target'].get('mcpu', '')) if m['target']['kind'] != 'llvm' else ''}, "
                f"fusion {m['fusion']}{', static' if static else ''}) in {m['compile_seconds']:.1f} s")
+    if "params" in m:
+        click.echo(f"weights beside it: {params_path(output)}")
     if "tuned_schedules" in m:
         t = m["tuned_schedules"]
         click.echo(f"tuned schedules from {t['dir']}: {len(t['applied'])} kernels/operators tuned, the rest default")

@@ -68,9 +68,26 @@ class Model:
             if not self.device.exist:
                 raise BundleError(f"compiled for {manifest['target']['kind']}, but no CUDA device is present here")
         self.main = VirtualMachine(tvm.runtime.load_module(str(HERE / "model.so")), self.device)["main"]
+        self.weights = "in the library"
+        self.params = [tvm.runtime.tensor(w, self.device) for w in self._params(manifest, bundle)]
+
+    def _params(self, manifest, bundle):
+        """The weights passed after x, when the library does not hold them: from model.params.npz, or random."""
+        names = manifest.get("params", [])
+        if names and "random_weights" in bundle:
+            rw = bundle["random_weights"]
+            self.weights = f"random (seed {rw['seed']}), the compiled model's shapes and statistics"
+            rng = np.random.default_rng(rw["seed"])
+            return [rng.normal(rw["params"][k]["mean"], rw["params"][k]["std"], rw["params"][k]["shape"])
+                    .astype(rw["params"][k]["dtype"]) for k in names]
+        if names:
+            self.weights = "model.params.npz"
+            with np.load(HERE / "model.params.npz", allow_pickle=False) as f:
+                return [f[k] for k in names]
+        return []
 
     def call(self, x):
-        out = self.main(self.tvm.runtime.tensor(x, self.device))
+        out = self.main(self.tvm.runtime.tensor(x, self.device), *self.params)
         return out[0].numpy(), out[1].numpy(), out[2].numpy()
 
     def run(self, x):
@@ -128,13 +145,15 @@ def bench(model, x, repeats, warmup, threads=None):
     inp = model.tvm.runtime.tensor(x, model.device)
 
     def compiled():
-        model.main(inp)[1].numpy()  # .numpy() synchronizes
+        model.main(inp, *model.params)[1].numpy()  # .numpy() synchronizes
 
     calls = {"tvm_las": compiled}
     res = {"model": {k: model.manifest.get(k) for k in ("arch", "granularity", "input_size", "num_classes",
                                                           "fusion", "static", "target", "source", "lasnet_tvm",
                                                           "tuned")},
-           "where": model.where()}
+           "where": model.where(), "weights": model.weights}
+    counts = model.call(x)[1]
+    res["activation_rate"] = float(np.mean(counts / np.array([g * g for g in model.manifest["grids"]])))
     torch_parts, why = torch_models(threads)
     if torch_parts is not None:
         torch, las, static = torch_parts
@@ -202,6 +221,8 @@ def main(argv=None):
             if args.json:
                 Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
             return 0
+        if "random_weights" in bundle:
+            raise BundleError("this bundle carries no weights (bundled with --no-weights): it serves --bench only")
         logits, rates, masks = model.run(x)
         save(logits, args.output)
         if args.masks:
