@@ -164,9 +164,13 @@ def test_compile_with_separate_params_equals_embedded(bundle, tmp_path):
 def test_bundle_without_weights_benches_in_bare_env(bundle, bare_python, tmp_path):
     res = invoke("bundle", bundle / "model.pt", "--no-weights", "--torch", "-o", tmp_path / "nw")
     assert res.exit_code != 0 and "--torch or --no-weights" in res.output and not (tmp_path / "nw").exists()
-    res = invoke("bundle", bundle / "model.pt", "--no-weights", "--seed", "5", "-o", tmp_path / "nw")
-    assert res.exit_code == 0, res.output
     nw = tmp_path / "nw"
+    nw.mkdir()
+    (nw / "bundle.json").write_text("{}")  # an earlier bundle: replaced as a whole
+    (nw / "stale.txt").write_text("old")
+    res = invoke("bundle", bundle / "model.pt", "--no-weights", "--seed", "5", "-o", nw)
+    assert res.exit_code == 0, res.output
+    assert not (nw / "stale.txt").exists() and [p.name for p in tmp_path.iterdir()] == ["nw"]
     assert not list(nw.glob("*.npz")) and not list(nw.rglob("*tvm_compiler*"))
     info = json.loads((nw / "bundle.json").read_text())
     manifest = json.loads((nw / "model.json").read_text())
