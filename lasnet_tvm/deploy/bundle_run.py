@@ -49,6 +49,7 @@ class Model:
             raise BundleError(f"this bundle's TVM is built for Python {bundle['python']}, this is Python {have}: "
                               f"run it with python{bundle['python']}, or bundle again with --python {have}")
         os.environ["TVM_USE_RUNTIME_LIB"] = "1"  # TVM's runtime-only switch: never look for the compiler
+        os.environ.setdefault("TVM_FFI_DISABLE_TORCH_C_DLPACK", "1")  # no JIT build of a torch addon (no headers here)
         sys.path.insert(0, str(HERE / "python"))
         import tvm
         from tvm.runtime.vm import VirtualMachine
