@@ -181,3 +181,45 @@ def test_bundle_without_weights_benches_in_bare_env(bundle, bare_python, tmp_pat
     assert "random (seed 5)" in out["weights"] and 0 <= out["activation_rate"] <= 1 and out["median_ms"]["tvm_las"] > 0
     _one_line_error(run_py(bare_python, nw, "--input", bundle / "x.npy", "-o", tmp_path / "y.npy"),
                     "carries no weights")
+
+
+def _other_python():
+    """An interpreter of another Python version (3.10 or newer) on this machine, the nearest newer one first."""
+    from pathlib import Path
+
+    local = sys.version_info[1]
+    found = [shutil.which(f"python3.{m}") for m in range(10, 15)]
+    found += [str(p) for p in Path.home().glob(".pyenv/versions/3.*/bin/python3")]
+    versions = {}
+    for exe in filter(None, found):
+        try:
+            out = subprocess.run([exe, "-c", "import sys; print(sys.version_info[1])"], capture_output=True,
+                                 text=True, timeout=30)
+        except OSError:
+            continue
+        if out.returncode == 0 and int(out.stdout) != local and int(out.stdout) >= 10:
+            versions.setdefault(int(out.stdout), exe)
+    if not versions:
+        return None
+    minor = min(versions, key=lambda m: (abs(m - local), -m))
+    return versions[minor], f"3.{minor}"
+
+
+def test_bundle_for_another_python_runs_there(bundle, tmp_path):
+    other = _other_python()
+    if other is None:
+        pytest.skip("no interpreter of another Python version (3.10+) on this machine")
+    exe, version = other
+    res = invoke("bundle", bundle / "model.pt", "--python", version, "-o", tmp_path / "b")
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "b/bundle.json").read_text())["python"] == version
+    env = tmp_path / "venv"
+    subprocess.run([exe, "-m", "venv", env], check=True, timeout=300)
+    subprocess.run([env / "bin/python", "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                    f"numpy=={np.__version__}"], check=True, timeout=600)
+    res = run_py(env / "bin/python", tmp_path / "b", "--input", bundle / "x.npy", "-o", tmp_path / "y.npy")
+    assert res.returncode == 0, res.stderr
+    ref = invoke("run", tmp_path / "b/model.so", "--input", bundle / "x.npy", "-o", tmp_path / "ref.npy")
+    assert ref.exit_code == 0, ref.output
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), np.load(tmp_path / "ref.npy"))
+    _one_line_error(run_py(sys.executable, tmp_path / "b", "--bench"), f"built for Python {version}")
