@@ -34,33 +34,58 @@ def _target_text(target: str | None, extra: list[str], device: str | None):
     return " ".join([target or "llvm", *extra])
 
 
-@click.command(cls=TargetFlagsCommand)
-@click.argument("model_path", metavar="MODEL.pt", type=click.Path(path_type=Path))
-@click.option("--target", default=None, help="llvm (default), 'cuda -arch=sm_70', a JSON dict or a TVM tag; "
-              "flags may follow as separate words: --target cuda -arch=sm_70.")
-@click.option("--device", default=None, help="Take the target from this hardware profile (see `lasnet-tvm devices`).")
-@click.option("--fusion", type=click.Choice(FUSIONS), default="all", show_default=True,
-              help="Fusion level of the dynamic blocks (paper Table 1).")
-@click.option("--no-fuse", is_flag=True, help="Same as --fusion none.")
-@click.option("--static", is_flag=True, help="Compile the static counterpart (dense blocks) instead.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Shared library to write.")
-@click.option("--schedules", type=click.Path(path_type=Path), default=None,
-              help="Tuned schedules (a `lasnet-tvm tune` work dir); default: the shipped schedules of --device, or "
-              "of the llvm target's CPU (schedules/<LLVM CPU name>), when present.")
-@click.option("--default-schedules", is_flag=True, help="Ignore shipped tuned schedules: default schedules only.")
-@click.pass_context
-def compile_cmd(ctx, model_path, target, device, fusion, no_fuse, static, output, schedules, default_schedules):
-    """Compile MODEL.pt into a shared library (plus a JSON manifest beside it)."""
-    from ..compiler import compile_checkpoint
+def compile_options(f):
+    """The options of ``compile`` that choose what to build and for which target (shared with ``bundle``)."""
+    options = [
+        click.option("--target", default=None, help="llvm (default), 'cuda -arch=sm_70', a JSON dict or a TVM tag; "
+                     "flags may follow as separate words: --target cuda -arch=sm_70."),
+        click.option("--device", default=None,
+                     help="Take the target from this hardware profile (see `lasnet-tvm devices`)."),
+        click.option("--fusion", type=click.Choice(FUSIONS), default="all", show_default=True,
+                     help="Fusion level of the dynamic blocks (paper Table 1)."),
+        click.option("--no-fuse", is_flag=True, help="Same as --fusion none."),
+        click.option("--static", is_flag=True, help="Compile the static counterpart (dense blocks) instead."),
+        click.option("--schedules", type=click.Path(path_type=Path), default=None,
+                     help="Tuned schedules (a `lasnet-tvm tune` work dir); default: the shipped schedules of --device, "
+                     "or of the llvm target's CPU (schedules/<LLVM CPU name>), when present."),
+        click.option("--default-schedules", is_flag=True, help="Ignore shipped tuned schedules: default schedules only."),
+        click.option("--params", type=click.Choice(["auto", "embed", "separate"]), default="auto", show_default=True,
+                     help="Weights inside the library (embed) or beside it as MODEL.params.npz (separate); auto: "
+                     "separate above 8 MiB of weights."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def resolve_compile_options(ctx, target, device, fusion, no_fuse, static, schedules, default_schedules,
+                            params) -> dict:
+    """The :func:`compile_options` as keyword arguments of :func:`lasnet_tvm.compiler.compile_checkpoint`."""
     from ..tuning import schedules_for
 
     text = _target_text(target, ctx.meta["target_flags"], device)
-    database = schedules_for(schedules, device, text, not default_schedules)
-    result = compile_checkpoint(model_path, text, "none" if no_fuse else fusion, static, output, database=database)
+    return {"target": text, "fusion": "none" if no_fuse else fusion, "static": static, "params": params,
+            "database": schedules_for(schedules, device, text, not default_schedules)}
+
+
+@click.command(cls=TargetFlagsCommand)
+@click.argument("model_path", metavar="MODEL.pt", type=click.Path(path_type=Path))
+@compile_options
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Shared library to write.")
+@click.pass_context
+def compile_cmd(ctx, model_path, output, **options):
+    """Compile MODEL.pt into a shared library (plus a JSON manifest beside it)."""
+    from ..compiler import compile_checkpoint
+    from ..compiler.artifact import params_path
+
+    result = compile_checkpoint(model_path, output=output, **resolve_compile_options(ctx, **options))
+    static = options["static"]
     m = result.manifest
     click.echo(f"wrote {output} ({m['arch']}, {m['target']['kind']}"
                f"{' ' + m['target'].get('arch', m['target'].get('mcpu', '')) if m['target']['kind'] != 'llvm' else ''}, "
                f"fusion {m['fusion']}{', static' if static else ''}) in {m['compile_seconds']:.1f} s")
+    if "params" in m:
+        click.echo(f"weights beside it: {params_path(output)}")
     if "tuned_schedules" in m:
         t = m["tuned_schedules"]
         click.echo(f"tuned schedules from {t['dir']}: {len(t['applied'])} kernels/operators tuned, the rest default")

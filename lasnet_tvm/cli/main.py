@@ -19,6 +19,7 @@ COMMANDS = {
     "devices": "lasnet_tvm.cli.predict:devices",
     "profile-device": "lasnet_tvm.cli.predict:profile_device",
     "compile": "lasnet_tvm.cli.compile:compile_cmd",
+    "bundle": "lasnet_tvm.cli.bundle:bundle",
     "verify": "lasnet_tvm.cli.compile:verify",
     "bench": "lasnet_tvm.cli.bench:bench",
     "demo": "lasnet_tvm.cli.demo:demo",

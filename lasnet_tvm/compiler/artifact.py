@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,21 @@ def manifest_path(lib: str | Path) -> Path:
     return Path(lib).with_suffix(".json")
 
 
-def save_artifact(executable, path: str | Path, manifest: dict[str, Any]) -> Path:
-    """Export ``executable`` to ``path`` (atomically) and write its manifest beside it."""
+def params_path(lib: str | Path) -> Path:
+    """The weights beside a library compiled with separate params: ``model.so`` -> ``model.params.npz``."""
+    return Path(lib).with_suffix(".params.npz")
+
+
+def save_artifact(executable, path: str | Path, manifest: dict[str, Any], params: dict | None = None) -> Path:
+    """Export ``executable`` to ``path`` (atomically) and write its manifest (and ``params``, the weights kept
+    outside the library, as ``.npz``) beside it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if params is not None:
+        ptmp = params_path(path).with_suffix(".tmp")
+        with open(ptmp, "wb") as f:
+            np.savez(f, **params)
+        ptmp.replace(params_path(path))
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
     executable.export_library(str(tmp))
     if manifest.get("target", {}).get("kind") == "nvptx":
@@ -34,6 +45,21 @@ def save_artifact(executable, path: str | Path, manifest: dict[str, Any]) -> Pat
     mtmp.write_text(json.dumps(manifest, indent=2) + "\n")
     mtmp.replace(manifest_path(path))
     return path
+
+
+def load_params(lib: str | Path, manifest: dict) -> dict | None:
+    """The weights of a library compiled with separate params (None for one that holds them)."""
+    if "params" not in manifest:
+        return None
+    path = params_path(lib)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            params = {name: f[name] for name in manifest["params"]}
+    except FileNotFoundError:
+        raise LasnetError(f"{lib}: its weights {path.name} are not beside it") from None
+    except (KeyError, ValueError, OSError) as e:
+        raise LasnetError(f"{path}: not the weights of {Path(lib).name} ({str(e).splitlines()[0][:120]})") from None
+    return params
 
 
 @dataclass
@@ -53,9 +79,10 @@ class CompiledModel:
     vm: Any
     manifest: dict
     device: Any
+    params: list = field(default_factory=list)  # weights passed after x (libraries compiled with separate params)
 
     @classmethod
-    def from_executable(cls, executable, manifest: dict, device=None) -> "CompiledModel":
+    def from_executable(cls, executable, manifest: dict, device=None, params: dict | None = None) -> "CompiledModel":
         import tvm
         from tvm import relax
 
@@ -67,7 +94,8 @@ class CompiledModel:
             with tempfile.TemporaryDirectory() as d:  # the PTX entry fix works on the exported library
                 path = save_artifact(executable, Path(d) / "model.so", manifest)
                 executable = tvm.runtime.load_module(str(path))
-        return cls(relax.VirtualMachine(executable, device), manifest, device)
+        weights = [tvm.runtime.tensor(params[name], device) for name in manifest.get("params", [])]
+        return cls(relax.VirtualMachine(executable, device), manifest, device, weights)
 
     @classmethod
     def load(cls, path: str | Path) -> "CompiledModel":
@@ -99,7 +127,7 @@ class CompiledModel:
         device = tvm.cpu() if kind == "llvm" else tvm.cuda()
         if kind != "llvm" and not device.exist:
             raise LasnetError(f"{path}: compiled for {kind}, but no such device is present here")
-        return cls.from_executable(lib, manifest, device)
+        return cls.from_executable(lib, manifest, device, load_params(path, manifest))
 
     @property
     def input_size(self) -> int:
@@ -108,7 +136,7 @@ class CompiledModel:
     def _call(self, x: np.ndarray):
         import tvm
 
-        out = self.vm["main"](tvm.runtime.tensor(x, self.device))
+        out = self.vm["main"](tvm.runtime.tensor(x, self.device), *self.params)
         return out[0].numpy(), out[1].numpy(), out[2].numpy()
 
     def run(self, x: np.ndarray) -> RunResult:
@@ -137,11 +165,11 @@ class CompiledModel:
         inp = tvm.runtime.tensor(np.ascontiguousarray(x[:1], dtype=np.float32), self.device)
         f = self.vm["main"]
         for _ in range(warmup):
-            f(inp)
+            f(inp, *self.params)
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            out = f(inp)
+            out = f(inp, *self.params)
             out[1].numpy()  # synchronizes
             times.append(time.perf_counter() - t0)
         return times

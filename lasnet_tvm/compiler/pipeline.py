@@ -13,6 +13,7 @@ from .. import __version__
 from ..models import LASNet
 from .export import export_model
 from .importer import import_exported
+from .params import separate_params
 from .passes.lower_las_blocks import LowerLASBlocks
 from .passes.schedule_kernels import ScheduleKernels
 from .passes.schedule_static_ops import ScheduleStaticOps
@@ -77,10 +78,11 @@ class CompileResult:
 
     executable: Any
     manifest: dict
+    params: dict | None = None  # the weights by name when they are kept outside the library (``main``'s tail)
 
 
 def compile_model(model: LASNet, target, fusion: str = "all", static: bool = False, database=None,
-                  source: str = "") -> CompileResult:
+                  source: str = "", params: str = "embed") -> CompileResult:
     """Compile an eval-mode LAS model for ``target``.
 
     Parameters
@@ -95,10 +97,13 @@ def compile_model(model: LASNet, target, fusion: str = "all", static: bool = Fal
         Tuned schedules (see :class:`.passes.schedule_kernels.ScheduleKernels`).
     source : str
         Where the model came from, recorded in the manifest.
+    params : {"embed", "separate"}
+        Weights inside the library, or outside it: ``main(x, *weights)`` and ``CompileResult.params``.
     """
     t0 = time.perf_counter()
     mod = import_exported(export_model(model))
     mod = tvm.transform.Sequential(lasnet_passes(target, fusion, static, database))(mod)
+    mod, values = separate_params(mod) if params == "separate" else (mod, None)
     executable = tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target))
     s = model.spec
     manifest = {
@@ -120,4 +125,6 @@ def compile_model(model: LASNet, target, fusion: str = "all", static: bool = Fal
         "tuned": database is not None,
         "compile_seconds": round(time.perf_counter() - t0, 2),
     }
-    return CompileResult(executable, manifest)
+    if values is not None:
+        manifest["params"] = list(values)
+    return CompileResult(executable, manifest, values)
