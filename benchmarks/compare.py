@@ -11,9 +11,10 @@ import numpy as np
 
 from lasnet_tvm.compiler.artifact import CompiledModel
 from lasnet_tvm.errors import LasnetError
+from lasnet_tvm.records import provenance
 from lasnet_tvm.runner import check_input_shape
+from lasnet_tvm.timing import time_interleaved
 
-from .common import git_revision, machine_info, time_interleaved, versions
 from .model import images
 
 
@@ -46,9 +47,7 @@ def run(libraries: list[str | Path], x: np.ndarray | None = None, n_images: int 
     paired = {name: float(np.median(first / np.array(t[name]["samples_ms"]))) for name in names}
     return {
         "benchmark": "compare",
-        "machine": machine_info(),
-        "versions": versions(),
-        "git_revision": git_revision(),
+        **provenance(),
         "images": len(singles),
         "repeats": repeats,
         "libraries": [{

@@ -9,6 +9,7 @@ trained model depends on its input; a random one has none to speak of).
 from __future__ import annotations
 
 import contextlib
+import copy
 import random
 import re
 import time
@@ -23,9 +24,11 @@ from lasnet_tvm.models import LASNet, build_model
 from lasnet_tvm.models.folded import fold_block
 from lasnet_tvm.models.masker import patch_pool
 from lasnet_tvm.models.sparse import SparseLASNet
+from lasnet_tvm.records import provenance
+from lasnet_tvm.timing import time_interleaved
 from lasnet_tvm.train.data import SyntheticShapes
 
-from .common import git_revision, machine_info, time_interleaved, versions
+from .block import check_errors, rel_err
 
 
 @torch.no_grad()
@@ -84,6 +87,34 @@ def kernel_breakdown(models: dict[str, CompiledModel], images: list[np.ndarray],
     return out
 
 
+@torch.no_grad()
+def check_outputs(model: LASNet, static_model: LASNet, sparse: SparseLASNet | None, x: torch.Tensor,
+                  compiled: dict[str, np.ndarray]) -> dict[str, float]:
+    """Relative errors (:func:`~lasnet_tvm.benchmarks.block.rel_err`) of every timed variant on ``x``.
+
+    References: the LAS model in PyTorch (``torch_las_dense``) for the compiled LAS logits (``compiled["las"]``)
+    and the sparse PyTorch execution; the PyTorch static model for the compiled static logits
+    (``compiled["static"]``); and the LAS model with every masker forced on (every patch active) for the
+    PyTorch static model itself, which must be the same network without its maskers (SE included).
+
+    Raises
+    ------
+    LasnetError
+        A variant differs from its reference by more than :data:`~lasnet_tvm.benchmarks.block.TOLERANCE`,
+        naming the variant and its error.
+    """
+    ref, ref_static = model(x), static_model(x)
+    all_on = copy.deepcopy(model)
+    calibrate_maskers(all_on, x, 1.0)
+    errs = {"las": rel_err(torch.from_numpy(compiled["las"]), ref),
+            "static": rel_err(torch.from_numpy(compiled["static"]), ref_static),
+            "torch_static": rel_err(ref_static, all_on(x))}
+    if sparse is not None:
+        errs["torch_sparse"] = rel_err(sparse(x), ref)
+    check_errors(errs, "bench model")
+    return errs
+
+
 def run(arch: str = "las_resnet50", granularity: str = "4-4-2-1", input_size: int = 224, width_mult: float = 1.0,
         rate: float = 0.5, model: LASNet | None = None, n_images: int = 4, repeats: int = 5, threads: int = 2,
         database=None, breakdown: bool = False, save_model: str | None = None) -> dict:
@@ -114,37 +145,29 @@ def run(arch: str = "las_resnet50", granularity: str = "4-4-2-1", input_size: in
     xs = x.numpy()
     las = compiled["las"].run(xs)
     static_model = model.static_counterpart()
-    sparse = SparseLASNet(model)
-    with torch.no_grad():
-        ref = model(x).numpy()
-        ref_static = static_model(x).numpy()
-    scale = max(1.0, float(np.abs(ref).max()))
-    errs = {
-        "las": float(np.abs(las.logits - ref).max() / scale),
-        "static": float(np.abs(compiled["static"].run(xs).logits - ref_static).max() / max(1.0, np.abs(ref_static).max())),
-    }
+    sparse = SparseLASNet(model) if model.se_pool == "active" else None  # dense SE pooling cannot run sparsely
+    errs = check_outputs(model, static_model, sparse, x, {"las": las.logits,
+                                                          "static": compiled["static"].run(xs).logits})
     singles = [xs[i : i + 1] for i in range(n_images)]
     tsingles = [x[i : i + 1] for i in range(n_images)]
 
     def over_images(f, inputs):
         return lambda: [f(v) for v in inputs]
 
+    fns = {"las": over_images(compiled["las"]._call, singles),
+           "static": over_images(compiled["static"]._call, singles),
+           "torch_static": over_images(static_model, tsingles),
+           "torch_las_dense": over_images(model, tsingles)}
+    if sparse is not None:
+        fns["torch_sparse"] = over_images(sparse, tsingles)
     with torch.no_grad():
-        t = time_interleaved({
-            "las": over_images(compiled["las"]._call, singles),
-            "static": over_images(compiled["static"]._call, singles),
-            "torch_static": over_images(static_model, tsingles),
-            "torch_las_dense": over_images(model, tsingles),
-            "torch_sparse": over_images(sparse, tsingles),
-        }, repeats=repeats, warmup=1, batch=1)
+        t = time_interleaved(fns, repeats=repeats, warmup=1, batch=1)
     per_image = {k: v["median_ms"] / n_images for k, v in t.items()}
     extra = {"breakdown": kernel_breakdown(compiled, singles, repeats)} if breakdown else {}
     return {
         "benchmark": "model",
         "device": "local",
-        "machine": machine_info(),
-        "versions": versions(),
-        "git_revision": git_revision(),
+        **provenance(),
         "arch": s.arch,
         "granularity": format_granularity(s.granularity, [sum(1 for b in s.blocks if b.stage == k) for k in range(1, 5)]),
         "input_size": s.input_size,
@@ -169,8 +192,8 @@ def run(arch: str = "las_resnet50", granularity: str = "4-4-2-1", input_size: in
 def format_table(res: dict) -> str:
     ms = res["ms"]
     rows = [f"{res['arch']} {res['granularity']} @{res['input_size']} (rate {res['rate']:.2f}), ms per image:"]
-    for k in ("las", "static", "torch_static", "torch_las_dense", "torch_sparse"):
-        rows.append(f"  {k:16s} {ms[k]:9.2f}")
+    for k, v in ms.items():
+        rows.append(f"  {k:16s} {v:9.2f}")
     rows.append(f"  LAS vs static compiled: {res['speedup_vs_static']:.2f}x; vs PyTorch static: "
                 f"{res['speedup_vs_torch_static']:.2f}x; compile {res['compile_s']['las']:.1f} s")
     if "breakdown" in res:

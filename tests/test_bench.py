@@ -8,9 +8,10 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from lasnet_tvm.benchmarks.common import time_interleaved, write_json
+from lasnet_tvm.records import write_json
 from lasnet_tvm.cli.bench import bench
 from lasnet_tvm.resources import hw_profiles_dir
+from lasnet_tvm.timing import time_interleaved
 
 
 def test_bench_block_json(tmp_path):
@@ -43,6 +44,7 @@ def test_write_json_atomic(tmp_path):
     write_json(p, {"a": 2})
     assert json.loads(p.read_text()) == {"a": 2}
     assert [f.name for f in tmp_path.iterdir()] == ["r.json"]
+    assert p.stat().st_mode & 0o777 == 0o644  # readable by others, unlike mkstemp's 0o600
 
 
 def test_bench_model_quick(tmp_path):
@@ -239,20 +241,16 @@ def test_bench_sweeps_bad_options(args, words):
 
 def test_git_revision_ignores_an_enclosing_foreign_repository(tmp_path):
     # an installed copy inside some other git repository (a pyenv or conda prefix) has no revision of ours
-    import importlib.util
-    import shutil
     import subprocess
 
-    import lasnet_tvm.benchmarks.common as common
+    from lasnet_tvm import records
 
-    nested = tmp_path / "prefix" / "site-packages" / "lasnet_tvm" / "benchmarks"
-    nested.mkdir(parents=True)
-    shutil.copy(common.__file__, nested / "common.py")
-    subprocess.run(["git", "init", "-q", str(tmp_path / "prefix")], check=True)
-    spec = importlib.util.spec_from_file_location("installed_common", nested / "common.py")
-    installed = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(installed)
-    assert installed.git_revision() is None and installed.git_dirty_files() is None
+    assert records.git_revision() is not None  # this checkout
+    for top in (tmp_path / "prefix", tmp_path / "prefix" / "site-packages"):
+        installed = tmp_path / "prefix" / "site-packages" / "lasnet_tvm"
+        installed.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["git", "init", "-q", str(top)], check=True)
+        assert records.git_revision(installed) is None and records.git_dirty_files(installed) is None
 
 
 def test_time_interleaved_varies_the_order():
