@@ -79,13 +79,20 @@ def block(arch, stage, channels, size, stride, S, rates, ablation_rate, repeats,
               help="Also write the benchmarked model (random weights, maskers set to --rate) as a model.pt.")
 @click.option("--breakdown", is_flag=True,
               help="Also profile both compiled models per kernel (VM instrumentation) into the JSON.")
-@click.option("--out", type=click.Path(), required=True, help="JSON file to write.")
+@click.option("--baseline", "baselines", multiple=True,
+              help="Also the static model in this runtime: onnxruntime or openvino (repeatable or comma list; "
+              "pip install 'lasnet-tvm[bench]'), exported to ONNX and run with TVM's thread count.")
+@click.option("--out", type=click.Path(), required=True, help="JSON file to write (and a PNG beside it).")
 def model(model_path, arch, granularity, input_size, width_mult, rate, images, repeats, threads, schedules,
-          save_model, breakdown, out):
-    """Whole network: compiled LAS vs compiled static vs PyTorch (static, LAS dense, sparse)."""
+          save_model, breakdown, baselines, out):
+    """Whole network: compiled LAS vs compiled static vs PyTorch (static, LAS dense, sparse), and optionally
+    the static model in ONNX Runtime / OpenVINO."""
     from ..benchmarks import model as bm
+    from ..benchmarks.baselines import check_available
+    from ..benchmarks.plots import plot_model
     from ..records import write_json
 
+    baselines = check_available([b.strip() for v in baselines for b in v.split(",") if b.strip()])
     os.environ.setdefault("TVM_NUM_THREADS", str(threads))
     net = None
     if model_path is not None and save_model:
@@ -101,10 +108,11 @@ def model(model_path, arch, granularity, input_size, width_mult, rate, images, r
     if schedules == "shipped" and database is None:
         raise LasnetError("--schedules shipped: no schedules are shipped for this CPU (see schedules/)")
     res = bm.run(arch, granularity, input_size, width_mult, rate, net, images, repeats, threads, database,
-                 breakdown, save_model)
+                 breakdown, save_model, baselines)
     write_json(out, res)
+    png = plot_model(res, os.path.splitext(out)[0] + ".png")
     click.echo(bm.format_table(res))
-    click.echo(f"wrote {out}")
+    click.echo(f"wrote {out} and {png}")
 
 
 @bench.command("compare")

@@ -1,0 +1,66 @@
+"""``bench model --baseline onnxruntime``: the static model exported to ONNX and run by ONNX Runtime matches
+PyTorch, is timed beside the compiled models, and a missing runtime is a one-line error saying what to install."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from _bench import INPUT_SIZE, WIDTH
+from lasnet_tvm.benchmarks import baselines
+from lasnet_tvm.benchmarks.block import TOLERANCE, rel_err
+from lasnet_tvm.cli.main import cli
+from lasnet_tvm.errors import LasnetError
+from lasnet_tvm.models import build_model
+
+
+def test_onnxruntime_runs_the_static_regnety(tmp_path):
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    static = build_model("las_regnety_400mf", "4-4-2-1", INPUT_SIZE, 10, WIDTH).eval().static_counterpart()
+    (ort,) = baselines.build(["onnxruntime"], static, INPUT_SIZE, 2, tmp_path).values()
+    assert ort.info["threads"] == 2 and ort.info["version"] and ort.info["export_s"] > 0
+    x = torch.randn(1, 3, INPUT_SIZE, INPUT_SIZE)
+    out = ort.run(x.numpy())
+    with torch.no_grad():
+        ref = static(x)
+    assert out.shape == (1, 10) and rel_err(torch.from_numpy(out), ref) < TOLERANCE  # grouped convs and SE
+
+
+def test_bench_model_with_onnxruntime(tmp_path):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "model.json"
+    res = CliRunner().invoke(cli, ["bench", "model", "--width-mult", str(WIDTH), "--input-size", str(INPUT_SIZE),
+                                   "--images", "2", "--repeats", "2", "--threads", "2", "--baseline", "onnxruntime",
+                                   "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    d = json.loads(out.read_text())
+    assert set(d["ms"]) == {"las", "static", "torch_static", "torch_las_dense", "torch_sparse", "onnxruntime"}
+    assert d["max_rel_err"]["onnxruntime"] < TOLERANCE and d["timings"]["onnxruntime"]["n"] == 2
+    b = d["baselines"]["onnxruntime"]
+    assert b["ms"] == d["ms"]["onnxruntime"] and b["threads"] == 2
+    assert np.isclose(b["las_latency_ratio"], d["ms"]["las"] / b["ms"])
+    assert np.isclose(b["static_latency_ratio"], d["ms"]["static"] / b["ms"])
+    assert (tmp_path / "model.png").read_bytes()[:4] == b"\x89PNG"
+    assert "onnxruntime" in res.output
+
+
+@pytest.mark.parametrize("name", baselines.BASELINES)
+def test_missing_runtime_is_a_one_line_error(tmp_path, monkeypatch, name):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda m, *a: None if m == name else real(m, *a))
+    res = CliRunner().invoke(cli, ["bench", "model", "--baseline", name, "--out", str(tmp_path / "m.json")])
+    lines = res.output.strip().splitlines()
+    assert res.exit_code != 0 and len(lines) == 1 and "pip install" in lines[0] and name in lines[0], res.output
+    assert not list(tmp_path.iterdir())
+
+
+def test_unknown_runtime():
+    with pytest.raises(LasnetError, match="expected one of onnxruntime, openvino"):
+        baselines.check_available(["tensorrt"])
