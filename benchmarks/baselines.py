@@ -12,6 +12,7 @@ import importlib.util
 import io
 import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -64,8 +65,9 @@ def export_onnx(model: torch.nn.Module, input_size: int, path: str | Path) -> fl
     quiet = logging.getLogger("torch.onnx")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # "torchvision is not installed" and similar notes
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():  # the exporter's progress lines
+    try:  # the exporter prints its progress to stdout
+        with contextlib.redirect_stdout(io.StringIO()), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # deprecations inside torch.export
             program = torch.onnx.export(model.eval(), (torch.zeros(1, 3, input_size, input_size),), dynamo=True,
                                         optimize=False)
         program.save(str(path))

@@ -8,7 +8,8 @@ Masks at a target rate: ``round(r * g * g)`` random patches are chosen; the mask
 ``wm = e_0, bm = 0`` and channel 0 of the input is +1 on the chosen patches' input area, -1 elsewhere, so
 each variant's own masker kernel selects exactly those patches (no variant is fed a mask). The PyTorch
 sparse execution is given the same mask. Every variant, PyTorch's included, is checked against the dense
-masked PyTorch reference (:func:`dense_masked_block`) on the same input before timing; times are medians over full block calls including the Python glue.
+masked PyTorch reference (:func:`dense_masked_block`) on the same input before timing; times are medians over
+full block calls including the Python glue.
 """
 
 from __future__ import annotations

@@ -219,8 +219,8 @@ def format_table(res: dict) -> str:
     rows.append(f"  LAS vs static compiled: {res['speedup_vs_static']:.2f}x; vs PyTorch static: "
                 f"{res['speedup_vs_torch_static']:.2f}x; compile {res['compile_s']['las']:.1f} s")
     for k, b in res.get("baselines", {}).items():
-        rows.append(f"  latency / {k} {b['version']} static ({b['threads']} threads): LAS {b['las_latency_ratio']:.2f}, "
-                    f"static compiled {b['static_latency_ratio']:.2f}")
+        rows.append(f"  latency / {k} {b['version']} static ({b['threads']} threads): "
+                    f"LAS {b['las_latency_ratio']:.2f}, static compiled {b['static_latency_ratio']:.2f}")
     if "breakdown" in res:
         b = res["breakdown"]
         rows.append(f"per-call profile (VM instrumentation), ms per image: LAS {b['las']['instrumented_ms']:.2f}, "

@@ -3,8 +3,8 @@
 For each measured block (by default the first identity block of every stage) the static block and the fully
 fused dynamic block at each granularity S are compiled once (one symbolic-``P`` build serves every rate), every
 variant is checked against PyTorch on its own input, and then all of them are timed in one interleaved,
-call-by-call round-robin run (:func:`~lasnet_tvm.timing.time_interleaved`: medians of full block
-calls, Python glue included). Each kernel is also timed alone with TVM's ``time_evaluator`` at the same active count. The
+call-by-call round-robin run (:func:`~lasnet_tvm.timing.time_interleaved`: medians of full block calls, Python
+glue included). Each kernel is also timed alone with TVM's ``time_evaluator`` at the same active count. The
 analytic model (:func:`lasnet_tvm.predictor.predict_block`) predicts the same points. :func:`measure_stage` is
 shared with ``bench granularity``.
 """

@@ -1,5 +1,5 @@
-"""What every result file records: the machine, the software versions, the source revision, the load, and
-the JSON writer that puts it on disk atomically.
+"""What every result file records (the machine, the software versions, the source revision, the time and the
+load) and the JSON writer that puts it on disk atomically.
 """
 
 from __future__ import annotations
@@ -82,8 +82,10 @@ def git_dirty_files(package_dir: Path = _PACKAGE_DIR) -> list[str] | None:
 
 
 def provenance() -> dict:
-    """``machine``, ``versions`` and ``git_revision``: the fields every result file carries."""
-    return {"machine": machine_info(), "versions": versions(), "git_revision": git_revision()}
+    """The fields every result file carries: ``machine``, ``versions``, ``git_revision``, ``time`` (now, ISO 8601)
+    and ``load_average`` (1/5/15-minute load averages now: how busy the machine was)."""
+    return {"machine": machine_info(), "versions": versions(), "git_revision": git_revision(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "load_average": os.getloadavg()}
 
 
 def default_target() -> str:
@@ -122,8 +124,7 @@ def run_header(benchmark: str, target, threads: int, repeats: int, hw, note: str
     return {"benchmark": benchmark, "device": device_name(kind, threads), "target": str(target),
             "target_kind": kind, "profile": profile, "threads": threads, "repeats": repeats,
             **provenance(), "git_dirty_files": git_dirty_files(), "note": note,
-            "load_average": {"start": load_at_start, "end": os.getloadavg()},
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "load_average": {"start": load_at_start, "end": os.getloadavg()}}
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -62,8 +62,8 @@ def test_bench_model_quick(tmp_path):
                                    "--out", str(out)])
     assert res.exit_code == 0, res.output
     d = json.loads(out.read_text())
-    for k in ("machine", "versions", "git_revision", "arch", "granularity", "rate", "ms", "speedup_vs_static",
-              "speedup_vs_torch_static", "compile_s", "max_rel_err", "timings"):
+    for k in ("machine", "versions", "git_revision", "time", "load_average", "arch", "granularity", "rate", "ms",
+              "speedup_vs_static", "speedup_vs_torch_static", "compile_s", "max_rel_err", "timings"):
         assert k in d
     assert set(d["ms"]) == {"las", "static", "torch_static", "torch_las_dense", "torch_sparse"}
     assert max(d["max_rel_err"].values()) < 1e-4
@@ -83,9 +83,10 @@ def test_bench_model_quick(tmp_path):
         assert res.exit_code == 0, res.output
     cmp_out = tmp_path / "compare.json"
     res = CliRunner().invoke(cli, ["bench", "compare", *map(str, libs), "--images", "1", "--repeats", "2",
-                                   "--out", str(cmp_out)])
+                                   "--model", str(pt), "--out", str(cmp_out)])
     assert res.exit_code == 0, res.output
     c = json.loads(cmp_out.read_text())
+    assert set(c["max_rel_err"]) == set(map(str, libs)) and max(c["max_rel_err"].values()) < 1e-4
     assert [lib["path"] for lib in c["libraries"]] == [str(p) for p in libs]
     assert c["libraries"][0]["speedup_vs_first"] == 1.0 and c["libraries"][1]["manifest"]["static"] is True
     assert c["libraries"][0]["paired_speedup_vs_first"] == 1.0 and c["libraries"][1]["paired_speedup_vs_first"] > 0
@@ -93,6 +94,15 @@ def test_bench_model_quick(tmp_path):
     assert c["libraries"][1]["rate"] == 1.0
     for k in ("machine", "versions", "git_revision", "timings"):
         assert k in c
+    # libraries that are not compiled from the given model.pt: an error naming them, before any timing
+    from lasnet_tvm.checkpoint import save_checkpoint
+    from lasnet_tvm.models import build_model
+
+    other = tmp_path / "other.pt"
+    save_checkpoint(other, build_model("las_resnet50", "4-4-2-1", 64, 1000, 0.125).eval(), {"source": "test"})
+    res = CliRunner().invoke(cli, ["bench", "compare", *map(str, libs), "--images", "1", "--model", str(other),
+                                   "--out", str(tmp_path / "x.json")])
+    assert res.exit_code != 0 and "las.so differs from the PyTorch reference" in res.output, res.output
     # bad input: one library, a missing one
     for args in ([str(libs[0])], [str(libs[0]), str(tmp_path / "missing.so")]):
         res = CliRunner().invoke(cli, ["bench", "compare", *args, "--out", str(tmp_path / "x.json")])

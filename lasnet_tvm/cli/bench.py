@@ -122,8 +122,10 @@ def model(model_path, arch, granularity, input_size, width_mult, rate, images, r
 @click.option("--images", default=4, show_default=True, help="Synthetic images without --input.")
 @click.option("--repeats", default=25, show_default=True, help="Interleaved passes over the images.")
 @click.option("--threads", default=2, show_default=True, help="TVM threads.")
+@click.option("--model", "model_path", default=None, type=click.Path(dir_okay=False),
+              help="The model.pt the libraries were compiled from: check each against it in PyTorch first.")
 @click.option("--out", type=click.Path(), required=True, help="JSON file to write.")
-def compare(libraries, input_path, images, repeats, threads, out):
+def compare(libraries, input_path, images, repeats, threads, model_path, out):
     """Compiled libraries against each other, timed interleaved in one process on the same images (e.g. one
     model.pt compiled before and after a change, or LAS against --static)."""
     from ..benchmarks import compare as bc
@@ -132,7 +134,12 @@ def compare(libraries, input_path, images, repeats, threads, out):
 
     os.environ.setdefault("TVM_NUM_THREADS", str(threads))
     x = load_input(input_path) if input_path else None
-    res = bc.run(list(libraries), x, images, repeats)
+    net = None
+    if model_path is not None:
+        from ..checkpoint import load_checkpoint
+
+        net, _ = load_checkpoint(model_path)
+    res = bc.run(list(libraries), x, images, repeats, net)
     write_json(out, res)
     click.echo(bc.format_table(res))
     click.echo(f"wrote {out}")
