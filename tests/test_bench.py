@@ -48,7 +48,7 @@ def test_write_json_atomic(tmp_path):
 
 
 def test_bench_model_quick(tmp_path):
-    """`bench model` on a tiny network: every field present, compiled outputs checked."""
+    """`bench model` on a tiny network: every field present, compiled outputs checked, ONNX Runtime beside them."""
     import json
 
     from click.testing import CliRunner
@@ -59,14 +59,21 @@ def test_bench_model_quick(tmp_path):
     pt = tmp_path / "model.pt"
     res = CliRunner().invoke(cli, ["bench", "model", "--width-mult", "0.125", "--input-size", "64", "--images", "1",
                                    "--repeats", "1", "--rate", "0.5", "--breakdown", "--save-model", str(pt),
-                                   "--out", str(out)])
+                                   "--threads", "2", "--baseline", "onnxruntime", "--out", str(out)])
     assert res.exit_code == 0, res.output
     d = json.loads(out.read_text())
     for k in ("machine", "versions", "git_revision", "time", "load_average", "arch", "granularity", "rate", "ms",
               "speedup_vs_static", "speedup_vs_torch_static", "compile_s", "max_rel_err", "timings"):
         assert k in d
-    assert set(d["ms"]) == {"las", "static", "torch_static", "torch_las_dense", "torch_sparse"}
+    assert set(d["ms"]) == {"las", "static", "torch_static", "torch_las_dense", "torch_sparse", "onnxruntime"}
+    assert set(d["max_rel_err"]) == set(d["ms"]) - {"torch_las_dense"}  # the reference itself
     assert max(d["max_rel_err"].values()) < 1e-4
+    # --baseline onnxruntime: the static model in ONNX Runtime, TVM's thread count, timed in the same rounds
+    ort = d["baselines"]["onnxruntime"]
+    assert ort["ms"] == d["ms"]["onnxruntime"] and ort["threads"] == 2 and d["timings"]["onnxruntime"]["n"] == 1
+    assert ort["las_latency_ratio"] == pytest.approx(d["ms"]["las"] / ort["ms"])
+    assert ort["static_latency_ratio"] == pytest.approx(d["ms"]["static"] / ort["ms"])
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG" and "onnxruntime" in res.output
     assert 0.2 < d["rate"] < 0.8  # the maskers were calibrated to about half of the patches
     assert d["tuned"] is False and d["tuned_applied"] == {"las": [], "static": []}  # no --schedules: defaults
     # --breakdown: per-call profiles; every block calls its fused masker once per image, the static model none

@@ -25,7 +25,7 @@ def _setup(arch, rate=0.5):
                 m.running_var.uniform_(0.5, 1.5)
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.2, 0.2)
-    x = bm.images(2, INPUT_SIZE)
+    x = bm.images(1, INPUT_SIZE)
     bm.calibrate_maskers(model, x, rate)
     return model, x
 
