@@ -24,6 +24,7 @@ INSTALL_REQUIRES = [
     "pillow>=10",
     "tornado>=6.4,<7",  # TVM's RPC tracker (lasnet-tvm tune --tracker)
 ]
+BENCH_EXTRAS = ["onnxruntime==1.32.0", "onnx==1.23.2", "onnxscript==0.7.2"]
 
 setup(
     name="lasnet-tvm",
@@ -48,6 +49,10 @@ setup(
         "lasnet_tvm.schedules": ["*/*.json", "*/*.yaml", "*/*/*.json"],
     },
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest==9.0.3", "pytest-timeout==2.4.0", "hypothesis>=6.100,<7"]},
+    extras_require={
+        # other runtimes of `lasnet-tvm bench model --baseline` (the static model exported by torch.onnx)
+        "bench": BENCH_EXTRAS,
+        "test": ["pytest==9.0.3", "pytest-timeout==2.4.0", "hypothesis>=6.100,<7", *BENCH_EXTRAS],
+    },
     entry_points={"console_scripts": ["lasnet-tvm=lasnet_tvm.cli.main:main"]},
 )

@@ -1,28 +1,28 @@
 """``lasnet-tvm bench block``: one LAS block, static vs dynamic, TVM vs PyTorch, and the fusion ablation.
 
 Measured side by side in one process, round-robin: our static block (TVM, same style of schedules), the
-PyTorch eager static block (BN folded), the sparse PyTorch reference (:func:`sparse_block`), the fused
+PyTorch eager static block (BN folded, SE included), the sparse PyTorch execution (:func:`sparse_block`), the fused
 dynamic block at each rate, and the paper's Table 1 ablation (fusion none / masker / masker+gather / all).
 
 Masks at a target rate: ``round(r * g * g)`` random patches are chosen; the masker weights are set to
 ``wm = e_0, bm = 0`` and channel 0 of the input is +1 on the chosen patches' input area, -1 elsewhere, so
 each variant's own masker kernel selects exactly those patches (no variant is fed a mask). The PyTorch
-sparse reference is given the same mask. Every variant is checked against the PyTorch reference on the
-same input before timing; times are medians over full block calls including the Python glue.
+sparse execution is given the same mask. Every variant, PyTorch's included, is checked against the dense
+masked PyTorch reference (:func:`dense_masked_block`) on the same input before timing; times are medians over
+full block calls including the Python glue.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 
 from ..archs import BlockSpec, arch_spec, conv_out
 from ..block_runtime import FUSIONS, CompiledBlock
 from ..errors import LasnetError
-from ..models.folded import FoldedBlock, dense_masked_block, sparse_block
-from .common import cpu_model, git_revision, machine_info, summarize, time_interleaved, versions
+from ..models.folded import dense_masked_block, sparse_block, static_block
+from ..models.synthetic import input_at_rate, random_folded_block
+from ..records import cpu_model, provenance
+from ..timing import summarize, time_interleaved
 
 TOLERANCE = 1e-4  # max |out - ref| / max(1, max |ref|) accepted for float32
 
@@ -51,65 +51,37 @@ def block_spec(arch: str | None, stage: int, channels: tuple[int, int, int] | No
     return spec
 
 
-def random_folded_block(spec: BlockSpec, seed: int = 0) -> FoldedBlock:
-    """Random BN-folded weights (scaled by 1/sqrt(fan-in), SE too) with the masker set to ``wm = e_0, bm = 0``."""
-    gen = torch.Generator().manual_seed(seed)
-
-    def rnd(*shape, fan=1):
-        return torch.randn(*shape, generator=gen) / math.sqrt(fan)
-
-    s = spec
-    wm = torch.zeros(s.c_in)
-    wm[0] = 1.0
-    fb = FoldedBlock(s, rnd(s.c_mid, s.c_in, fan=s.c_in), rnd(s.c_mid) * 0.1, wm, torch.zeros(()),
-                     rnd(s.c_mid, s.c_mid // s.groups, 3, 3, fan=9 * s.c_mid // s.groups), rnd(s.c_mid) * 0.1,
-                     rnd(s.c_out, s.c_mid, fan=s.c_mid), rnd(s.c_out) * 0.1)
-    if s.downsample:
-        fb.wd, fb.bd = rnd(s.c_out, s.c_in, fan=s.c_in), rnd(s.c_out) * 0.1
-    if s.se_channels:
-        R = s.se_channels
-        fb.se = (rnd(R, s.c_mid, fan=s.c_mid), rnd(R) * 0.1, rnd(s.c_mid, R, fan=R), rnd(s.c_mid) * 0.1)
-    return fb
-
-
-def input_at_rate(spec: BlockSpec, rate: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random input ``[C_in, H, W]`` whose channel 0 makes the masker (``wm = e_0``) pick ``round(r g^2)`` patches.
-
-    Returns ``(x, mask [g, g])``.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    g = spec.grid
-    chosen = torch.zeros(g * g, dtype=torch.bool)
-    chosen[torch.randperm(g * g, generator=gen)[: round(rate * g * g)]] = True
-    pin = spec.S * spec.stride
-    up = chosen.view(g, g).repeat_interleave(pin, 0).repeat_interleave(pin, 1)[: spec.in_size, : spec.in_size]
-    x = torch.randn(spec.c_in, spec.in_size, spec.in_size, generator=gen)
-    x[0] = torch.where(up, 1.0, -1.0)
-    return x, chosen.view(g, g)
-
-
-def torch_static(fb: FoldedBlock, x: torch.Tensor) -> torch.Tensor:
-    """PyTorch eager static block (BN folded), input ``[1, C, H, W]``."""
-    s = fb.spec
-    out = F.relu(F.conv2d(x, fb.w1[:, :, None, None], fb.b1))
-    out = F.relu(F.conv2d(out, fb.w2, fb.b2, stride=s.stride, padding=1, groups=s.groups))
-    out = F.conv2d(out, fb.w3[:, :, None, None], fb.b3)
-    ident = x if fb.wd is None else F.conv2d(x, fb.wd[:, :, None, None], fb.bd, stride=s.stride)
-    return F.relu(out + ident)
-
-
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """``max |out - ref| / max(1, max |ref|)``."""
     return float((out - ref).abs().max()) / max(1.0, float(ref.abs().max()))
+
+
+def check_errors(errs: dict[str, float], what: str = "bench block") -> None:
+    """Raise when a variant's relative error (``errs``: variant -> :func:`rel_err`) exceeds :data:`TOLERANCE`.
+
+    Raises
+    ------
+    LasnetError
+        Naming every failing variant and its error.
+    """
+    bad = {k: v for k, v in errs.items() if not v <= TOLERANCE}  # NaN fails too
+    if bad:
+        raise LasnetError(f"{what}: " + "; ".join(f"{k} differs from the PyTorch reference (max rel err {v:.2e} > "
+                                                  f"{TOLERANCE})" for k, v in bad.items()))
 
 
 def run(spec: BlockSpec, rates=(0.25, 0.5, 0.75, 1.0), repeats: int = 50, ablation_rate: float = 0.6,
         target: str = "llvm", threads: int = 2, seed: int = 0, log=print) -> dict:
     """Build, check and time every variant; returns the JSON-ready result dict.
 
+    Every timed variant (compiled static and dynamic, PyTorch static and sparse) is first checked against
+    :func:`~lasnet_tvm.models.folded.dense_masked_block` on its input (all patches active for the static ones).
+
     Raises
     ------
     LasnetError
-        A variant's output differs from the PyTorch reference by more than :data:`TOLERANCE`.
+        A masker selected other patches than intended, or a variant's output differs from the reference by more
+        than :data:`TOLERANCE` (the message names the variant and its error).
     """
     torch.set_num_threads(threads)
     fb = random_folded_block(spec, seed)
@@ -122,30 +94,32 @@ def run(spec: BlockSpec, rates=(0.25, 0.5, 0.75, 1.0), repeats: int = 50, ablati
 
     x0, _ = input_at_rate(spec, 1.0, seed)
     x0b = x0[None].contiguous()
-    errs["static"] = rel_err(static(x0)[0], dense_masked_block(fb, x0b, torch.ones(1, spec.grid, spec.grid, dtype=torch.bool))[0])
-    errs["torch_static"] = rel_err(torch_static(fb, x0b)[0], dense_masked_block(fb, x0b, torch.ones(1, spec.grid, spec.grid, dtype=torch.bool))[0])
+    with torch.no_grad():
+        ref0 = dense_masked_block(fb, x0b, torch.ones(1, spec.grid, spec.grid, dtype=torch.bool))[0]
+        errs["static"] = rel_err(static(x0)[0], ref0)
+        errs["torch_static"] = rel_err(static_block(fb, x0b)[0], ref0)
     fns["static"] = lambda: static(x0)
-    fns["torch_static"] = lambda: torch_static(fb, x0b)
+    fns["torch_static"] = lambda: static_block(fb, x0b)
 
     cases = [(r, "all") for r in rates] + [(ablation_rate, f) for f in FUSIONS]
     for r, fusion in cases:
         x, want = input_at_rate(spec, r, seed + 1)
         xb = x[None].contiguous()
-        ref, _ = sparse_block(fb, xb, want[None])
+        with torch.no_grad():
+            ref = dense_masked_block(fb, xb, want[None])[0]
         out, mask = dyn[fusion](x)
         if not torch.equal(mask, want):
             raise LasnetError(f"fused={fusion} r={r}: the masker kernel selected {int(mask.sum())} patches, "
                               f"expected {int(want.sum())}")
         key = f"{fusion}@{r}"
-        errs[key] = rel_err(out, ref[0])
+        errs[key] = rel_err(out, ref)
         fns[key] = (lambda b=dyn[fusion], x=x: b(x))
         if fusion == "all":
-            errs[f"torch_sparse@{r}"] = 0.0  # it is the reference
+            with torch.no_grad():
+                errs[f"torch_sparse@{r}"] = rel_err(sparse_block(fb, xb, want[None])[0][0], ref)
             fns[f"torch_sparse@{r}"] = (lambda x=xb, m=want[None]: sparse_block(fb, x, m))
     worst = max(errs.values())
-    bad = {k: v for k, v in errs.items() if v > TOLERANCE}
-    if bad:
-        raise LasnetError(f"outputs differ from the PyTorch reference beyond {TOLERANCE}: {bad}")
+    check_errors(errs)
     log(f"all {len(errs)} variants match the reference (max rel err {worst:.2e}); timing {repeats} rounds ...")
     with torch.no_grad():
         t = time_interleaved(fns, repeats)
@@ -166,9 +140,7 @@ def run(spec: BlockSpec, rates=(0.25, 0.5, 0.75, 1.0), repeats: int = 50, ablati
         "max_rel_err": errs,
         "timings": t,
         "mask_method": "masker weights wm=e_0, bm=0; input channel 0 = +1 on chosen patches, -1 elsewhere",
-        "machine": machine_info(),
-        "versions": versions(),
-        "git_revision": git_revision(),
+        **provenance(),
     }
 
 
@@ -252,12 +224,12 @@ def checked_static(blk: CompiledBlock, seed: int = 0) -> tuple[torch.Tensor, flo
     """
     s, fb = blk.fb.spec, blk.fb
     x, _ = input_at_rate(s, 1.0, seed)
-    ref = dense_masked_block(fb, x[None], torch.ones(1, s.grid, s.grid, dtype=torch.bool))[0]
+    with torch.no_grad():
+        ref = dense_masked_block(fb, x[None], torch.ones(1, s.grid, s.grid, dtype=torch.bool))[0]
     xd = x.to(blk.device)
     out, _ = blk(xd)
     err = rel_err(out.cpu(), ref)
-    if err > TOLERANCE:
-        raise LasnetError(f"static block {s.name}: output differs from PyTorch (max rel err {err:.1e} > {TOLERANCE})")
+    check_errors({f"static block {s.name}": err}, "bench")
     return xd, err
 
 
@@ -268,19 +240,19 @@ def checked_dynamic(blk: CompiledBlock, rate: float, seed: int = 0) -> tuple[tor
     ------
     LasnetError
         The block's masker picked other patches than intended, or its output differs from
-        :func:`sparse_block` by more than :data:`TOLERANCE`.
+        :func:`dense_masked_block` by more than :data:`TOLERANCE`.
     """
     s, fb = blk.fb.spec, blk.fb
     x, want = input_at_rate(s, rate, seed)
-    ref, _ = sparse_block(fb, x[None], want[None])
+    with torch.no_grad():
+        ref = dense_masked_block(fb, x[None], want[None])
     xd = x.to(blk.device)
     out, mask = blk(xd)
     what = f"block {s.name} fusion={blk.fusion} S={s.S} r={rate}"
     if not torch.equal(mask.cpu(), want):
         raise LasnetError(f"{what}: the masker selected {int(mask.sum())} patches, expected {int(want.sum())}")
     err = rel_err(out.cpu(), ref[0])
-    if err > TOLERANCE:
-        raise LasnetError(f"{what}: output differs from PyTorch (max rel err {err:.1e} > {TOLERANCE})")
+    check_errors({what: err}, "bench")
     return xd, int(want.sum()), err
 
 
@@ -288,7 +260,7 @@ def kernel_rows(blk: CompiledBlock, x: torch.Tensor, repeat: int, min_repeat_ms:
     """Per-kernel medians of :meth:`CompiledBlock.time_steps`.
 
     Rows: ``kernel``, ``params``, ``P`` (active patches of the call; 0 for the static block), ``measured_ms``
-    (median) and ``spread`` (:func:`~lasnet_tvm.benchmarks.common.summarize` of the samples).
+    (median) and ``spread`` (:func:`~lasnet_tvm.timing.summarize` of the samples).
     """
     rows = blk.time_steps(x, repeat=repeat, min_repeat_ms=min_repeat_ms)
     P = 0 if blk.static else blk.active_count()

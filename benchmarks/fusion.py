@@ -14,8 +14,8 @@ from dataclasses import replace
 from ..archs import BlockSpec
 from ..block_runtime import FUSIONS
 from ..predictor import predict_block
+from ..timing import progress, time_interleaved
 from .block import checked_dynamic, checked_static, kernel_rows, shape_of, sync_of
-from .common import progress, time_interleaved
 from .rate import block_maker, kernel_sum_spread, predict_kernels, predicted_ops
 
 VARIANTS = ("static",) + FUSIONS

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ..archs import BlockSpec
 from ..predictor import stage_candidates
-from .common import progress
+from ..timing import progress
 from .rate import accuracy_section, format_accuracy, format_excluded, measure_stage, work_units
 
 

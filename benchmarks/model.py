@@ -1,5 +1,7 @@
 """Whole-network benchmark: a LAS model compiled by our pipeline against its static counterpart compiled the
-same way, PyTorch eager (static and LAS) and the sparse PyTorch reference, on the same images.
+same way, PyTorch eager (static and LAS), the sparse PyTorch execution and, on request, the static model in
+ONNX Runtime or OpenVINO (:mod:`~lasnet_tvm.benchmarks.baselines`), on the same images. Every variant is checked
+against PyTorch (:func:`check_outputs`) before all are timed in the same interleaved rounds.
 
 A model comes from a ``model.pt`` or is built with random weights; for the latter, every masker's bias is set
 so that the block is active on about ``rate`` of the patches of the benchmark images (the activation rate of a
@@ -9,8 +11,11 @@ trained model depends on its input; a random one has none to speak of).
 from __future__ import annotations
 
 import contextlib
+import copy
+import os
 import random
 import re
+import tempfile
 import time
 
 import numpy as np
@@ -23,9 +28,13 @@ from lasnet_tvm.models import LASNet, build_model
 from lasnet_tvm.models.folded import fold_block
 from lasnet_tvm.models.masker import patch_pool
 from lasnet_tvm.models.sparse import SparseLASNet
+from lasnet_tvm.records import provenance
+from lasnet_tvm.timing import time_interleaved
 from lasnet_tvm.train.data import SyntheticShapes
 
-from .common import git_revision, machine_info, time_interleaved, versions
+from .baselines import build as build_baselines
+from .baselines import check_available
+from .block import check_errors, rel_err
 
 
 @torch.no_grad()
@@ -84,13 +93,51 @@ def kernel_breakdown(models: dict[str, CompiledModel], images: list[np.ndarray],
     return out
 
 
+@torch.no_grad()
+def check_outputs(model: LASNet, static_model: LASNet, sparse: SparseLASNet | None, x: torch.Tensor,
+                  outputs: dict[str, np.ndarray]) -> dict[str, float]:
+    """Relative errors (:func:`~lasnet_tvm.benchmarks.block.rel_err`) of every timed variant on ``x``.
+
+    References: the LAS model in PyTorch (``torch_las_dense``) for the compiled LAS logits (``outputs["las"]``)
+    and the sparse PyTorch execution; the PyTorch static model for every other entry of ``outputs`` (the
+    compiled static model, the static model in other runtimes); and the LAS model with every masker forced on
+    (every patch active) for the PyTorch static model itself, which must be the same network without its
+    maskers (SE included).
+
+    Raises
+    ------
+    LasnetError
+        A variant differs from its reference by more than :data:`~lasnet_tvm.benchmarks.block.TOLERANCE`,
+        naming the variant and its error.
+    """
+    ref, ref_static = model(x), static_model(x)
+    all_on = copy.deepcopy(model)
+    calibrate_maskers(all_on, x, 1.0)
+    errs = {k: rel_err(torch.from_numpy(np.asarray(v)), ref if k == "las" else ref_static) for k, v in outputs.items()}
+    errs["torch_static"] = rel_err(ref_static, all_on(x))
+    if sparse is not None:
+        errs["torch_sparse"] = rel_err(sparse(x), ref)
+    check_errors(errs, "bench model")
+    return errs
+
+
 def run(arch: str = "las_resnet50", granularity: str = "4-4-2-1", input_size: int = 224, width_mult: float = 1.0,
         rate: float = 0.5, model: LASNet | None = None, n_images: int = 4, repeats: int = 5, threads: int = 2,
-        database=None, breakdown: bool = False, save_model: str | None = None) -> dict:
+        database=None, breakdown: bool = False, save_model: str | None = None, baselines=()) -> dict:
     """Compile, check and time; returns the JSON-able result. ``breakdown``: also profile both compiled models
     per VM call (:func:`kernel_breakdown`, ``repeats`` rounds, after the timing). ``save_model``: also write the
-    model (with its calibrated maskers) there, for ``lasnet-tvm compile`` and ``bench compare``."""
+    model (with its calibrated maskers) there, for ``lasnet-tvm compile`` and ``bench compare``. ``baselines``:
+    also the static model in these runtimes (:mod:`~lasnet_tvm.benchmarks.baselines`), with TVM's thread count,
+    checked and timed in the same rounds.
+
+    Raises
+    ------
+    LasnetError
+        A timed variant's output differs from its PyTorch reference (:func:`check_outputs`).
+    """
+    baselines = check_available(baselines)
     torch.set_num_threads(threads)
+    tvm_threads = int(os.environ.get("TVM_NUM_THREADS") or threads)
     if model is None:
         model = build_model(arch, granularity, input_size, 1000, width_mult).eval()
         x = images(n_images, input_size)
@@ -114,37 +161,33 @@ def run(arch: str = "las_resnet50", granularity: str = "4-4-2-1", input_size: in
     xs = x.numpy()
     las = compiled["las"].run(xs)
     static_model = model.static_counterpart()
-    sparse = SparseLASNet(model)
-    with torch.no_grad():
-        ref = model(x).numpy()
-        ref_static = static_model(x).numpy()
-    scale = max(1.0, float(np.abs(ref).max()))
-    errs = {
-        "las": float(np.abs(las.logits - ref).max() / scale),
-        "static": float(np.abs(compiled["static"].run(xs).logits - ref_static).max() / max(1.0, np.abs(ref_static).max())),
-    }
+    sparse = SparseLASNet(model) if model.se_pool == "active" else None  # dense SE pooling cannot run sparsely
     singles = [xs[i : i + 1] for i in range(n_images)]
+    with tempfile.TemporaryDirectory() as tmp:
+        others = build_baselines(baselines, static_model, s.input_size, tvm_threads, tmp)
+    outputs = {"las": las.logits, "static": compiled["static"].run(xs).logits,
+               **{k: np.concatenate([b.run(v) for v in singles]) for k, b in others.items()}}
+    errs = check_outputs(model, static_model, sparse, x, outputs)
     tsingles = [x[i : i + 1] for i in range(n_images)]
 
     def over_images(f, inputs):
         return lambda: [f(v) for v in inputs]
 
+    fns = {"las": over_images(compiled["las"]._call, singles),
+           "static": over_images(compiled["static"]._call, singles),
+           "torch_static": over_images(static_model, tsingles),
+           "torch_las_dense": over_images(model, tsingles)}
+    if sparse is not None:
+        fns["torch_sparse"] = over_images(sparse, tsingles)
+    fns.update({k: over_images(b.run, singles) for k, b in others.items()})
     with torch.no_grad():
-        t = time_interleaved({
-            "las": over_images(compiled["las"]._call, singles),
-            "static": over_images(compiled["static"]._call, singles),
-            "torch_static": over_images(static_model, tsingles),
-            "torch_las_dense": over_images(model, tsingles),
-            "torch_sparse": over_images(sparse, tsingles),
-        }, repeats=repeats, warmup=1, batch=1)
+        t = time_interleaved(fns, repeats=repeats, warmup=1, batch=1)
     per_image = {k: v["median_ms"] / n_images for k, v in t.items()}
     extra = {"breakdown": kernel_breakdown(compiled, singles, repeats)} if breakdown else {}
     return {
         "benchmark": "model",
         "device": "local",
-        "machine": machine_info(),
-        "versions": versions(),
-        "git_revision": git_revision(),
+        **provenance(),
         "arch": s.arch,
         "granularity": format_granularity(s.granularity, [sum(1 for b in s.blocks if b.stage == k) for k in range(1, 5)]),
         "input_size": s.input_size,
@@ -160,6 +203,8 @@ def run(arch: str = "las_resnet50", granularity: str = "4-4-2-1", input_size: in
         "speedup_vs_static": per_image["static"] / per_image["las"],
         "speedup_vs_torch_static": per_image["torch_static"] / per_image["las"],
         "compile_s": compile_s,
+        "baselines": {k: {**b.info, "ms": per_image[k], "las_latency_ratio": per_image["las"] / per_image[k],
+                          "static_latency_ratio": per_image["static"] / per_image[k]} for k, b in others.items()},
         "max_rel_err": errs,
         "timings": t,
         **extra,
@@ -169,10 +214,13 @@ def run(arch: str = "las_resnet50", granularity: str = "4-4-2-1", input_size: in
 def format_table(res: dict) -> str:
     ms = res["ms"]
     rows = [f"{res['arch']} {res['granularity']} @{res['input_size']} (rate {res['rate']:.2f}), ms per image:"]
-    for k in ("las", "static", "torch_static", "torch_las_dense", "torch_sparse"):
-        rows.append(f"  {k:16s} {ms[k]:9.2f}")
+    for k, v in ms.items():
+        rows.append(f"  {k:16s} {v:9.2f}")
     rows.append(f"  LAS vs static compiled: {res['speedup_vs_static']:.2f}x; vs PyTorch static: "
                 f"{res['speedup_vs_torch_static']:.2f}x; compile {res['compile_s']['las']:.1f} s")
+    for k, b in res.get("baselines", {}).items():
+        rows.append(f"  latency / {k} {b['version']} static ({b['threads']} threads): "
+                    f"LAS {b['las_latency_ratio']:.2f}, static compiled {b['static_latency_ratio']:.2f}")
     if "breakdown" in res:
         b = res["breakdown"]
         rows.append(f"per-call profile (VM instrumentation), ms per image: LAS {b['las']['instrumented_ms']:.2f}, "

@@ -1,4 +1,4 @@
-"""PNG figures of ``bench fusion``, ``bench rate`` and ``bench granularity`` (matplotlib, Agg backend).
+"""PNG figures of ``bench fusion``, ``bench rate``, ``bench granularity`` and ``bench model`` (matplotlib, Agg backend).
 
 Measured values are solid lines / filled bars, predicted ones dashed lines / hatched bars. The rate and
 granularity figures end with a predicted-vs-measured scatter of every block-level latency (log-log, with the
@@ -163,4 +163,23 @@ def plot_fusion(res: dict, path) -> Path:
     b = res["block"]
     fig.suptitle(f"operator fusion (Table 1): {b['block']} {b['C_in']}->{b['C_mid']}->{b['C_out']} {b['H']}x{b['H']}\n"
                  f"{_title(res)}", fontsize=9)
+    return _save(fig, path)
+
+
+def plot_model(res: dict, path) -> Path:
+    """Horizontal bars of ``bench model``'s median milliseconds per image, one per variant (the compiled models,
+    PyTorch's, and the static model in other runtimes), with each one's latency relative to the compiled LAS."""
+    ms = res["ms"]
+    names = list(ms)
+    fig, ax = plt.subplots(figsize=(7.2, 0.45 * len(names) + 1.6))
+    colors = [COLORS[0] if k in ("las", "static") else COLORS[2] if k in res.get("baselines", {}) else COLORS[1]
+              for k in names]
+    bars = ax.barh(range(len(names)), [ms[k] for k in names], color=colors)
+    ax.bar_label(bars, [f"{ms[k]:.2f} ms ({ms[k] / ms['las']:.2f}x LAS)" for k in names], fontsize=7, padding=2)
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(ms.values()) * 1.45)
+    ax.set(xlabel="latency per image (ms, median of interleaved rounds)")
+    ax.set_title(f"{res['arch']} {res['granularity']} @{res['input_size']}, width x{res['width_mult']}, rate "
+                 f"{res['rate']:.2f}, {res['threads']} threads\n{res['machine']['cpu']}", fontsize=9)
     return _save(fig, path)

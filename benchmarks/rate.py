@@ -3,8 +3,8 @@
 For each measured block (by default the first identity block of every stage) the static block and the fully
 fused dynamic block at each granularity S are compiled once (one symbolic-``P`` build serves every rate), every
 variant is checked against PyTorch on its own input, and then all of them are timed in one interleaved,
-call-by-call round-robin run (:func:`~lasnet_tvm.benchmarks.common.time_interleaved`: medians of full block
-calls, Python glue included). Each kernel is also timed alone with TVM's ``time_evaluator`` at the same active count. The
+call-by-call round-robin run (:func:`~lasnet_tvm.timing.time_interleaved`: medians of full block calls, Python
+glue included). Each kernel is also timed alone with TVM's ``time_evaluator`` at the same active count. The
 analytic model (:func:`lasnet_tvm.predictor.predict_block`) predicts the same points. :func:`measure_stage` is
 shared with ``bench granularity``.
 """
@@ -16,11 +16,12 @@ from dataclasses import replace
 
 from ..archs import BlockSpec
 from ..errors import LasnetError
+from ..models.synthetic import random_folded_block
 from ..predictor import predict_block
 from ..predictor.accuracy import accuracy
 from ..predictor.kernel_ops import predict_step
-from .block import checked_dynamic, checked_static, compiled_block, kernel_rows, random_folded_block, shape_of, sync_of
-from .common import time_interleaved
+from ..timing import time_interleaved
+from .block import checked_dynamic, checked_static, compiled_block, kernel_rows, shape_of, sync_of
 
 DEFAULT_RATES = tuple(round(0.1 * i, 1) for i in range(11))
 DEFAULT_S = (1, 2, 4, 8)
@@ -190,7 +191,7 @@ def run(blocks: list[BlockSpec], S_lists, rates, hw, target, repeats: int, kerne
         min_repeat_ms: float = 5, seed: int = 0, log=print, exclude_mismatch: bool = False, board=None) -> dict:
     """Measure every block (on ``board`` if given, see :func:`measure_stage`); returns ``stages`` (one
     :func:`measure_stage` result each), ``points``, ``accuracy``."""
-    from .common import progress
+    from ..timing import progress
 
     bar = progress(work_units(S_lists, rates), "bench rate")
     stages = []

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .benchmarks.common import time_interleaved
+from .timing import time_interleaved
 from .checkpoint import load_checkpoint
 from .compiler import CompiledModel, build_target, compile_model
 from .train.data import SyntheticShapes

@@ -8,9 +8,10 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from lasnet_tvm.benchmarks.common import time_interleaved, write_json
+from lasnet_tvm.records import write_json
 from lasnet_tvm.cli.bench import bench
 from lasnet_tvm.resources import hw_profiles_dir
+from lasnet_tvm.timing import time_interleaved
 
 
 def test_bench_block_json(tmp_path):
@@ -43,10 +44,11 @@ def test_write_json_atomic(tmp_path):
     write_json(p, {"a": 2})
     assert json.loads(p.read_text()) == {"a": 2}
     assert [f.name for f in tmp_path.iterdir()] == ["r.json"]
+    assert p.stat().st_mode & 0o777 == 0o644  # readable by others, unlike mkstemp's 0o600
 
 
 def test_bench_model_quick(tmp_path):
-    """`bench model` on a tiny network: every field present, compiled outputs checked."""
+    """`bench model` on a tiny network: every field present, compiled outputs checked, ONNX Runtime beside them."""
     import json
 
     from click.testing import CliRunner
@@ -57,14 +59,21 @@ def test_bench_model_quick(tmp_path):
     pt = tmp_path / "model.pt"
     res = CliRunner().invoke(cli, ["bench", "model", "--width-mult", "0.125", "--input-size", "64", "--images", "1",
                                    "--repeats", "1", "--rate", "0.5", "--breakdown", "--save-model", str(pt),
-                                   "--out", str(out)])
+                                   "--threads", "2", "--baseline", "onnxruntime", "--out", str(out)])
     assert res.exit_code == 0, res.output
     d = json.loads(out.read_text())
-    for k in ("machine", "versions", "git_revision", "arch", "granularity", "rate", "ms", "speedup_vs_static",
-              "speedup_vs_torch_static", "compile_s", "max_rel_err", "timings"):
+    for k in ("machine", "versions", "git_revision", "time", "load_average", "arch", "granularity", "rate", "ms",
+              "speedup_vs_static", "speedup_vs_torch_static", "compile_s", "max_rel_err", "timings"):
         assert k in d
-    assert set(d["ms"]) == {"las", "static", "torch_static", "torch_las_dense", "torch_sparse"}
+    assert set(d["ms"]) == {"las", "static", "torch_static", "torch_las_dense", "torch_sparse", "onnxruntime"}
+    assert set(d["max_rel_err"]) == set(d["ms"]) - {"torch_las_dense"}  # the reference itself
     assert max(d["max_rel_err"].values()) < 1e-4
+    # --baseline onnxruntime: the static model in ONNX Runtime, TVM's thread count, timed in the same rounds
+    ort = d["baselines"]["onnxruntime"]
+    assert ort["ms"] == d["ms"]["onnxruntime"] and ort["threads"] == 2 and d["timings"]["onnxruntime"]["n"] == 1
+    assert ort["las_latency_ratio"] == pytest.approx(d["ms"]["las"] / ort["ms"])
+    assert ort["static_latency_ratio"] == pytest.approx(d["ms"]["static"] / ort["ms"])
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG" and "onnxruntime" in res.output
     assert 0.2 < d["rate"] < 0.8  # the maskers were calibrated to about half of the patches
     assert d["tuned"] is False and d["tuned_applied"] == {"las": [], "static": []}  # no --schedules: defaults
     # --breakdown: per-call profiles; every block calls its fused masker once per image, the static model none
@@ -81,9 +90,10 @@ def test_bench_model_quick(tmp_path):
         assert res.exit_code == 0, res.output
     cmp_out = tmp_path / "compare.json"
     res = CliRunner().invoke(cli, ["bench", "compare", *map(str, libs), "--images", "1", "--repeats", "2",
-                                   "--out", str(cmp_out)])
+                                   "--model", str(pt), "--out", str(cmp_out)])
     assert res.exit_code == 0, res.output
     c = json.loads(cmp_out.read_text())
+    assert set(c["max_rel_err"]) == set(map(str, libs)) and max(c["max_rel_err"].values()) < 1e-4
     assert [lib["path"] for lib in c["libraries"]] == [str(p) for p in libs]
     assert c["libraries"][0]["speedup_vs_first"] == 1.0 and c["libraries"][1]["manifest"]["static"] is True
     assert c["libraries"][0]["paired_speedup_vs_first"] == 1.0 and c["libraries"][1]["paired_speedup_vs_first"] > 0
@@ -91,6 +101,15 @@ def test_bench_model_quick(tmp_path):
     assert c["libraries"][1]["rate"] == 1.0
     for k in ("machine", "versions", "git_revision", "timings"):
         assert k in c
+    # libraries that are not compiled from the given model.pt: an error naming them, before any timing
+    from lasnet_tvm.checkpoint import save_checkpoint
+    from lasnet_tvm.models import build_model
+
+    other = tmp_path / "other.pt"
+    save_checkpoint(other, build_model("las_resnet50", "4-4-2-1", 64, 1000, 0.125).eval(), {"source": "test"})
+    res = CliRunner().invoke(cli, ["bench", "compare", *map(str, libs), "--images", "1", "--model", str(other),
+                                   "--out", str(tmp_path / "x.json")])
+    assert res.exit_code != 0 and "las.so differs from the PyTorch reference" in res.output, res.output
     # bad input: one library, a missing one
     for args in ([str(libs[0])], [str(libs[0]), str(tmp_path / "missing.so")]):
         res = CliRunner().invoke(cli, ["bench", "compare", *args, "--out", str(tmp_path / "x.json")])
@@ -239,20 +258,16 @@ def test_bench_sweeps_bad_options(args, words):
 
 def test_git_revision_ignores_an_enclosing_foreign_repository(tmp_path):
     # an installed copy inside some other git repository (a pyenv or conda prefix) has no revision of ours
-    import importlib.util
-    import shutil
     import subprocess
 
-    import lasnet_tvm.benchmarks.common as common
+    from lasnet_tvm import records
 
-    nested = tmp_path / "prefix" / "site-packages" / "lasnet_tvm" / "benchmarks"
-    nested.mkdir(parents=True)
-    shutil.copy(common.__file__, nested / "common.py")
-    subprocess.run(["git", "init", "-q", str(tmp_path / "prefix")], check=True)
-    spec = importlib.util.spec_from_file_location("installed_common", nested / "common.py")
-    installed = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(installed)
-    assert installed.git_revision() is None and installed.git_dirty_files() is None
+    assert records.git_revision() is not None  # this checkout
+    for top in (tmp_path / "prefix", tmp_path / "prefix" / "site-packages"):
+        installed = tmp_path / "prefix" / "site-packages" / "lasnet_tvm"
+        installed.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["git", "init", "-q", str(top)], check=True)
+        assert records.git_revision(installed) is None and records.git_dirty_files(installed) is None
 
 
 def test_time_interleaved_varies_the_order():

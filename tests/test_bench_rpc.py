@@ -104,7 +104,7 @@ def test_bench_fusion_over_rpc(board, tmp_path):
 def test_remote_block_matches_local(board):
     """A block on the board gives the local compiled block's output and mask, from tensors in the board's memory."""
     from lasnet_tvm.archs import BlockSpec
-    from lasnet_tvm.benchmarks.block import input_at_rate, random_folded_block
+    from lasnet_tvm.models.synthetic import input_at_rate, random_folded_block
     from lasnet_tvm.block_runtime import CompiledBlock
     from lasnet_tvm.remote import connect
 
@@ -167,7 +167,7 @@ def test_jetson_kernels_are_uploaded_for_the_board():
     import tarfile
 
     from lasnet_tvm.archs import BlockSpec
-    from lasnet_tvm.benchmarks.block import random_folded_block
+    from lasnet_tvm.models.synthetic import random_folded_block
     from lasnet_tvm.remote import Board
 
     class Session:  # records uploads; the tensors and runs need the board itself
@@ -206,7 +206,7 @@ def test_kernel_failing_on_the_board_is_one_line_error():
     import tvm
 
     from lasnet_tvm.archs import BlockSpec
-    from lasnet_tvm.benchmarks.block import input_at_rate, random_folded_block
+    from lasnet_tvm.models.synthetic import input_at_rate, random_folded_block
     from lasnet_tvm.errors import LasnetError
     from lasnet_tvm.remote import Board
 

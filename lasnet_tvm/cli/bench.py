@@ -1,4 +1,5 @@
-"""``lasnet-tvm bench``: one block, the whole network, compiled libraries A/B, fusion, rate, granularity."""
+"""``lasnet-tvm bench``: benchmarks of blocks (``block``, ``fusion``, ``rate``, ``granularity``) and whole models
+(``model``, ``compare``); the drivers live in :mod:`lasnet_tvm.benchmarks`."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def block(arch, stage, channels, size, stride, S, rates, ablation_rate, repeats,
     """Static vs dynamic LAS block (TVM and PyTorch) and the fusion ablation (paper Table 1)."""
     os.environ.setdefault("TVM_NUM_THREADS", str(threads))
     from ..benchmarks import block as B
-    from ..benchmarks.common import write_json
+    from ..records import write_json
 
     try:
         rate_list = tuple(float(r) for r in rates.split(",") if r.strip())
@@ -78,13 +79,20 @@ def block(arch, stage, channels, size, stride, S, rates, ablation_rate, repeats,
               help="Also write the benchmarked model (random weights, maskers set to --rate) as a model.pt.")
 @click.option("--breakdown", is_flag=True,
               help="Also profile both compiled models per kernel (VM instrumentation) into the JSON.")
-@click.option("--out", type=click.Path(), required=True, help="JSON file to write.")
+@click.option("--baseline", "baselines", multiple=True,
+              help="Also the static model in this runtime: onnxruntime or openvino (repeatable or comma list; "
+              "pip install 'lasnet-tvm[bench]'), exported to ONNX and run with TVM's thread count.")
+@click.option("--out", type=click.Path(), required=True, help="JSON file to write (and a PNG beside it).")
 def model(model_path, arch, granularity, input_size, width_mult, rate, images, repeats, threads, schedules,
-          save_model, breakdown, out):
-    """Whole network: compiled LAS vs compiled static vs PyTorch (static, LAS dense, sparse)."""
-    from ..benchmarks import common
+          save_model, breakdown, baselines, out):
+    """Whole network: compiled LAS vs compiled static vs PyTorch (static, LAS dense, sparse), and optionally
+    the static model in ONNX Runtime / OpenVINO."""
     from ..benchmarks import model as bm
+    from ..benchmarks.baselines import check_available
+    from ..benchmarks.plots import plot_model
+    from ..records import write_json
 
+    baselines = check_available([b.strip() for v in baselines for b in v.split(",") if b.strip()])
     os.environ.setdefault("TVM_NUM_THREADS", str(threads))
     net = None
     if model_path is not None and save_model:
@@ -100,13 +108,11 @@ def model(model_path, arch, granularity, input_size, width_mult, rate, images, r
     if schedules == "shipped" and database is None:
         raise LasnetError("--schedules shipped: no schedules are shipped for this CPU (see schedules/)")
     res = bm.run(arch, granularity, input_size, width_mult, rate, net, images, repeats, threads, database,
-                 breakdown, save_model)
-    for k, err in res["max_rel_err"].items():
-        if err > 1e-4:
-            raise LasnetError(f"compiled {k} model differs from PyTorch (max relative error {err:.1e})")
-    common.write_json(out, res)
+                 breakdown, save_model, baselines)
+    write_json(out, res)
+    png = plot_model(res, os.path.splitext(out)[0] + ".png")
     click.echo(bm.format_table(res))
-    click.echo(f"wrote {out}")
+    click.echo(f"wrote {out} and {png}")
 
 
 @bench.command("compare")
@@ -116,18 +122,25 @@ def model(model_path, arch, granularity, input_size, width_mult, rate, images, r
 @click.option("--images", default=4, show_default=True, help="Synthetic images without --input.")
 @click.option("--repeats", default=25, show_default=True, help="Interleaved passes over the images.")
 @click.option("--threads", default=2, show_default=True, help="TVM threads.")
+@click.option("--model", "model_path", default=None, type=click.Path(dir_okay=False),
+              help="The model.pt the libraries were compiled from: check each against it in PyTorch first.")
 @click.option("--out", type=click.Path(), required=True, help="JSON file to write.")
-def compare(libraries, input_path, images, repeats, threads, out):
+def compare(libraries, input_path, images, repeats, threads, model_path, out):
     """Compiled libraries against each other, timed interleaved in one process on the same images (e.g. one
     model.pt compiled before and after a change, or LAS against --static)."""
-    from ..benchmarks import common
     from ..benchmarks import compare as bc
+    from ..records import write_json
     from ..runner import load_input
 
     os.environ.setdefault("TVM_NUM_THREADS", str(threads))
     x = load_input(input_path) if input_path else None
-    res = bc.run(list(libraries), x, images, repeats)
-    common.write_json(out, res)
+    net = None
+    if model_path is not None:
+        from ..checkpoint import load_checkpoint
+
+        net, _ = load_checkpoint(model_path)
+    res = bc.run(list(libraries), x, images, repeats, net)
+    write_json(out, res)
     click.echo(bc.format_table(res))
     click.echo(f"wrote {out}")
 
@@ -231,8 +244,8 @@ def _setup(name: str, kw: dict, default_repeats: int, default_stages, default_S,
         cfg["S_lists"], cfg["S"] = candidates(cfg["blocks"]), "stage candidates"
     else:
         cfg["S_lists"] = usable_S(cfg["blocks"], cfg["S"], cfg["S_explicit"] or name == "fusion")
-    from ..benchmarks.common import default_target
     from ..predictor.profiles import resolve_profile
+    from ..records import default_target
     from ..targets import resolve_target, target_kind
 
     cfg["target"] = resolve_target(kw["target"] or default_target())
@@ -257,7 +270,7 @@ def _setup(name: str, kw: dict, default_repeats: int, default_stages, default_S,
 
 def _finish(cfg: dict, res: dict, plot, table) -> None:
     """Add the header and settings, write JSON and PNG, print the table."""
-    from ..benchmarks.common import run_header, write_json
+    from ..records import run_header, write_json
 
     board = cfg["board"]
     note = ("measured on a shared machine (other jobs may run at the same time, see load_average); medians of "

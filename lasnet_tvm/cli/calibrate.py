@@ -116,8 +116,9 @@ def calibrate(device, profile, output, archs, quick, json_path, target, heldout_
     """Measure kernels of LAS blocks, fit the profile's efficiency parameters, write the calibrated profile."""
     import time
 
-    from ..benchmarks import common
+    from .. import records
     from ..predictor import calibrate as C
+    from ..timing import progress
 
     out = Path(output)
     check_output(out)
@@ -138,11 +139,11 @@ def calibrate(device, profile, output, archs, quick, json_path, target, heldout_
     cases = C.default_cases(archs, quick, heldout_stage)
     if not any(c.heldout for c in cases) or all(c.heldout for c in cases):
         raise LasnetError(f"held-out stage {heldout_stage} leaves no fit or no held-out blocks")
-    where = common.cpu_model() if kind == "cpu" else "GPU"
+    where = records.cpu_model() if kind == "cpu" else "GPU"
     click.echo(f"calibrating {hw.name} on {where} ({tgt}): {len(cases)} blocks "
                f"of {', '.join(archs)}, stage {heldout_stage} held out, {rounds} round(s)", err=True)
     load_before = os.getloadavg()
-    bar = common.progress(C.work_units(cases, rounds), "measuring kernels")
+    bar = progress(C.work_units(cases, rounds), "measuring kernels")
     try:
         points = C.measure(cases, tgt, rounds=rounds, repeat=3 if quick else 5, min_repeat_ms=1 if quick else 5,
                            seed=seed, progress=bar.update)
@@ -151,7 +152,7 @@ def calibrate(device, profile, output, archs, quick, json_path, target, heldout_
     click.echo(f"{len(points)} kernel points measured; fitting ...", err=True)
     settings = {"device": device, "target": str(tgt), "archs": list(archs), "quick": quick, "rounds": rounds,
                 "heldout": f"stage {heldout_stage} blocks", "seed": seed, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "measured_on": common.cpu_model() if kind == "cpu" else "cuda",
+                "measured_on": records.cpu_model() if kind == "cpu" else "cuda",
                 "load_average": {"before": [round(v, 2) for v in load_before],
                                  "after": [round(v, 2) for v in os.getloadavg()]},
                 "cases": [{"label": c.label, "heldout": c.heldout, "variants": list(c.variants), "rates": list(c.rates)}
@@ -160,10 +161,8 @@ def calibrate(device, profile, output, archs, quick, json_path, target, heldout_
     write_profile(out, cal.calibrated)
     if json_path:
         report = cal.report()
-        dirty = getattr(common, "git_dirty_files", lambda: None)()
-        report.update(machine=common.machine_info(), versions=common.versions(), git_revision=common.git_revision(),
-                      uncommitted_files=dirty)
-        common.write_json(json_path, report)
+        report.update(**records.provenance(), uncommitted_files=records.git_dirty_files())
+        records.write_json(json_path, report)
     for row in summary(cal):
         click.echo(row)
     click.echo(f"wrote {out}" + (f" and {json_path}" if json_path else ""))

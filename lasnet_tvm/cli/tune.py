@@ -88,10 +88,8 @@ def tune(device, model_path, arch, granularity, input_size, width_mult, num_clas
         n = sum(e.get("chosen") == "tuned" for e in manifest.get("tasks", []))
         click.echo(f"exported {n} tuned schedules (the other tasks keep their default) to {export_dir}")
     if json_path is not None:
-        from ..benchmarks import common
+        from ..records import provenance, write_json
         from ..tuning.report import tuning_report
 
-        common.write_json(json_path, {**tuning_report(manifest, tasks, seconds), "source": source,
-                                      "machine": common.machine_info(), "versions": common.versions(),
-                                      "git_revision": common.git_revision()})
+        write_json(json_path, {**tuning_report(manifest, tasks, seconds), "source": source, **provenance()})
         click.echo(f"report: {json_path}")

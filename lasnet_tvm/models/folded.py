@@ -1,6 +1,7 @@
 """Batch-norm-folded LAS blocks and the two PyTorch reference executions used to check every kernel.
 
 * :func:`dense_masked_block`: everything computed densely, output multiplied by the mask (official semantics).
+  :func:`static_block` is the same block without a mask (every patch active): the static baseline.
 * :func:`sparse_block`: dense conv1, explicit gather of the active patches with their halo, conv2 / SE / conv3
   on the patches only, scatter-add into the identity. This is also the "dynamic network in plain PyTorch"
   baseline of the benchmarks.
@@ -114,6 +115,17 @@ def dense_masked_block(fb: FoldedBlock, x: torch.Tensor, mask: torch.Tensor) -> 
         out = out * _se_scale(fb, pooled)[:, :, None, None]
     out = _conv1x1(out, fb.w3, fb.b3) * m
     return F.relu(out + identity_branch(fb, x))
+
+
+def static_block(fb: FoldedBlock, x: torch.Tensor) -> torch.Tensor:
+    """The block with every patch active, computed densely without a mask: the static network's block (SE
+    included), equal to :func:`dense_masked_block` under an all-ones mask. Input ``[B, C, H, W]``."""
+    s = fb.spec
+    out = F.relu(_conv1x1(x, fb.w1, fb.b1))
+    out = F.relu(F.conv2d(out, fb.w2, fb.b2, stride=s.stride, padding=1, groups=s.groups))
+    if fb.se is not None:
+        out = out * _se_scale(fb, out.mean(dim=(2, 3)))[:, :, None, None]
+    return F.relu(_conv1x1(out, fb.w3, fb.b3) + identity_branch(fb, x))
 
 
 def patch_windows(spec: BlockSpec, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

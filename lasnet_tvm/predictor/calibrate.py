@@ -126,7 +126,7 @@ def default_cases(archs: Sequence[str], quick: bool = False, heldout_stage: int 
 def _folded(spec: BlockSpec, seed: int):
     import torch
 
-    from ..benchmarks.block import random_folded_block
+    from ..models.synthetic import random_folded_block
 
     fb = random_folded_block(spec, seed)
     if spec.se_channels and fb.se is None:
@@ -144,7 +144,7 @@ def measure(cases: Sequence[Case], target="llvm", rounds: int = 3, repeat: int =
     ``progress(n)`` is called after each unit of work (a compilation or a timed block run); there are
     ``work_units(cases, rounds)`` of them.
     """
-    from ..benchmarks.block import input_at_rate
+    from ..models.synthetic import input_at_rate
     from ..block_runtime import CompiledBlock
 
     tick = progress or (lambda n: None)
