@@ -8,7 +8,6 @@ import platform
 import random
 import statistics
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -115,18 +114,9 @@ def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup:
 
 def write_json(path: str | os.PathLike, data: dict) -> Path:
     """Write ``data`` as JSON atomically: to a temporary file beside ``path``, then rename over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from lasnet_tvm.fsutil import atomic_write
+
+    return atomic_write(path, json.dumps(data, indent=2, sort_keys=False) + "\n", "results")
 
 
 def default_target() -> str:

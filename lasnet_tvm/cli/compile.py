@@ -31,6 +31,9 @@ def _target_text(target: str | None, extra: list[str], device: str | None):
         from ..predictor import get_profile
 
         return get_profile(device).target
+    if extra and target is None:
+        raise LasnetError(f"{' '.join(extra)} is a target flag: give the target before it, e.g. "
+                          f"--target cuda {' '.join(extra)}")
     return " ".join([target or "llvm", *extra])
 
 
@@ -54,7 +57,12 @@ def compile_cmd(ctx, model_path, target, device, fusion, no_fuse, static, output
     from ..compiler import compile_checkpoint
     from ..tuning import schedules_for
 
+    from ..compiler.artifact import manifest_path
+    from ..fsutil import check_writable
+
     text = _target_text(target, ctx.meta["target_flags"], device)
+    check_writable(output, "compiled library")
+    check_writable(manifest_path(output), "manifest")
     database = schedules_for(schedules, device, text, not default_schedules)
     result = compile_checkpoint(model_path, text, "none" if no_fuse else fusion, static, output, database=database)
     m = result.manifest
@@ -69,7 +77,7 @@ def compile_cmd(ctx, model_path, target, device, fusion, no_fuse, static, output
 @click.command()
 @click.argument("model_path", metavar="MODEL.pt", type=click.Path(path_type=Path))
 @click.argument("library", metavar="MODEL.so", type=click.Path(path_type=Path))
-@click.option("--samples", default=4, show_default=True, help="Random inputs to compare on.")
+@click.option("--samples", type=click.IntRange(min=1), default=4, show_default=True, help="Random inputs to compare on.")
 @click.option("--seed", default=0, show_default=True)
 def verify(model_path, library, samples, seed):
     """Run MODEL.pt (PyTorch) and MODEL.so on the same inputs; fail on any difference in logits or masks."""

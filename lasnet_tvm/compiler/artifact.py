@@ -19,21 +19,94 @@ def manifest_path(lib: str | Path) -> Path:
     return Path(lib).with_suffix(".json")
 
 
-def save_artifact(executable, path: str | Path, manifest: dict[str, Any]) -> Path:
-    """Export ``executable`` to ``path`` (atomically) and write its manifest beside it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    executable.export_library(str(tmp))
-    if manifest.get("target", {}).get("kind") == "nvptx":
-        from ..targets import fix_ptx_entries_in_library
+def file_digest(path: str | Path) -> dict[str, Any]:
+    """Size in bytes and sha256 of a file (what the manifest records of its library)."""
+    import hashlib
 
-        fix_ptx_entries_in_library(tmp)  # TVM 0.27's NVPTX kernels are .func: make them launchable
-    tmp.replace(path)
-    mtmp = manifest_path(path).with_suffix(".json.tmp")
-    mtmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    mtmp.replace(manifest_path(path))
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return {"bytes": Path(path).stat().st_size, "sha256": h.hexdigest()}
+
+
+def save_artifact(executable, path: str | Path, manifest: dict[str, Any]) -> Path:
+    """Export ``executable`` to ``path`` and write its manifest beside it, both atomically.
+
+    The manifest records the library's size and sha256 (``library``), which :meth:`CompiledModel.load` checks
+    before loading it. The manifest is replaced last, so an interrupted save leaves the old pair untouched or
+    a new library beside the old manifest, which the checksum then refuses.
+    """
+    from ..fsutil import atomic_path, atomic_write
+
+    path = Path(path)
+    with atomic_path(manifest_path(path), "manifest") as mtmp, atomic_path(path, "compiled library") as tmp:
+        executable.export_library(str(tmp))
+        if manifest.get("target", {}).get("kind") == "nvptx":
+            from ..targets import fix_ptx_entries_in_library
+
+            fix_ptx_entries_in_library(tmp)  # TVM 0.27's NVPTX kernels are .func: make them launchable
+        manifest["library"] = {"file": path.name, **file_digest(tmp)}
+        mtmp.write_text(json.dumps(manifest, indent=2) + "\n")
     return path
+
+
+_MANIFEST_KEYS = {"input_size": int, "blocks": list, "grids": list, "target": dict, "library": dict}
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """The manifest of the library ``path``, checked against it before anything loads it.
+
+    Refuses (a one-line LasnetError) a missing or corrupt manifest, one of another lasnet-tvm ABI or TVM
+    version, and a library whose size or sha256 differs from what the manifest recorded (truncated,
+    overwritten, or the manifest of another model): loading such a file can crash the process.
+    """
+    import tvm
+
+    from .pipeline import ABI
+
+    path = Path(path)
+    if path.is_dir():
+        raise LasnetError(f"{path}: is a directory, not a compiled library")
+    if not path.is_file():
+        raise LasnetError(f"{path}: no such file")
+    mpath = manifest_path(path)
+    if not mpath.is_file():
+        raise LasnetError(f"{path}: no manifest {mpath.name} beside it (was it made by `lasnet-tvm compile`?)")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except json.JSONDecodeError as e:
+        raise LasnetError(f"{mpath}: corrupt manifest ({e.msg} at line {e.lineno})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise LasnetError(f"{mpath}: cannot read manifest ({getattr(e, 'strerror', None) or e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != "lasnet-tvm/compiled":
+        raise LasnetError(f"{mpath}: not a lasnet-tvm manifest (no 'lasnet-tvm/compiled' format tag)")
+    if manifest.get("abi") != ABI:
+        raise LasnetError(
+            f"{path}: compiled by another lasnet-tvm version (abi {manifest.get('abi')}, this one reads {ABI}); "
+            "compile the model again"
+        )
+    if manifest.get("tvm") != tvm.__version__:
+        raise LasnetError(f"{path}: compiled with TVM {manifest.get('tvm')}, this is TVM {tvm.__version__}; "
+                          "compile the model again")
+    if "library" not in manifest:
+        raise LasnetError(f"{path}: its manifest records no checksum (written by an older lasnet-tvm); "
+                          "compile the model again")
+    for key, typ in _MANIFEST_KEYS.items():
+        if not isinstance(manifest.get(key), typ):
+            raise LasnetError(f"{mpath}: corrupt manifest (field {key!r} missing or not a {typ.__name__})")
+    if len(manifest["blocks"]) != len(manifest["grids"]):
+        raise LasnetError(f"{mpath}: corrupt manifest ({len(manifest['blocks'])} blocks, "
+                          f"{len(manifest['grids'])} grids)")
+    want = manifest["library"]
+    have = file_digest(path)
+    if have["bytes"] != want.get("bytes"):
+        raise LasnetError(f"{path}: {have['bytes']} bytes, but its manifest records {want.get('bytes')} "
+                          "(truncated, or not the library this manifest describes); compile the model again")
+    if have["sha256"] != want.get("sha256"):
+        raise LasnetError(f"{path}: checksum differs from its manifest's (modified, or not the library "
+                          f"{mpath.name} describes); compile the model again")
+    return manifest
 
 
 @dataclass
@@ -71,34 +144,21 @@ class CompiledModel:
 
     @classmethod
     def load(cls, path: str | Path) -> "CompiledModel":
-        """Load a library written by ``lasnet-tvm compile`` (and its manifest)."""
+        """Load a library written by ``lasnet-tvm compile``, after checking it against its manifest."""
         import tvm
 
         path = Path(path)
-        if not path.is_file():
-            raise LasnetError(f"{path}: no such file")
-        mpath = manifest_path(path)
-        if not mpath.is_file():
-            raise LasnetError(f"{path}: no manifest {mpath.name} beside it (was it made by `lasnet-tvm compile`?)")
-        try:
-            manifest = json.loads(mpath.read_text())
-        except json.JSONDecodeError as e:
-            raise LasnetError(f"{mpath}: corrupt manifest ({e.msg} at line {e.lineno})") from None
-        from .pipeline import ABI
-
-        if manifest.get("format") != "lasnet-tvm/compiled" or manifest.get("abi") != ABI:
-            raise LasnetError(
-                f"{path}: compiled by another lasnet-tvm version (abi {manifest.get('abi')}, this one reads {ABI}); "
-                "compile the model again"
-            )
+        manifest = read_manifest(path)
+        kind = manifest["target"].get("kind", "llvm")
+        device = tvm.cpu() if kind == "llvm" else tvm.cuda()
+        if kind != "llvm" and not device.exist:
+            raise LasnetError(f"{path}: compiled for {kind} ({manifest['target'].get('arch', '?')}), "
+                              "but this machine has no CUDA device; run it where one is")
         try:
             lib = tvm.runtime.load_module(str(path))
         except Exception as e:  # noqa: BLE001 - TVM raises several types for a bad library
-            raise LasnetError(f"{path}: cannot load compiled module ({str(e).splitlines()[0][:160]})") from None
-        kind = manifest.get("target", {}).get("kind", "llvm")
-        device = tvm.cpu() if kind == "llvm" else tvm.cuda()
-        if kind != "llvm" and not device.exist:
-            raise LasnetError(f"{path}: compiled for {kind}, but no such device is present here")
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise LasnetError(f"{path}: cannot load compiled module ({first})") from None
         return cls.from_executable(lib, manifest, device)
 
     @property
@@ -112,8 +172,9 @@ class CompiledModel:
         return out[0].numpy(), out[1].numpy(), out[2].numpy()
 
     def run(self, x: np.ndarray) -> RunResult:
-        """Run on ``x`` ``[N, 3, H, W]`` (float32), one image at a time."""
-        check_input_shape(x, self.input_size, self.manifest.get("source", "compiled model"))
+        """Run on ``x`` ``[N, 3, H, W]`` (float32; checked as :func:`lasnet_tvm.runner.check_input_shape` does
+        for PyTorch models), one image at a time."""
+        x = check_input_shape(x, self.input_size, self.manifest.get("source", "compiled model"))
         grids = self.manifest["grids"]
         logits, counts, flat = [], [], []
         for n in range(x.shape[0]):
