@@ -35,8 +35,22 @@ def _umask() -> int:
     return mask
 
 
+def _probe(folder: Path, shown: Path, what: str) -> None:
+    """Create ``folder`` (and its parents), then create and remove a file in it; a LasnetError names ``shown``."""
+    above = next((p for p in [folder, *folder.parents] if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise LasnetError(f"{shown}: cannot write the {what} there ({above} is a file, not a folder)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".lasnet-tvm.", suffix=".probe", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise LasnetError(f"{shown}: cannot write the {what} there ({_reason(e)})") from None
+
+
 def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
-    """Fail now (a LasnetError) when ``path`` cannot be written: call before long work starts.
+    """Fail now (a LasnetError) when the file ``path`` cannot be written: call before long work starts.
 
     Creates the missing parent folders, then creates and removes a probe file beside ``path`` (what the
     atomic write will do), so that a read-only file system, a missing permission or a parent that is a regular
@@ -45,14 +59,7 @@ def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
     path = Path(path)
     if path.is_dir():
         raise LasnetError(f"{path}: is a directory; give a file name for the {what}")
-    parent = path.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise LasnetError(f"{path}: cannot write the {what} there ({_reason(e)})") from None
+    _probe(path.parent, path, what)
     return path
 
 
@@ -61,7 +68,7 @@ def check_dir_writable(folder: str | os.PathLike, what: str = "results") -> Path
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise LasnetError(f"{folder}: not a folder; give a folder for the {what}")
-    check_writable(folder / ".lasnet-tvm-probe", what)
+    _probe(folder, folder, what)
     return folder
 
 
