@@ -82,7 +82,9 @@ def compile_cmd(ctx, model_path, target, device, fusion, no_fuse, static, output
 def verify(model_path, library, samples, seed):
     """Run MODEL.pt (PyTorch) and MODEL.so on the same inputs; fail on any difference in logits or masks."""
     from ..compiler import verify_compiled
+    from ..compiler.artifact import check_compiled_from
 
+    check_compiled_from(library, model_path)
     report = verify_compiled(model_path, library, samples, seed)
     click.echo(report.summary())
     if not report.ok:

@@ -72,7 +72,7 @@ class LazyGroup(click.Group):
             sys.exit(e.exit_code)
         except click.UsageError as e:
             where = f"; see '{e.ctx.command_path} --help'" if e.ctx is not None else ""
-            click.echo(f"Error: {e.format_message()}{where}", err=True)
+            click.echo(f"Error: {e.format_message().rstrip('.')}{where}", err=True)
             sys.exit(e.exit_code)
         except click.ClickException as e:
             e.show()

@@ -104,9 +104,24 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         raise LasnetError(f"{path}: {have['bytes']} bytes, but its manifest records {want.get('bytes')} "
                           "(truncated, or not the library this manifest describes); compile the model again")
     if have["sha256"] != want.get("sha256"):
-        raise LasnetError(f"{path}: checksum differs from its manifest's (modified, or not the library "
-                          f"{mpath.name} describes); compile the model again")
+        raise LasnetError(f"{path}: checksum differs from its manifest's (modified, or not the library this "
+                          "manifest describes); compile the model again")
     return manifest
+
+
+def check_compiled_from(library: str | Path, model_path: str | Path) -> None:
+    """Refuse (a LasnetError) comparing ``library`` with a ``model.pt`` it was not compiled from: another arch,
+    granularity, input size, class count or width (what its manifest recorded)."""
+    from ..checkpoint import read_checkpoint
+
+    manifest, ckpt = read_manifest(library), read_checkpoint(model_path)
+    for key in ("arch", "granularity", "input_size", "num_classes", "width_mult"):
+        have, want = manifest.get(key), ckpt.get(key)
+        if key == "granularity":
+            have, want = list(have or []), list(want or [])
+        if have != want:
+            raise LasnetError(f"{library} was compiled from another model than {model_path} "
+                              f"({key} {have} vs {want})")
 
 
 @dataclass
