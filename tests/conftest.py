@@ -28,6 +28,12 @@ def pytest_configure(config):
     os.environ.setdefault(MARK, str(os.getpid()))  # inherited by every process the tests start
 
 
+def pytest_unconfigure(config):
+    import shutil
+
+    shutil.rmtree(os.environ.get("LASNET_TVM_PROFILES", ""), ignore_errors=True)
+
+
 def pytest_collection_modifyitems(config, items):
     if any("gpu" in item.keywords for item in items) and not _has_cuda():
         skip = pytest.mark.skip(reason="no CUDA GPU visible to TVM")
@@ -44,9 +50,11 @@ def pytest_sessionfinish(session, exitstatus):
     if left:
         stop(left)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        session.config.get_terminal_reporter().write_line(
-            f"ERROR: {len(left)} TVM popen_worker process(es) outlived the tests: {left} (stopped now); "
-            "every test that starts a tracker, server or pool must stop it", red=True)
+        msg = (f"ERROR: {len(left)} TVM popen_worker process(es) outlived the tests: {left} (stopped now); every "
+               "test that starts a tracker, server or pool must stop it")
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(msg, red=True)
 
 
 #: (arch, granularity, width) of the tiny models compiled once per session, 64x64 inputs, 7 classes.

@@ -120,7 +120,8 @@ def model(model_path, arch, granularity, input_size, width_mult, rate, images, r
 @bench.command("compare")
 @click.argument("libraries", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--input", "input_path", default=None, type=click.Path(dir_okay=False),
-              help="Images, .npy [N, 3, H, W]; default: bench model's synthetic images (--images of them).")
+              help="Images, .npy [N, 3, H, W] (checked as by `lasnet-tvm run`); default: bench model's synthetic "
+              "images (--images of them).")
 @click.option("--images", type=COUNT, default=4, show_default=True, help="Synthetic images without --input.")
 @click.option("--repeats", type=COUNT, default=25, show_default=True, help="Interleaved passes over the images.")
 @click.option("--threads", type=COUNT, default=2, show_default=True, help="TVM threads.")

@@ -12,9 +12,12 @@ from ..errors import LasnetError
 
 
 def check_output(path: Path) -> None:
-    """Fail early (before measuring) when the profile cannot be written to ``path``."""
+    """Fail early (before measuring) when the profile cannot be written to ``path`` (its folder must exist)."""
     from ..fsutil import check_writable
 
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        raise LasnetError(f"{path}: folder {parent} does not exist")
     check_writable(path, "calibrated profile")
 
 
