@@ -91,7 +91,9 @@ def summary(cal) -> list[str]:
                    "profile (needs that GPU here).")
 @click.option("--profile", "profile", type=click.Path(dir_okay=False), default=None,
               help="Start from this profile YAML instead of --device's.")
-@click.option("--output", "-o", required=True, type=click.Path(), help="Calibrated profile YAML to write.")
+@click.option("--output", "-o", required=True, type=click.Path(),
+              help="Calibrated profile YAML to write; as NAME.yaml in the user profile folder "
+              "(~/.lasnet-tvm/hw_profiles/, or $LASNET_TVM_PROFILES) every command finds it as --device NAME.")
 @click.option("--arch", "-a", "archs", multiple=True, type=click.Choice(ARCHS),
               help="Backbone whose blocks are measured (repeatable; default las_resnet50).")
 @click.option("--quick", is_flag=True, help="Tiny blocks, one round: a smoke test, not a calibration.")

@@ -31,7 +31,8 @@ def _block_json(b) -> dict:
 
 @click.command()
 @click.option("--device", "-d", default="v100", show_default=True,
-              help="Profile name (see 'lasnet-tvm devices') or 'local' for this machine.")
+              help="Profile name (see 'lasnet-tvm devices': shipped, or NAME.yaml in ~/.lasnet-tvm/hw_profiles/ "
+              "or $LASNET_TVM_PROFILES) or 'local' for this machine.")
 @click.option("--profile", "profile", type=click.Path(dir_okay=False), default=None,
               help="A profile YAML file (overrides --device).")
 @click.option("--arch", "-a", type=click.Choice(ARCHS), default="las_resnet101", show_default=True)

@@ -308,7 +308,7 @@ def local_profile_path(env: Mapping[str, str] | None = None) -> Path:
 
 
 def known_devices() -> list[str]:
-    return sorted(set(all_profiles()) | {"local"})
+    return sorted(set(all_profiles()) - {"local"}) + ["local"]
 
 
 def get_profile(device: str, *, measure_local: bool = True) -> HardwareProfile:
