@@ -132,6 +132,31 @@ def test_cuda_library_on_a_host_without_cuda(lib):
     assert snapshot(folder) == before
 
 
+def test_library_for_another_cpu_architecture(lib):
+    folder, pt = lib
+    from tvm.target import codegen
+
+    other = "x86_64-linux-gnu" if str(codegen.llvm_get_system_triple()).startswith("aarch64") else "aarch64-linux-gnu"
+    _set_manifest(folder, target={**_manifest(folder)["target"], "mtriple": other, "mcpu": "generic"})
+    for args in _commands(folder, pt).values():
+        assert_one_line_error(invoke(*args), f"compiled for {other.split('-')[0]}", "this machine is")
+
+
+def test_library_for_a_cpu_with_instruction_sets_this_one_lacks(lib):
+    """A library built with -mcpu of a newer CPU (here: the first of a few recent ones that has an instruction
+    set this CPU lacks) would die of SIGILL; it is refused instead."""
+    from lasnet_tvm.compiler.artifact import missing_cpu_features
+
+    folder, pt = lib
+    cpus = ["graniterapids", "sapphirerapids", "znver5", "znver4", "alderlake", "icelake-server", "skylake-avx512"]
+    newer = next((c for c in cpus if missing_cpu_features({"kind": "llvm", "mcpu": c})[2]), None)
+    if newer is None:
+        pytest.skip("this CPU has every instruction set of the CPUs tried")
+    _set_manifest(folder, target={**_manifest(folder)["target"], "mcpu": newer})
+    for args in _commands(folder, pt).values():
+        assert_one_line_error(invoke(*args), f"compiled for CPU {newer}", "this CPU")
+
+
 @pytest.mark.parametrize("model", ["pt", "so"])
 def test_full_disk_while_writing_outputs_keeps_both_earlier_files(lib, model):
     """``run --masks`` with a 4 KiB file-size limit: the logits fit, the masks do not; neither earlier file

@@ -109,6 +109,51 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     return manifest
 
 
+#: LLVM CPU features that are instruction sets (a library using one crashes a CPU without it); the others
+#: LLVM lists are tuning hints.
+_ISA_PREFIXES = ("sse", "ssse", "avx", "amx", "fma", "f16c", "bmi", "popcnt", "lzcnt", "movbe", "aes", "sha",
+                 "vaes", "vpclmulqdq", "gfni", "pclmul", "adx", "neon", "sve", "dotprod", "fullfp16", "fp16", "i8mm",
+                 "bf16", "crypto", "crc", "lse", "rcpc")
+
+
+def missing_cpu_features(target: dict) -> tuple[str, str, list[str]]:
+    """``(target CPU, host CPU, ISA features the target CPU has and this CPU lacks)`` of an llvm ``target``
+    (as the manifest records it); empty when the library can run here."""
+    import tvm
+    from tvm.target import codegen
+
+    host = str(codegen.llvm_get_system_cpu())
+    mcpu = target.get("mcpu")
+    if not mcpu or mcpu == host:
+        return mcpu or "generic", host, []
+    lib = set(map(str, codegen.llvm_get_cpu_features(tvm.target.Target({"kind": "llvm", "mcpu": mcpu}))))
+    here = set(map(str, codegen.llvm_get_cpu_features(tvm.target.Target({"kind": "llvm", "mcpu": host}))))
+    return mcpu, host, sorted(f for f in lib - here if f.startswith(_ISA_PREFIXES))
+
+
+def check_runs_here(path: str | Path, target: dict) -> None:
+    """Refuse (a LasnetError) a library built for another machine: a CUDA one where no CUDA device is, an llvm one
+    for another architecture (``mtriple``) or for a CPU whose instruction sets this one lacks (``mcpu``)."""
+    import tvm
+    from tvm.target import codegen
+
+    kind = target.get("kind", "llvm")
+    if kind != "llvm":
+        if not tvm.cuda().exist:
+            raise LasnetError(f"{path}: compiled for {kind} ({target.get('arch', target.get('mcpu', '?'))}), "
+                              "but this machine has no CUDA device; run it where one is")
+        return
+    host_arch = str(codegen.llvm_get_system_triple()).split("-")[0]
+    lib_arch = str(target.get("mtriple", host_arch)).split("-")[0]
+    if lib_arch != host_arch:
+        raise LasnetError(f"{path}: compiled for {lib_arch} (mtriple {target['mtriple']}), this machine is "
+                          f"{host_arch}; compile it for this machine or run it on that one")
+    mcpu, host, missing = missing_cpu_features(target)
+    if missing:
+        raise LasnetError(f"{path}: compiled for CPU {mcpu}, whose {', '.join(missing[:4])} this CPU ({host}) "
+                          "lacks; compile it on this machine (or with --target \"llvm -mcpu=...\")")
+
+
 def check_compiled_from(library: str | Path, model_path: str | Path) -> None:
     """Refuse (a LasnetError) comparing ``library`` with a ``model.pt`` it was not compiled from: another arch,
     granularity, input size, class count or width (what its manifest recorded)."""
@@ -164,11 +209,8 @@ class CompiledModel:
 
         path = Path(path)
         manifest = read_manifest(path)
-        kind = manifest["target"].get("kind", "llvm")
-        device = tvm.cpu() if kind == "llvm" else tvm.cuda()
-        if kind != "llvm" and not device.exist:
-            raise LasnetError(f"{path}: compiled for {kind} ({manifest['target'].get('arch', '?')}), "
-                              "but this machine has no CUDA device; run it where one is")
+        check_runs_here(path, manifest["target"])
+        device = tvm.cpu() if manifest["target"].get("kind", "llvm") == "llvm" else tvm.cuda()
         try:
             lib = tvm.runtime.load_module(str(path))
         except Exception as e:  # noqa: BLE001 - TVM raises several types for a bad library
