@@ -262,6 +262,19 @@ def test_interrupted_bench_keeps_earlier_results(tmp_path, monkeypatch):
     assert snapshot(tmp_path) == before
 
 
+def test_interrupted_sweep_keeps_earlier_json_and_png(tmp_path, monkeypatch):
+    import lasnet_tvm.benchmarks.rate as R
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(R, "run", interrupted)
+    before = fill(tmp_path, "rate_las_resnet50_cpu_quick.json", "rate_las_resnet50_cpu_quick.png")
+    res = invoke("bench", "rate", "--quick", "--device", "xeon-6248", "--target", "llvm", "--out", tmp_path)
+    assert_one_line_error(res, "interrupted", progress=True)
+    assert snapshot(tmp_path) == before
+
+
 def test_interrupted_tune_keeps_earlier_report(tmp_path, monkeypatch):
     import lasnet_tvm.tuning as tuning
 
