@@ -21,7 +21,7 @@ class RunResult:
 
 
 def load_input(path: str | Path) -> np.ndarray:
-    """Load an ``[N, 3, H, W]`` image array from ``.npy`` as float32 (see :func:`check_input` for the dtypes)."""
+    """Load an ``[N, 3, H, W]`` image array from ``.npy`` as float32 (see :func:`as_input` for the dtypes)."""
     path = Path(path)
     if path.is_dir():
         raise LasnetError(f"{path}: is a directory, not a .npy array")
@@ -52,9 +52,9 @@ def as_input(x: np.ndarray, source: str | Path = "input") -> np.ndarray:
     bad = ~np.isfinite(out)
     if bad.any():
         n = int(np.argwhere(bad)[0][0])
-        what = "NaN" if np.isnan(out).any() else "infinite"
-        raise LasnetError(f"{source}: input holds {int(bad.sum())} {what} value(s) or values beyond float32 "
-                          f"(first in image {n}); every value must be finite")
+        nan, inf = int(np.isnan(x).sum()), int(np.isinf(x).sum())
+        what = f"{nan} NaN" if nan else f"{inf} infinite" if inf else f"{int(bad.sum())} too large for float32"
+        raise LasnetError(f"{source}: input holds {what} value(s) (first in image {n}); every value must be finite")
     return out
 
 

@@ -116,7 +116,7 @@ BAD_INPUTS = {
     "nan": (np.full((2, 3, TINY_SIZE, TINY_SIZE), np.nan, np.float32), "NaN"),
     "inf": (np.pad(np.full((1, 3, TINY_SIZE, TINY_SIZE - 1), 1.0, np.float32), [(0, 0)] * 3 + [(0, 1)],
                    constant_values=np.inf), "infinite"),
-    "too_big_for_float32": (np.full((1, 3, TINY_SIZE, TINY_SIZE), 1e300), "beyond float32"),
+    "too_big_for_float32": (np.full((1, 3, TINY_SIZE, TINY_SIZE), 1e300), "12288 too large for float32 value(s)"),
     "int8": (np.ones((1, 3, TINY_SIZE, TINY_SIZE), np.int8), "dtype is int8"),
     "uint8": (np.ones((1, 3, TINY_SIZE, TINY_SIZE), np.uint8), "dtype is uint8"),
     "bool": (np.ones((1, 3, TINY_SIZE, TINY_SIZE), bool), "dtype is bool"),
