@@ -197,12 +197,14 @@ def _writers(tmp_path, blocker, pt, so):
                              "--json", b / "r.json"],
         "tune --json": ["tune", "--device", "local", "--arch", "las_resnet50", "-g", "4-4-2-1", "--no-measure",
                         "--json", b / "t.json"],
+        "tune --export": ["tune", "--device", "local", "--arch", "las_resnet50", "-g", "4-4-2-1", "--no-measure",
+                          "--export", b / "chosen"],
     }
 
 
 WRITERS = ["compile", "run", "run --masks", "train", "convert", "masks", "bench model", "bench model --save-model",
            "bench compare", "bench block", "bench rate", "profile-device", "calibrate", "calibrate --json",
-           "tune --json"]
+           "tune --json", "tune --export"]
 
 
 @pytest.mark.parametrize("command", WRITERS)

@@ -47,10 +47,13 @@ def tune(device, model_path, arch, granularity, input_size, width_mult, num_clas
     from ..tuning import device_dir_name, device_target, static_op_tasks, summary_table, tasks_of_block, tasks_of_spec
     from ..tuning import tune as run_tune
 
-    if json_path is not None:
-        from ..fsutil import check_writable
+    from ..fsutil import check_dir_writable, check_writable
 
+    if json_path is not None:
         check_writable(json_path, "report")
+    for folder, what in ((work_dir, "tuning database"), (export_dir, "exported schedules")):
+        if folder is not None:
+            check_dir_writable(folder, what)
     if (model_path is None) == (arch is None):
         raise LasnetError("give --model MODEL.pt, or --arch A --granularity G")
     if model_path is not None:
