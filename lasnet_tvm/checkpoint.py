@@ -51,27 +51,51 @@ def save_checkpoint(path: str | Path, model: LASNet, meta: dict[str, Any] | None
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "meta": dict(meta or {}),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(ckpt, tmp)
-    tmp.replace(path)
+    from .fsutil import atomic_path
+
+    with atomic_path(path, "checkpoint") as tmp:
+        torch.save(ckpt, tmp)
     return path
+
+
+def _sniff(path: Path) -> str | None:
+    """What a file that is not a PyTorch checkpoint looks like (None: it may be one)."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head:
+        return "an empty file"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return None  # torch.save's zip archive, or a legacy pickle
+    if head.startswith(b"\x7fELF") or head.startswith(b"MZ") or head[:4] in (b"\xcf\xfa\xed\xfe", b"\xfe\xed\xfa\xcf"):
+        return "a shared library (a compiled model is run with `lasnet-tvm run`, not loaded as a model.pt)"
+    if head.lstrip()[:1] in (b"{", b"["):
+        return "a JSON/text file"
+    try:
+        head.decode("utf-8")
+        return "a text file"
+    except UnicodeDecodeError:
+        return "neither a zip archive nor a pickle"
 
 
 def _torch_load(path: str | Path) -> Any:
     path = Path(path)
+    if path.is_dir():
+        raise LasnetError(f"{path}: is a directory, not a checkpoint file")
     if not path.is_file():
         raise LasnetError(f"{path}: no such file")
     try:
+        kind = _sniff(path)
+    except OSError as e:
+        raise LasnetError(f"{path}: cannot read ({e.strerror or e})") from None
+    if kind is not None:
+        raise LasnetError(f"{path}: not a PyTorch checkpoint ({kind})")
+    try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
+    except Exception as e:  # noqa: BLE001 - torch raises many types (RuntimeError, OSError, IndexError, ...)
+        if isinstance(e, pickle.UnpicklingError) and ("weights_only" in str(e) or "Unsupported global" in str(e)):
             raise LasnetError(f"{path}: refused to load: the pickle holds objects that could run code") from None
-        raise LasnetError(f"{path}: not a PyTorch checkpoint ({first})") from None
-    except Exception as e:  # torch raises many types for a file that is not a checkpoint
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise LasnetError(f"{path}: not a PyTorch checkpoint ({first[:160]})") from None
+        # the file starts as a zip archive or a pickle (see _sniff): a damaged one
+        raise LasnetError(f"{path}: corrupt or truncated checkpoint (torch.load cannot read it)") from None
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

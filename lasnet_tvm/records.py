@@ -8,9 +8,10 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 import time
 from pathlib import Path
+
+from .fsutil import atomic_write
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -127,23 +128,7 @@ def run_header(benchmark: str, target, threads: int, repeats: int, hw, note: str
             "load_average": {"start": load_at_start, "end": os.getloadavg()}}
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically: a temporary file in the same folder (mode 0o644), renamed over it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json(path: str | os.PathLike, data: dict) -> Path:
     """Write ``data`` as indented JSON to ``path`` (parent folders created), atomically: an earlier file there is
     replaced only by a complete new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_text(path, json.dumps(data, indent=2) + "\n")
-    return path
+    return atomic_write(path, json.dumps(data, indent=2) + "\n", "results")

@@ -21,24 +21,55 @@ class RunResult:
 
 
 def load_input(path: str | Path) -> np.ndarray:
-    """Load a float32 ``[N, 3, H, W]`` array from ``.npy``."""
+    """Load an ``[N, 3, H, W]`` image array from ``.npy`` as float32 (see :func:`as_input` for the dtypes)."""
     path = Path(path)
+    if path.is_dir():
+        raise LasnetError(f"{path}: is a directory, not a .npy array")
     if not path.is_file():
         raise LasnetError(f"{path}: no such file")
     try:
         x = np.load(path, allow_pickle=False)
-    except ValueError as e:
-        raise LasnetError(f"{path}: not a .npy array ({e})") from None
+    except (ValueError, OSError, EOFError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LasnetError(f"{path}: not a .npy array ({first})") from None
+    if not isinstance(x, np.ndarray):
+        raise LasnetError(f"{path}: not a .npy array (an .npz archive?)")
     if x.ndim != 4 or x.shape[1] != 3:
         raise LasnetError(f"{path}: input has shape {list(x.shape)}, expected [N, 3, H, W]")
-    return np.ascontiguousarray(x, dtype=np.float32)
+    return as_input(x, path)
 
 
-def check_input_shape(x: np.ndarray, input_size: int, source: str | Path) -> None:
+def as_input(x: np.ndarray, source: str | Path = "input") -> np.ndarray:
+    """``x`` as a contiguous float32 array: float16/float32/float64 images are accepted (float64 is rounded to
+    float32, as PyTorch and the compiled library compute in float32); integer, boolean and complex arrays are
+    refused (images must be normalized floats), and so are NaN and infinite values, before and after rounding.
+    """
+    if x.dtype.kind != "f":
+        raise LasnetError(f"{source}: input dtype is {x.dtype}; expected float32 images (normalized, not raw "
+                          "pixels): convert with x.astype(np.float32)")
+    with np.errstate(over="ignore"):
+        out = np.ascontiguousarray(x, dtype=np.float32)
+    bad = ~np.isfinite(out)
+    if bad.any():
+        n = int(np.argwhere(bad)[0][0])
+        nan, inf = int(np.isnan(x).sum()), int(np.isinf(x).sum())
+        what = f"{nan} NaN" if nan else f"{inf} infinite" if inf else f"{int(bad.sum())} too large for float32"
+        raise LasnetError(f"{source}: input holds {what} value(s) (first in image {n}); every value must be finite")
+    return out
+
+
+def check_input_shape(x: np.ndarray, input_size: int, source: str | Path) -> np.ndarray:
+    """Check ``x`` before a model runs on it (PyTorch and compiled alike): ``[N >= 1, 3, H, W]`` at the model's
+    input size, a float dtype, finite values (see :func:`as_input`); returns it as contiguous float32."""
+    if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[1] != 3:
+        raise LasnetError(f"input has shape {list(np.shape(x))}, expected [N, 3, H, W]")
+    if x.shape[0] == 0:
+        raise LasnetError("input holds no images (batch of 0)")
     if x.shape[2:] != (input_size, input_size):
         raise LasnetError(
             f"input is {x.shape[2]}x{x.shape[3]}, but the model {source} takes {input_size}x{input_size} images"
         )
+    return as_input(x)
 
 
 def run_model(model_path: str | Path, x: np.ndarray) -> RunResult:
@@ -56,16 +87,27 @@ def run_pytorch(model_path: str | Path, x: np.ndarray) -> RunResult:
     from .checkpoint import load_checkpoint
 
     model, _ = load_checkpoint(model_path)
-    check_input_shape(x, model.spec.input_size, model_path)
+    x = check_input_shape(x, model.spec.input_size, model_path)
     logits, stats = model(torch.from_numpy(x), return_stats=True)
     masks = {b.spec.name: m[:, 0].bool().numpy() for b, m in zip(model.blocks, stats["masks"])}
     return RunResult(logits.numpy().astype(np.float32), stats["rates"].numpy(), masks)
 
 
 def save_outputs(result: RunResult, output: str | Path, masks_path: str | Path | None = None) -> None:
-    """Write logits to ``output`` (.npy) and, if asked, masks and rates to ``masks_path`` (.npz)."""
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    np.save(output, result.logits)
-    if masks_path is not None:
-        np.savez(masks_path, rates=result.rates, **result.masks)
+    """Write logits to ``output`` (.npy) and, if asked, masks and rates to ``masks_path`` (.npz).
+
+    Both files are written in full to temporary files before either replaces its destination, so a failed
+    write leaves both destinations as they were.
+    """
+    import contextlib
+
+    from .fsutil import atomic_path
+
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(atomic_path(output, "logits"))
+        mtmp = stack.enter_context(atomic_path(masks_path, "masks")) if masks_path is not None else None
+        with open(tmp, "wb") as f:
+            np.save(f, result.logits)
+        if mtmp is not None:
+            with open(mtmp, "wb") as f:
+                np.savez(f, rates=result.rates, **result.masks)

@@ -113,7 +113,8 @@ def test_failed_save_keeps_previous_file(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(LasnetError, match="m.pt: cannot write the checkpoint \\(disk full\\)"):
         save_checkpoint(path, model, {"v": 2})
     monkeypatch.undo()
     assert read_checkpoint(path)["meta"] == {"v": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]  # no temporary file left behind

@@ -8,6 +8,7 @@ import os
 import click
 
 from ..errors import LasnetError
+from .types import COUNT, GRANULARITY, NON_NEGATIVE, POSITIVE, RATE
 
 
 @click.group()
@@ -29,31 +30,33 @@ def _ints(text: str | None, what: str, n: int | None = None):
 
 @bench.command("block")
 @click.option("--arch", default="las_resnet50", show_default=True, help="Backbone whose block is measured.")
-@click.option("--stage", default=1, show_default=True, type=int, help="Stage (1..4); its first identity block.")
+@click.option("--stage", default=1, show_default=True, type=click.IntRange(1, 4), help="Stage (1..4); its first identity block.")
 @click.option("--channels", default=None, help="Explicit C_in,C_mid,C_out (overrides --arch/--stage).")
-@click.option("--size", default=None, type=int, help="Input feature size with --channels.")
-@click.option("--stride", default=1, show_default=True, type=int, help="Stride with --channels.")
-@click.option("--S", "S", default=4, show_default=True, type=int, help="Mask granularity.")
+@click.option("--size", default=None, type=COUNT, help="Input feature size with --channels.")
+@click.option("--stride", default=1, show_default=True, type=COUNT, help="Stride with --channels.")
+@click.option("--S", "S", default=4, show_default=True, type=COUNT, help="Mask granularity.")
 @click.option("--rates", default="0.25,0.5,0.75,1.0", show_default=True, help="Activation rates.")
-@click.option("--ablation-rate", default=0.6, show_default=True, type=float, help="Rate of the fusion ablation.")
-@click.option("--repeats", default=50, show_default=True, type=int, help="Timed rounds per variant.")
-@click.option("--threads", default=2, show_default=True, type=int, help="torch and TVM threads.")
+@click.option("--ablation-rate", default=0.6, show_default=True, type=RATE, help="Rate of the fusion ablation.")
+@click.option("--repeats", default=50, show_default=True, type=COUNT, help="Timed rounds per variant.")
+@click.option("--threads", default=2, show_default=True, type=COUNT, help="torch and TVM threads.")
 @click.option("--target", default="llvm", show_default=True, help="TVM target (CPU only for now).")
 @click.option("--out", "out", default=None, type=click.Path(dir_okay=False), help="JSON result file.")
 def block(arch, stage, channels, size, stride, S, rates, ablation_rate, repeats, threads, target, out):
     """Static vs dynamic LAS block (TVM and PyTorch) and the fusion ablation (paper Table 1)."""
     os.environ.setdefault("TVM_NUM_THREADS", str(threads))
     from ..benchmarks import block as B
+    from ..fsutil import check_writable
     from ..records import write_json
+
+    if out:
+        check_writable(out, "results")
 
     try:
         rate_list = tuple(float(r) for r in rates.split(",") if r.strip())
     except ValueError:
         raise LasnetError(f"--rates {rates!r}: expected comma-separated numbers") from None
-    if not rate_list or any(not 0 <= r <= 1 for r in rate_list) or not 0 <= ablation_rate <= 1:
-        raise LasnetError("rates must lie in [0, 1]")
-    if repeats < 1:
-        raise LasnetError(f"--repeats must be >= 1, got {repeats}")
+    if not rate_list or any(not 0 <= r <= 1 for r in rate_list):
+        raise LasnetError(f"--rates {rates!r}: every rate must lie in [0, 1]")
     spec = B.block_spec(arch, stage, _ints(channels, "--channels", 3), size, stride, S)
     res = B.run(spec, rate_list, repeats, ablation_rate, target, threads, log=lambda m: click.echo(m, err=True))
     click.echo(B.format_table(res))
@@ -65,13 +68,13 @@ def block(arch, stage, channels, size, stride, S, rates, ablation_rate, repeats,
 @bench.command("model")
 @click.option("--model", "model_path", default=None, help="A model.pt; default: random weights at --rate.")
 @click.option("--arch", default="las_resnet50", show_default=True)
-@click.option("--granularity", "-g", default="4-4-2-1", show_default=True)
-@click.option("--input-size", default=224, show_default=True)
-@click.option("--width-mult", default=1.0, show_default=True)
-@click.option("--rate", default=0.5, show_default=True, help="Activation rate the random model's maskers aim at.")
-@click.option("--images", default=4, show_default=True, help="Synthetic images (timings are per image).")
-@click.option("--repeats", default=5, show_default=True)
-@click.option("--threads", default=2, show_default=True)
+@click.option("--granularity", "-g", type=GRANULARITY, default="4-4-2-1", show_default=True)
+@click.option("--input-size", type=COUNT, default=224, show_default=True)
+@click.option("--width-mult", type=POSITIVE, default=1.0, show_default=True)
+@click.option("--rate", type=RATE, default=0.5, show_default=True, help="Activation rate the random model's maskers aim at.")
+@click.option("--images", type=COUNT, default=4, show_default=True, help="Synthetic images (timings are per image).")
+@click.option("--repeats", type=COUNT, default=5, show_default=True)
+@click.option("--threads", type=COUNT, default=2, show_default=True)
 @click.option("--schedules", default=None,
               help="Tuned schedules for both compiled models: a `lasnet-tvm tune` folder, or `shipped` (this "
               "CPU's under schedules/). Default: default schedules.")
@@ -92,8 +95,13 @@ def model(model_path, arch, granularity, input_size, width_mult, rate, images, r
     from ..benchmarks.plots import plot_model
     from ..records import write_json
 
+    from ..fsutil import check_writable
+
     baselines = check_available([b.strip() for v in baselines for b in v.split(",") if b.strip()])
     os.environ.setdefault("TVM_NUM_THREADS", str(threads))
+    check_writable(out, "results")
+    if save_model:
+        check_writable(save_model, "model")
     net = None
     if model_path is not None and save_model:
         raise LasnetError("--save-model writes the random model; with --model there is none to write")
@@ -118,10 +126,11 @@ def model(model_path, arch, granularity, input_size, width_mult, rate, images, r
 @bench.command("compare")
 @click.argument("libraries", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--input", "input_path", default=None, type=click.Path(dir_okay=False),
-              help="Images, .npy [N, 3, H, W]; default: bench model's synthetic images (--images of them).")
-@click.option("--images", default=4, show_default=True, help="Synthetic images without --input.")
-@click.option("--repeats", default=25, show_default=True, help="Interleaved passes over the images.")
-@click.option("--threads", default=2, show_default=True, help="TVM threads.")
+              help="Images, .npy [N, 3, H, W] (checked as by `lasnet-tvm run`); default: bench model's synthetic "
+              "images (--images of them).")
+@click.option("--images", type=COUNT, default=4, show_default=True, help="Synthetic images without --input.")
+@click.option("--repeats", type=COUNT, default=25, show_default=True, help="Interleaved passes over the images.")
+@click.option("--threads", type=COUNT, default=2, show_default=True, help="TVM threads.")
 @click.option("--model", "model_path", default=None, type=click.Path(dir_okay=False),
               help="The model.pt the libraries were compiled from: check each against it in PyTorch first.")
 @click.option("--out", type=click.Path(), required=True, help="JSON file to write.")
@@ -129,10 +138,12 @@ def compare(libraries, input_path, images, repeats, threads, model_path, out):
     """Compiled libraries against each other, timed interleaved in one process on the same images (e.g. one
     model.pt compiled before and after a change, or LAS against --static)."""
     from ..benchmarks import compare as bc
+    from ..fsutil import check_writable
     from ..records import write_json
     from ..runner import load_input
 
     os.environ.setdefault("TVM_NUM_THREADS", str(threads))
+    check_writable(out, "results")
     x = load_input(input_path) if input_path else None
     net = None
     if model_path is not None:
@@ -171,11 +182,11 @@ def _sweep_options(arch: str, stages: str, repeats: int, S: str, rates: str):
         click.option("--block", "block_name", default=None, help="Measure this block instead (e.g. layer1.0)."),
         click.option("--S", "S", default=None, help=f"Granularities, comma list (default {S})."),
         click.option("--rates", default=None, help=f"Activation rates in [0, 1], comma list (default {rates})."),
-        click.option("--repeats", default=None, type=int, help=f"Timed full calls per variant (default {repeats}, "
+        click.option("--repeats", default=None, type=COUNT, help=f"Timed full calls per variant (default {repeats}, "
                      f"quick {QUICK['repeats']}); with --tracker, time_evaluator samples per kernel."),
         click.option("--quick", is_flag=True, help="Tiny run (width x0.125, 64x64 input, few points) in seconds."),
-        click.option("--input-size", default=None, type=int, help="Network input size (default 224, quick 64)."),
-        click.option("--width-mult", default=None, type=float, help="Channel multiplier (default 1, quick 0.125)."),
+        click.option("--input-size", default=None, type=COUNT, help="Network input size (default 224, quick 64)."),
+        click.option("--width-mult", default=None, type=POSITIVE, help="Channel multiplier (default 1, quick 0.125)."),
         click.option("--out", "out_dir", default=".", show_default=True, type=click.Path(file_okay=False),
                      help="Folder of the JSON and PNG files."),
         click.option("--device", default="local", show_default=True,
@@ -183,7 +194,7 @@ def _sweep_options(arch: str, stages: str, repeats: int, S: str, rates: str):
         click.option("--profile", default=None, type=click.Path(dir_okay=False), help="Profile YAML (overrides "
                      "--device)."),
         click.option("--target", default=None, help="TVM target (default: cuda if a GPU is visible, else llvm)."),
-        click.option("--threads", default=2, show_default=True, type=int, help="torch and TVM threads."),
+        click.option("--threads", default=2, show_default=True, type=COUNT, help="torch and TVM threads."),
         click.option("--seed", default=0, show_default=True, type=int, help="Weights and inputs seed."),
         click.option("--tracker", default=None, help="HOST:PORT of a TVM RPC tracker: run, check and time on the "
                      "board registered there with --key (give its --target); block times are kernel sums."),
@@ -206,8 +217,9 @@ def _setup(name: str, kw: dict, default_repeats: int, default_stages, default_S,
     if kw["tracker"] and not kw["target"]:
         raise LasnetError("--tracker needs --target, the board's TVM target (e.g. nvidia/jetson-agx-xavier or "
                           "\"llvm -mtriple=aarch64-linux-gnu\")")
-    if kw["threads"] < 1:
-        raise LasnetError(f"--threads must be >= 1, got {kw['threads']}")
+    from ..fsutil import check_dir_writable
+
+    check_dir_writable(kw["out_dir"])
     os.environ.setdefault("TVM_NUM_THREADS", str(kw["threads"]))
     import torch
 
@@ -270,6 +282,7 @@ def _setup(name: str, kw: dict, default_repeats: int, default_stages, default_S,
 
 def _finish(cfg: dict, res: dict, plot, table) -> None:
     """Add the header and settings, write JSON and PNG, print the table."""
+    from ..fsutil import atomic_path
     from ..records import run_header, write_json
 
     board = cfg["board"]
@@ -282,8 +295,9 @@ def _finish(cfg: dict, res: dict, plot, table) -> None:
     out.update({k: cfg[k] for k in ("arch", "quick", "input_size", "width_mult", "seed", "kernel_repeat",
                                     "min_repeat_ms", "rates", "S")})
     out.update(res)
-    write_json(cfg["stem"] + ".json", out)
-    plot(out, cfg["stem"] + ".png")
+    with atomic_path(cfg["stem"] + ".png", "plot") as png:
+        plot(out, png)
+        write_json(cfg["stem"] + ".json", out)
     click.echo(table(out))
     click.echo(f"wrote {cfg['stem']}.json and {cfg['stem']}.png")
 
@@ -331,7 +345,7 @@ def rate(exclude_mismatch, **kw):
 
 @bench.command("granularity")
 @_sweep_options("las_resnet50", "1,2,3", 30, "the stage's candidates; quick 1,2,4", "0.5")
-@click.option("--tolerance", default=0.05, show_default=True, type=float,
+@click.option("--tolerance", default=0.05, show_default=True, type=NON_NEGATIVE,
               help="Choice: the smallest S within this fraction of the fastest.")
 @_EXCLUDE
 def granularity(tolerance, exclude_mismatch, **kw):
@@ -339,8 +353,6 @@ def granularity(tolerance, exclude_mismatch, **kw):
     from ..benchmarks import granularity as G
 
     quick = kw["quick"]
-    if tolerance < 0:
-        raise LasnetError(f"--tolerance must be >= 0, got {tolerance}")
     cfg = _setup("granularity", kw, 30, (1, 2) if quick else (1, 2, 3), (1, 2, 4) if quick else None, (0.5,))
     from ..benchmarks.plots import plot_granularity
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import click
@@ -13,33 +12,27 @@ from ..errors import LasnetError
 
 
 def check_output(path: Path) -> None:
-    """Fail early (before measuring) when the profile cannot be written to ``path``."""
-    if path.is_dir():
-        raise LasnetError(f"{path}: is a directory; give a file name for the calibrated profile")
+    """Fail early (before measuring) when the profile cannot be written to ``path`` (its folder must exist)."""
+    from ..fsutil import check_writable
+
     parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
+    if not parent.exists():
         raise LasnetError(f"{path}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise LasnetError(f"{path}: not writable")
+    check_writable(path, "calibrated profile")
 
 
 def write_profile(path: Path, hw) -> Path:
     """Write ``hw`` as YAML atomically (temporary file beside ``path``, validated, then renamed)."""
     import yaml
 
+    from ..fsutil import atomic_path
     from ..predictor.profiles import load_profile, profile_to_dict
 
     text = (f"# Calibrated by lasnet-tvm calibrate from profile {hw.calibration['source_profile']!r} "
             f"on {hw.calibration['date']}\n" + yaml.safe_dump(profile_to_dict(hw), sort_keys=False))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".yaml", dir=path.parent if str(path.parent) else ".")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+    with atomic_path(path, "calibrated profile") as tmp:
+        tmp.write_text(text)
         load_profile(tmp)  # never leave an unloadable profile behind
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -98,7 +91,9 @@ def summary(cal) -> list[str]:
                    "profile (needs that GPU here).")
 @click.option("--profile", "profile", type=click.Path(dir_okay=False), default=None,
               help="Start from this profile YAML instead of --device's.")
-@click.option("--output", "-o", required=True, type=click.Path(), help="Calibrated profile YAML to write.")
+@click.option("--output", "-o", required=True, type=click.Path(),
+              help="Calibrated profile YAML to write; as NAME.yaml in the user profile folder "
+              "(~/.lasnet-tvm/hw_profiles/, or $LASNET_TVM_PROFILES) every command finds it as --device NAME.")
 @click.option("--arch", "-a", "archs", multiple=True, type=click.Choice(ARCHS),
               help="Backbone whose blocks are measured (repeatable; default las_resnet50).")
 @click.option("--quick", is_flag=True, help="Tiny blocks, one round: a smoke test, not a calibration.")

@@ -31,6 +31,9 @@ def _target_text(target: str | None, extra: list[str], device: str | None):
         from ..predictor import get_profile
 
         return get_profile(device).target
+    if extra and target is None:
+        raise LasnetError(f"{' '.join(extra)} is a target flag: give the target before it, e.g. "
+                          f"--target cuda {' '.join(extra)}")
     return " ".join([target or "llvm", *extra])
 
 
@@ -76,8 +79,11 @@ def resolve_compile_options(ctx, target, device, fusion, no_fuse, static, schedu
 def compile_cmd(ctx, model_path, output, **options):
     """Compile MODEL.pt into a shared library (plus a JSON manifest beside it)."""
     from ..compiler import compile_checkpoint
-    from ..compiler.artifact import params_path
+    from ..compiler.artifact import manifest_path, params_path
+    from ..fsutil import check_writable
 
+    check_writable(output, "compiled library")
+    check_writable(manifest_path(output), "manifest")
     result = compile_checkpoint(model_path, output=output, **resolve_compile_options(ctx, **options))
     static = options["static"]
     m = result.manifest
@@ -94,12 +100,14 @@ def compile_cmd(ctx, model_path, output, **options):
 @click.command()
 @click.argument("model_path", metavar="MODEL.pt", type=click.Path(path_type=Path))
 @click.argument("library", metavar="MODEL.so", type=click.Path(path_type=Path))
-@click.option("--samples", default=4, show_default=True, help="Random inputs to compare on.")
+@click.option("--samples", type=click.IntRange(min=1), default=4, show_default=True, help="Random inputs to compare on.")
 @click.option("--seed", default=0, show_default=True)
 def verify(model_path, library, samples, seed):
     """Run MODEL.pt (PyTorch) and MODEL.so on the same inputs; fail on any difference in logits or masks."""
     from ..compiler import verify_compiled
+    from ..compiler.artifact import check_compiled_from
 
+    check_compiled_from(library, model_path)
     report = verify_compiled(model_path, library, samples, seed)
     click.echo(report.summary())
     if not report.ok:

@@ -9,20 +9,13 @@ import click
 
 from ..archs import ARCHS
 from ..errors import LasnetError
+from .types import COUNT, GRANULARITY, NON_NEGATIVE, RATES
 
 
 def _profile(device: str, profile: str | None):
     from ..predictor.profiles import resolve_profile
 
     return resolve_profile(device, profile)
-
-
-def _rates(text: str) -> float | list[float]:
-    try:
-        values = [float(v) for v in text.replace("-", ",").split(",") if v.strip()] if "," in text else [float(text)]
-    except ValueError:
-        raise LasnetError(f"rate {text!r}: expected a number in [0, 1] or one per block separated by ','") from None
-    return values[0] if len(values) == 1 else values
 
 
 def _ms(x: float) -> float:
@@ -38,20 +31,21 @@ def _block_json(b) -> dict:
 
 @click.command()
 @click.option("--device", "-d", default="v100", show_default=True,
-              help="Profile name (see 'lasnet-tvm devices') or 'local' for this machine.")
+              help="Profile name (see 'lasnet-tvm devices': shipped, or NAME.yaml in ~/.lasnet-tvm/hw_profiles/ "
+              "or $LASNET_TVM_PROFILES) or 'local' for this machine.")
 @click.option("--profile", "profile", type=click.Path(dir_okay=False), default=None,
               help="A profile YAML file (overrides --device).")
 @click.option("--arch", "-a", type=click.Choice(ARCHS), default="las_resnet101", show_default=True)
-@click.option("--granularity", "-g", default="4-4-2-1", show_default=True,
+@click.option("--granularity", "-g", type=GRANULARITY, default="4-4-2-1", show_default=True,
               help="S per stage ('4-4-2-1'), one S, or one S per block (comma separated).")
-@click.option("--rate", "-r", default="0.5", show_default=True,
+@click.option("--rate", "-r", type=RATES, default="0.5", show_default=True,
               help="Activation rate, one for all blocks or one per block (comma separated).")
 @click.option("--fusion", type=click.Choice(["none", "masker", "masker+gather", "all"]), default="all",
               show_default=True, help="Operator fusion variant (paper Table 1).")
-@click.option("--batch", type=int, default=1, show_default=True)
-@click.option("--input-size", type=int, default=224, show_default=True)
+@click.option("--batch", type=COUNT, default=1, show_default=True)
+@click.option("--input-size", type=COUNT, default=224, show_default=True)
 @click.option("--search-granularity", is_flag=True, help="Choose S per stage with the model (last stage S=1).")
-@click.option("--tolerance", type=float, default=0.05, show_default=True,
+@click.option("--tolerance", type=NON_NEGATIVE, default=0.05, show_default=True,
               help="With --search-granularity: smallest S within this fraction of the stage's best latency.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def predict(device, profile, arch, granularity, rate, fusion, batch, input_size, search_granularity, tolerance,
@@ -61,7 +55,7 @@ def predict(device, profile, arch, granularity, rate, fusion, batch, input_size,
     from ..predictor.search import search_granularity as search
 
     hw = _profile(device, profile)
-    rates = _rates(rate)
+    rates = rate
     search_result = None
     if search_granularity:
         search_result = search(arch, hw, rates, fusion, batch, input_size, tolerance)
@@ -125,38 +119,49 @@ def _echo_tracker(tracker: str, as_json: bool) -> None:
 @click.option("--tracker", default=None, metavar="HOST:PORT",
               help="List the boards registered at this TVM RPC tracker (keys, servers, free, pending) instead.")
 def devices(as_json, tracker):
-    """List the hardware profiles, or with --tracker the boards a TVM RPC tracker has."""
+    """List the hardware profiles: shipped ones, the user's (~/.lasnet-tvm/hw_profiles/ or $LASNET_TVM_PROFILES,
+    where profile-device writes) and the cached measurement of this machine; `from` says which. With --tracker:
+    the boards a TVM RPC tracker has."""
     if tracker is not None:
         return _echo_tracker(tracker, as_json)
-    from ..predictor.profiles import load_profile, local_profile_path, shipped_profiles
+    from ..predictor.profiles import all_profiles, load_profile, local_profile_path
 
-    rows = [load_profile(p) for p in shipped_profiles().values()]
+    known = all_profiles()
+    rows = [(load_profile(path), where) for path, where in known.values()]
     local = local_profile_path()
-    if "local" not in shipped_profiles() and local.exists():
-        rows.append(load_profile(local))
+    if "local" not in known and local.exists():
+        rows.append((load_profile(local), "cache"))
     if as_json:
         click.echo(json.dumps([{"name": p.name, "kind": p.kind, "pes": p.pes, "lanes": p.lanes,
                                 "clock_mhz": p.clock_mhz, "dram_gbps": p.dram_gbps,
-                                "peak_gflops": round(p.peak_gflops, 1), "target": p.target, "source": p.source}
-                               for p in rows], indent=2))
+                                "peak_gflops": round(p.peak_gflops, 1), "target": p.target, "source": p.source,
+                                "origin": where} for p, where in rows], indent=2))
         return
-    click.echo(f"{'name':<12}{'kind':<5}{'PEs':>5}{'lanes':>6}{'MHz':>7}{'GB/s':>8}{'GFLOP/s':>9}  target")
-    for p in rows:
+    click.echo(f"{'name':<12}{'kind':<5}{'PEs':>5}{'lanes':>6}{'MHz':>7}{'GB/s':>8}{'GFLOP/s':>9}  {'from':<8}target")
+    for p, where in rows:
         click.echo(f"{p.name:<12}{p.kind:<5}{p.pes:>5}{p.lanes:>6}{p.clock_mhz:>7.0f}{p.dram_gbps:>8.1f}"
-                   f"{p.peak_gflops:>9.0f}  {p.target_str()}")
-    if not local.exists():
+                   f"{p.peak_gflops:>9.0f}  {where:<8}{p.target_str()}")
+    if "local" not in known and not local.exists():
         click.echo("local: not measured yet (measured on first use of --device local, or run profile-device)")
 
 
 @click.command("profile-device")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
-              help="Where to write the profile (default: the user cache, used by --device local).")
+              help="Where to write the profile (default: local.yaml in the user profile folder, "
+              "~/.lasnet-tvm/hw_profiles/ or $LASNET_TVM_PROFILES, used by --device local).")
 def profile_device(output):
-    """Measure this machine (cores, FP32 peak of our conv1x1 kernel, copy bandwidth, caches); write a CPU profile."""
-    from ..predictor.measure import write_local_profile
-    from ..predictor.profiles import load_profile, local_profile_path
+    """Measure this machine (cores, FP32 peak of our conv1x1 kernel, copy bandwidth, caches); write a CPU profile.
 
-    path = write_local_profile(Path(output) if output else local_profile_path())
-    p = load_profile(path)
+    A profile written to the user profile folder (~/.lasnet-tvm/hw_profiles/NAME.yaml, or $LASNET_TVM_PROFILES)
+    is found by every command as --device NAME, after the shipped profiles of that name."""
+    from ..fsutil import atomic_path, check_writable
+    from ..predictor.measure import write_local_profile
+    from ..predictor.profiles import load_profile, user_profiles_dir
+
+    path = Path(output) if output else user_profiles_dir() / "local.yaml"
+    check_writable(path, "profile")
+    with atomic_path(path, "profile") as tmp:
+        write_local_profile(tmp)
+        p = load_profile(tmp)
     click.echo(f"wrote {path}: {p.pes} cores x {p.lanes} lanes at {p.clock_mhz:.0f} MHz, compute efficiency "
                f"{p.efficiency.compute:.2f}, DRAM {p.dram_gbps:.1f} GB/s")

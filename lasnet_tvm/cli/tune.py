@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from .types import COUNT, GRANULARITY, POSITIVE, FiniteFloat
+
 
 @click.command()
 @click.option("--device", required=True, help="Device to tune for: local (this CPU) or a profile name "
@@ -14,22 +16,22 @@ import click
 @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
               help="Take the blocks from this model.pt.")
 @click.option("--arch", default=None, help="Or from an arch (e.g. las_resnet50) ...")
-@click.option("-g", "--granularity", default=None, help="... and granularity (e.g. 4-4-2-1).")
-@click.option("--input-size", default=224, show_default=True)
-@click.option("--width-mult", default=1.0, show_default=True)
-@click.option("--num-classes", default=1000, show_default=True, help="Classifier width (with --arch).")
-@click.option("--rate", default=0.5, show_default=True,
+@click.option("-g", "--granularity", type=GRANULARITY, default=None, help="... and granularity (e.g. 4-4-2-1).")
+@click.option("--input-size", type=COUNT, default=224, show_default=True)
+@click.option("--width-mult", type=POSITIVE, default=1.0, show_default=True)
+@click.option("--num-classes", type=COUNT, default=1000, show_default=True, help="Classifier width (with --arch).")
+@click.option("--rate", type=FiniteFloat(0.0, 1.0, min_open=True), default=0.5, show_default=True,
               help="Expected activation rate: patch-wise kernels are tuned at P = rate * g*g.")
-@click.option("--trials", default=64, show_default=True, help="Measured trials in total, shared across tasks.")
+@click.option("--trials", type=click.IntRange(min=0), default=64, show_default=True, help="Measured trials in total, shared across tasks.")
 @click.option("--work-dir", type=click.Path(path_type=Path), default=None,
               help="Database folder (default schedules/<device>; for local: schedules/<this CPU's LLVM name>).")
 @click.option("--tracker", default=None, help="HOST:PORT of a TVM RPC tracker to measure on a board.")
 @click.option("--key", default=None, help="Key of the board's RPC server at the tracker.")
 @click.option("--no-measure", is_flag=True, help="No hardware: record default schedules, marked unmeasured.")
-@click.option("--timeout", default=120.0, show_default=True, help="Seconds per build / run before it is killed.")
+@click.option("--timeout", type=POSITIVE, default=120.0, show_default=True, help="Seconds per build / run before it is killed.")
 @click.option("--stage", type=int, default=None,
               help="Tune only the kernels of this stage's blocks (no stem, pooling or classifier).")
-@click.option("--per-iter", type=int, default=None,
+@click.option("--per-iter", type=COUNT, default=None,
               help="Candidates measured per search round (default: a quarter of a task's share, 8 to 32).")
 @click.option("--export", "export_dir", type=click.Path(path_type=Path), default=None,
               help="Then write only the chosen schedules and the manifest to this folder (what ships under "
@@ -45,10 +47,15 @@ def tune(device, model_path, arch, granularity, input_size, width_mult, num_clas
     from ..tuning import device_dir_name, device_target, static_op_tasks, summary_table, tasks_of_block, tasks_of_spec
     from ..tuning import tune as run_tune
 
+    from ..fsutil import check_dir_writable, check_writable
+
+    if json_path is not None:
+        check_writable(json_path, "report")
+    for folder, what in ((work_dir, "tuning database"), (export_dir, "exported schedules")):
+        if folder is not None:
+            check_dir_writable(folder, what)
     if (model_path is None) == (arch is None):
         raise LasnetError("give --model MODEL.pt, or --arch A --granularity G")
-    if not 0 < rate <= 1:
-        raise LasnetError(f"--rate must be in (0, 1], got {rate}")
     if model_path is not None:
         from ..checkpoint import load_checkpoint
 
@@ -70,8 +77,6 @@ def tune(device, model_path, arch, granularity, input_size, width_mult, num_clas
                               f"{sorted({b.stage for b in model.spec.blocks})}")
         tasks = list({t.key: t for b in blocks for t in tasks_of_block(b, rate, static=True)}.values())
         source += f" stage {stage}"
-    if per_iter is not None and per_iter < 1:
-        raise LasnetError(f"--per-iter must be at least 1, got {per_iter}")
     click.echo(f"{len(tasks)} tasks for {device} ({source}), {trials} trials")
     t0 = time.perf_counter()
     manifest = run_tune(tasks, device, work_dir, trials, tracker, key, no_measure, timeout, source=source,

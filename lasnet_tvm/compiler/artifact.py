@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,26 +25,39 @@ def params_path(lib: str | Path) -> Path:
     return Path(lib).with_suffix(".params.npz")
 
 
-def save_artifact(executable, path: str | Path, manifest: dict[str, Any], params: dict | None = None) -> Path:
-    """Export ``executable`` to ``path`` (atomically) and write its manifest (and ``params``, the weights kept
-    outside the library, as ``.npz``) beside it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if params is not None:
-        ptmp = params_path(path).with_suffix(".tmp")
-        with open(ptmp, "wb") as f:
-            np.savez(f, **params)
-        ptmp.replace(params_path(path))
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    executable.export_library(str(tmp))
-    if manifest.get("target", {}).get("kind") == "nvptx":
-        from ..targets import fix_ptx_entries_in_library
+def file_digest(path: str | Path) -> dict[str, Any]:
+    """Size in bytes and sha256 of a file (what the manifest records of its library)."""
+    import hashlib
 
-        fix_ptx_entries_in_library(tmp)  # TVM 0.27's NVPTX kernels are .func: make them launchable
-    tmp.replace(path)
-    mtmp = manifest_path(path).with_suffix(".json.tmp")
-    mtmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    mtmp.replace(manifest_path(path))
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return {"bytes": Path(path).stat().st_size, "sha256": h.hexdigest()}
+
+
+def save_artifact(executable, path: str | Path, manifest: dict[str, Any], params: dict | None = None) -> Path:
+    """Export ``executable`` to ``path`` and write its manifest (and ``params``, the weights kept outside the
+    library, as ``.npz``) beside it, all atomically.
+
+    The manifest records the library's size and sha256 (``library``), which :meth:`CompiledModel.load` checks
+    before loading it. The manifest is replaced last, so an interrupted save leaves the old pair untouched or
+    a new library beside the old manifest, which the checksum then refuses.
+    """
+    from ..fsutil import atomic_path
+
+    path = Path(path)
+    if params is not None:
+        with atomic_path(params_path(path), "weights") as ptmp, open(ptmp, "wb") as f:
+            np.savez(f, **params)
+    with atomic_path(manifest_path(path), "manifest") as mtmp, atomic_path(path, "compiled library") as tmp:
+        executable.export_library(str(tmp))
+        if manifest.get("target", {}).get("kind") == "nvptx":
+            from ..targets import fix_ptx_entries_in_library
+
+            fix_ptx_entries_in_library(tmp)  # TVM 0.27's NVPTX kernels are .func: make them launchable
+        manifest["library"] = {"file": path.name, **file_digest(tmp)}
+        mtmp.write_text(json.dumps(manifest, indent=2) + "\n")
     return path
 
 
@@ -57,9 +71,127 @@ def load_params(lib: str | Path, manifest: dict) -> dict | None:
             params = {name: f[name] for name in manifest["params"]}
     except FileNotFoundError:
         raise LasnetError(f"{lib}: its weights {path.name} are not beside it") from None
-    except (KeyError, ValueError, OSError) as e:
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile) as e:
         raise LasnetError(f"{path}: not the weights of {Path(lib).name} ({str(e).splitlines()[0][:120]})") from None
     return params
+
+
+_MANIFEST_KEYS = {"input_size": int, "blocks": list, "grids": list, "target": dict, "library": dict}
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """The manifest of the library ``path``, checked against it before anything loads it.
+
+    Refuses (a one-line LasnetError) a missing or corrupt manifest, one of another lasnet-tvm ABI or TVM
+    version, and a library whose size or sha256 differs from what the manifest recorded (truncated,
+    overwritten, or the manifest of another model): loading such a file can crash the process.
+    """
+    import tvm
+
+    from .pipeline import ABI
+
+    path = Path(path)
+    if path.is_dir():
+        raise LasnetError(f"{path}: is a directory, not a compiled library")
+    if not path.is_file():
+        raise LasnetError(f"{path}: no such file")
+    mpath = manifest_path(path)
+    if not mpath.is_file():
+        raise LasnetError(f"{path}: no manifest {mpath.name} beside it (was it made by `lasnet-tvm compile`?)")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except json.JSONDecodeError as e:
+        raise LasnetError(f"{mpath}: corrupt manifest ({e.msg} at line {e.lineno})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise LasnetError(f"{mpath}: cannot read manifest ({getattr(e, 'strerror', None) or e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != "lasnet-tvm/compiled":
+        raise LasnetError(f"{mpath}: not a lasnet-tvm manifest (no 'lasnet-tvm/compiled' format tag)")
+    if manifest.get("abi") != ABI:
+        raise LasnetError(
+            f"{path}: compiled by another lasnet-tvm version (abi {manifest.get('abi')}, this one reads {ABI}); "
+            "compile the model again"
+        )
+    if manifest.get("tvm") != tvm.__version__:
+        raise LasnetError(f"{path}: compiled with TVM {manifest.get('tvm')}, this is TVM {tvm.__version__}; "
+                          "compile the model again")
+    if "library" not in manifest:
+        raise LasnetError(f"{path}: its manifest records no checksum (written by an older lasnet-tvm); "
+                          "compile the model again")
+    for key, typ in _MANIFEST_KEYS.items():
+        if not isinstance(manifest.get(key), typ):
+            raise LasnetError(f"{mpath}: corrupt manifest (field {key!r} missing or not a {typ.__name__})")
+    if len(manifest["blocks"]) != len(manifest["grids"]):
+        raise LasnetError(f"{mpath}: corrupt manifest ({len(manifest['blocks'])} blocks, "
+                          f"{len(manifest['grids'])} grids)")
+    want = manifest["library"]
+    have = file_digest(path)
+    if have["bytes"] != want.get("bytes"):
+        raise LasnetError(f"{path}: {have['bytes']} bytes, but its manifest records {want.get('bytes')} "
+                          "(truncated, or not the library this manifest describes); compile the model again")
+    if have["sha256"] != want.get("sha256"):
+        raise LasnetError(f"{path}: checksum differs from its manifest's (modified, or not the library this "
+                          "manifest describes); compile the model again")
+    return manifest
+
+
+#: LLVM CPU features that are instruction sets (a library using one crashes a CPU without it); the others
+#: LLVM lists are tuning hints.
+_ISA_PREFIXES = ("sse", "ssse", "avx", "amx", "fma", "f16c", "bmi", "popcnt", "lzcnt", "movbe", "aes", "sha",
+                 "vaes", "vpclmulqdq", "gfni", "pclmul", "adx", "neon", "sve", "dotprod", "fullfp16", "fp16", "i8mm",
+                 "bf16", "crypto", "crc", "lse", "rcpc")
+
+
+def missing_cpu_features(target: dict) -> tuple[str, str, list[str]]:
+    """``(target CPU, host CPU, ISA features the target CPU has and this CPU lacks)`` of an llvm ``target``
+    (as the manifest records it); empty when the library can run here."""
+    import tvm
+    from tvm.target import codegen
+
+    host = str(codegen.llvm_get_system_cpu())
+    mcpu = target.get("mcpu")
+    if not mcpu or mcpu == host:
+        return mcpu or "generic", host, []
+    lib = set(map(str, codegen.llvm_get_cpu_features(tvm.target.Target({"kind": "llvm", "mcpu": mcpu}))))
+    here = set(map(str, codegen.llvm_get_cpu_features(tvm.target.Target({"kind": "llvm", "mcpu": host}))))
+    return mcpu, host, sorted(f for f in lib - here if f.startswith(_ISA_PREFIXES))
+
+
+def check_runs_here(path: str | Path, target: dict) -> None:
+    """Refuse (a LasnetError) a library built for another machine: a CUDA one where no CUDA device is, an llvm one
+    for another architecture (``mtriple``) or for a CPU whose instruction sets this one lacks (``mcpu``)."""
+    import tvm
+    from tvm.target import codegen
+
+    kind = target.get("kind", "llvm")
+    if kind != "llvm":
+        if not tvm.cuda().exist:
+            raise LasnetError(f"{path}: compiled for {kind} ({target.get('arch', target.get('mcpu', '?'))}), "
+                              "but this machine has no CUDA device; run it where one is")
+        return
+    host_arch = str(codegen.llvm_get_system_triple()).split("-")[0]
+    lib_arch = str(target.get("mtriple", host_arch)).split("-")[0]
+    if lib_arch != host_arch:
+        raise LasnetError(f"{path}: compiled for {lib_arch} (mtriple {target['mtriple']}), this machine is "
+                          f"{host_arch}; compile it for this machine or run it on that one")
+    mcpu, host, missing = missing_cpu_features(target)
+    if missing:
+        raise LasnetError(f"{path}: compiled for CPU {mcpu}, whose {', '.join(missing[:4])} this CPU ({host}) "
+                          "lacks; compile it on this machine (or with --target \"llvm -mcpu=...\")")
+
+
+def check_compiled_from(library: str | Path, model_path: str | Path) -> None:
+    """Refuse (a LasnetError) comparing ``library`` with a ``model.pt`` it was not compiled from: another arch,
+    granularity, input size, class count or width (what its manifest recorded)."""
+    from ..checkpoint import read_checkpoint
+
+    manifest, ckpt = read_manifest(library), read_checkpoint(model_path)
+    for key in ("arch", "granularity", "input_size", "num_classes", "width_mult"):
+        have, want = manifest.get(key), ckpt.get(key)
+        if key == "granularity":
+            have, want = list(have or []), list(want or [])
+        if have != want:
+            raise LasnetError(f"{library} was compiled from another model than {model_path} "
+                              f"({key} {have} vs {want})")
 
 
 @dataclass
@@ -88,7 +220,7 @@ class CompiledModel:
 
         device = device or tvm.cpu()
         nvptx = manifest.get("target", {}).get("kind") == "nvptx"
-        if nvptx and device.device_type != tvm.cpu().device_type and isinstance(executable, relax.VMExecutable):
+        if nvptx and device.dlpack_device_type() != tvm.cpu().dlpack_device_type() and isinstance(executable, relax.VMExecutable):
             import tempfile
 
             with tempfile.TemporaryDirectory() as d:  # the PTX entry fix works on the exported library
@@ -99,34 +231,18 @@ class CompiledModel:
 
     @classmethod
     def load(cls, path: str | Path) -> "CompiledModel":
-        """Load a library written by ``lasnet-tvm compile`` (and its manifest)."""
+        """Load a library written by ``lasnet-tvm compile``, after checking it against its manifest."""
         import tvm
 
         path = Path(path)
-        if not path.is_file():
-            raise LasnetError(f"{path}: no such file")
-        mpath = manifest_path(path)
-        if not mpath.is_file():
-            raise LasnetError(f"{path}: no manifest {mpath.name} beside it (was it made by `lasnet-tvm compile`?)")
-        try:
-            manifest = json.loads(mpath.read_text())
-        except json.JSONDecodeError as e:
-            raise LasnetError(f"{mpath}: corrupt manifest ({e.msg} at line {e.lineno})") from None
-        from .pipeline import ABI
-
-        if manifest.get("format") != "lasnet-tvm/compiled" or manifest.get("abi") != ABI:
-            raise LasnetError(
-                f"{path}: compiled by another lasnet-tvm version (abi {manifest.get('abi')}, this one reads {ABI}); "
-                "compile the model again"
-            )
+        manifest = read_manifest(path)
+        check_runs_here(path, manifest["target"])
+        device = tvm.cpu() if manifest["target"].get("kind", "llvm") == "llvm" else tvm.cuda()
         try:
             lib = tvm.runtime.load_module(str(path))
         except Exception as e:  # noqa: BLE001 - TVM raises several types for a bad library
-            raise LasnetError(f"{path}: cannot load compiled module ({str(e).splitlines()[0][:160]})") from None
-        kind = manifest.get("target", {}).get("kind", "llvm")
-        device = tvm.cpu() if kind == "llvm" else tvm.cuda()
-        if kind != "llvm" and not device.exist:
-            raise LasnetError(f"{path}: compiled for {kind}, but no such device is present here")
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise LasnetError(f"{path}: cannot load compiled module ({first})") from None
         return cls.from_executable(lib, manifest, device, load_params(path, manifest))
 
     @property
@@ -140,8 +256,9 @@ class CompiledModel:
         return out[0].numpy(), out[1].numpy(), out[2].numpy()
 
     def run(self, x: np.ndarray) -> RunResult:
-        """Run on ``x`` ``[N, 3, H, W]`` (float32), one image at a time."""
-        check_input_shape(x, self.input_size, self.manifest.get("source", "compiled model"))
+        """Run on ``x`` ``[N, 3, H, W]`` (float32; checked as :func:`lasnet_tvm.runner.check_input_shape` does
+        for PyTorch models), one image at a time."""
+        x = check_input_shape(x, self.input_size, self.manifest.get("source", "compiled model"))
         grids = self.manifest["grids"]
         logits, counts, flat = [], [], []
         for n in range(x.shape[0]):

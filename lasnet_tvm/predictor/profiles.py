@@ -23,8 +23,10 @@ schedules run them; ``search``, the default, takes every op's best tile) and may
 model predicts) and a ``calibration`` section recording how it was fitted (date, source profile, points,
 accuracy), which the model ignores.
 
-Profiles are plain YAML files (``hw_profiles/<name>.yaml``, shipped as package data). ``local`` names this
-machine: see :func:`local_profile_path`.
+Profiles are plain YAML files: ``hw_profiles/<name>.yaml``, shipped as package data, then the user's own in
+:func:`user_profiles_dir` (``~/.lasnet-tvm/hw_profiles/``, or ``$LASNET_TVM_PROFILES``), where
+``lasnet-tvm profile-device`` writes and where ``--device NAME`` also looks. ``local`` names this machine: see
+:func:`local_profile_path`.
 """
 
 from __future__ import annotations
@@ -271,6 +273,28 @@ def shipped_profiles() -> dict[str, Path]:
     return {p.stem: p for p in sorted(hw_profiles_dir().glob("*.yaml"))}
 
 
+PROFILES_ENV = "LASNET_TVM_PROFILES"
+
+
+def user_profiles_dir(env: Mapping[str, str] | None = None) -> Path:
+    """The user's profile folder: ``$LASNET_TVM_PROFILES``, else ``~/.lasnet-tvm/hw_profiles``."""
+    env = os.environ if env is None else env
+    return Path(env.get(PROFILES_ENV) or Path.home() / ".lasnet-tvm" / "hw_profiles")
+
+
+def user_profiles(env: Mapping[str, str] | None = None) -> dict[str, Path]:
+    """Name -> path of every profile in :func:`user_profiles_dir` (searched after the shipped ones)."""
+    folder = user_profiles_dir(env)
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))} if folder.is_dir() else {}
+
+
+def all_profiles() -> dict[str, tuple[Path, str]]:
+    """Name -> (path, ``"shipped"`` or ``"user"``); a shipped profile wins over a user one of its name."""
+    out = {name: (p, "user") for name, p in user_profiles().items()}
+    out.update({name: (p, "shipped") for name, p in shipped_profiles().items()})
+    return dict(sorted(out.items()))
+
+
 def cache_dir(env: Mapping[str, str] | None = None) -> Path:
     """User cache folder: ``$XDG_CACHE_HOME/lasnet-tvm`` or ``~/.cache/lasnet-tvm``."""
     env = os.environ if env is None else env
@@ -284,19 +308,20 @@ def local_profile_path(env: Mapping[str, str] | None = None) -> Path:
 
 
 def known_devices() -> list[str]:
-    return sorted(shipped_profiles()) + ["local"]
+    return sorted(set(all_profiles()) - {"local"}) + ["local"]
 
 
 def get_profile(device: str, *, measure_local: bool = True) -> HardwareProfile:
     """Profile of a device name (shipped file stem) or ``local``.
 
-    ``local`` prefers a shipped ``hw_profiles/local.yaml`` (written by ``profile-device``), then the user cache
-    (:func:`local_profile_path`); if neither exists and ``measure_local`` it measures this machine and caches
-    the result.
+    Names are looked up in the shipped ``hw_profiles/``, then in the user's folder (:func:`user_profiles_dir`,
+    where ``profile-device`` writes ``local.yaml``). ``local`` found in neither comes from the user cache
+    (:func:`local_profile_path`); if that does not exist either and ``measure_local`` it measures this machine
+    and caches the result.
     """
-    shipped = shipped_profiles()
-    if device in shipped:
-        return load_profile(shipped[device])
+    known = all_profiles()
+    if device in known:
+        return load_profile(known[device][0])
     if device == "local":
         cached = local_profile_path()
         if not cached.exists():

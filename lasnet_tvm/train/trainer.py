@@ -197,9 +197,10 @@ def _load_state(path: Path, model: LASNet) -> dict[str, Any]:
 
 def _atomic_save(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    from ..fsutil import atomic_path
+
+    with atomic_path(path, "training state") as tmp:
+        torch.save(obj, tmp)
 
 
 def train(cfg: TrainConfig, on_epoch_end: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
