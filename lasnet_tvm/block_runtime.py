@@ -27,12 +27,8 @@ from .targets import resolve_target, target_kind
 
 
 def scheduled_kernel(name: str, target, **params) -> tvm.IRModule:
-    """Kernel ``name`` built with ``params`` under its default schedule for ``target`` (CPU or CUDA)."""
-    mod = K.get(name)
-    func = K.builder(name)(**params)
-    kind = target_kind(resolve_target(target))
-    sch = mod.schedule_cuda(func, **params) if kind == "cuda" else mod.schedule_cpu(func, **params)
-    return sch.mod
+    """Kernel ``name`` built with ``params`` under its default schedule for ``target`` (:func:`.kernels.scheduled`)."""
+    return K.scheduled(name, target, **params).mod
 
 
 def compile_kernel_module(name: str, target, **params):

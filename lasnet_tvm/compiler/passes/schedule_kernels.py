@@ -15,7 +15,6 @@ import tvm
 from tvm import tirx
 
 from ... import kernels as K
-from ...targets import target_kind
 from .lower_las_blocks import KERNEL_ATTR, PARAMS_ATTR
 from .schedule_static_ops import apply_tuned_static_ops
 
@@ -24,16 +23,13 @@ def schedule_kernel(func: tirx.PrimFunc, target: tvm.target.Target, database=Non
     """The scheduled form of a tagged kernel PrimFunc (tuned record first, else the default schedule)."""
     name = str(func.attrs[KERNEL_ATTR])
     params = json.loads(str(func.attrs[PARAMS_ATTR]))
-    kind = target_kind(target)
     attrs = dict(func.attrs)
     bare = func.without_attr("global_symbol")
     scheduled = None
     if database is not None:
         scheduled = database.query_schedule(name, params, bare, target)
     if scheduled is None:
-        mod = K.get(name)
-        sch = (mod.schedule_cuda if kind == "cuda" else mod.schedule_cpu)(bare, **params)
-        scheduled = sch.mod["main"]
+        scheduled = K.scheduled(name, target, bare, **params).mod["main"]
     for k, v in attrs.items():
         scheduled = scheduled.with_attr(k, v)
     return scheduled.with_attr("tir.is_scheduled", True)
