@@ -8,7 +8,8 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from ._common import SearchSpace, ceil_div
+from ._common import SearchSpace
+from .shapes import ceil_div
 
 SEARCH_SPACE = SearchSpace()
 

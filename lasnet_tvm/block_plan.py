@@ -14,14 +14,15 @@ entries of the masker's index list.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .archs import BlockSpec
-from .kernels._common import dense_padded_extent, padded_extent
-from .kernels._gemm import pack_weight
-from .kernels.gather_conv3x3 import pack_weight as pack_weight_3x3
-from .models.folded import FoldedBlock
+from .kernels.shapes import dense_padded_extent, pack_weight_1x1, pack_weight_3x3, padded_extent
+
+if TYPE_CHECKING:
+    from .models.folded import FoldedBlock
 
 FUSIONS = ("none", "masker", "masker+gather", "all")
 #: Smallest S for which conv3 does the in-place scatter-add in its epilogue. Measured in LAS-ResNet-50 at r = 0.5
@@ -128,24 +129,24 @@ def block_plan(s: BlockSpec, fusion: str = "all", static: bool = False, inplace_
     return steps
 
 
-def prepared_weights(fb: FoldedBlock) -> dict[str, np.ndarray]:
+def prepared_weights(fb: "FoldedBlock") -> dict[str, np.ndarray]:
     """The block's weights in the kernels' layouts (float32 numpy arrays, contiguous).
 
-    ``w1p``, ``w3p``, ``wdp``: 1x1 conv weights packed by :func:`lasnet_tvm.kernels._gemm.pack_weight` (also
-    the patch conv's);
+    ``w1p``, ``w3p``, ``wdp``: 1x1 conv weights packed by :func:`lasnet_tvm.kernels.shapes.pack_weight_1x1`
+    (also the patch conv's);
     ``w2t``: the 3x3 weights ``[C_in/g, 3, 3, C_out]``; ``w2b``: packed for the padded gather-conv
-    and the static conv3x3 (:func:`lasnet_tvm.kernels.gather_conv3x3.pack_weight`).
+    and the static conv3x3 (:func:`lasnet_tvm.kernels.shapes.pack_weight_3x3`).
     """
     t = {
         "b1": fb.b1, "wm": fb.wm, "bm": fb.bm.reshape(1),
         "w2t": fb.w2.permute(1, 2, 3, 0), "b2": fb.b2, "b3": fb.b3,
     }
     out = {k: np.ascontiguousarray(v.detach().cpu().numpy(), dtype=np.float32) for k, v in t.items()}
-    out["w1p"] = pack_weight(fb.w1.detach().cpu().numpy())
-    out["w3p"] = pack_weight(fb.w3.detach().cpu().numpy())
+    out["w1p"] = pack_weight_1x1(fb.w1.detach().cpu().numpy())
+    out["w3p"] = pack_weight_1x1(fb.w3.detach().cpu().numpy())
     out["w2b"] = pack_weight_3x3(fb.w2.detach().cpu().numpy(), fb.spec.groups)
     if fb.wd is not None:
-        out["wdp"] = pack_weight(fb.wd.detach().cpu().numpy())
+        out["wdp"] = pack_weight_1x1(fb.wd.detach().cpu().numpy())
         out["bd"] = np.ascontiguousarray(fb.bd.detach().cpu().numpy(), dtype=np.float32)
     if fb.se is not None:
         for k, v in zip(("se_w1", "se_b1", "se_w2", "se_b2"), fb.se):

@@ -10,9 +10,7 @@ import torch.nn.functional as F
 
 from _blocks import masker_diff, random_block, set_rate, untie
 from lasnet_tvm.block_runtime import compile_kernel
-from lasnet_tvm.kernels._common import dense_padded_extent, padded_extent
-from lasnet_tvm.kernels._gemm import pack_weight
-from lasnet_tvm.kernels.gather_conv3x3 import pack_weight as pack_weight_3x3
+from lasnet_tvm.kernels.shapes import dense_padded_extent, pack_weight_1x1, pack_weight_3x3, padded_extent
 from lasnet_tvm.models.folded import (active_indices, coarse_mask, gather_patches, scatter_add_relu,
                                       valid_patch_pixels)
 
@@ -40,7 +38,7 @@ def rand_idx(g, rate, seed=0):
 
 def packed(w):
     """1x1 conv weights ``[C_out, C_in]`` in the kernels' packed layout."""
-    return torch.from_numpy(pack_weight(w.numpy())).clone()  # a torch allocation: 64-byte aligned, as TVM assumes
+    return torch.from_numpy(pack_weight_1x1(w.numpy())).clone()  # a torch allocation: 64-byte aligned, as TVM assumes
 
 
 def packed3x3(w, groups):

@@ -31,9 +31,9 @@ GC = dict(C=16, H=16, W=16, S=4, stride=1, groups=1, padded=True)
 
 def packed_w(w):
     """``[C_in, 3, 3, C_out]`` weights of :func:`gather_conv_ref` in the padded gather-conv's packed layout."""
-    from lasnet_tvm.kernels.gather_conv3x3 import pack_weight
+    from lasnet_tvm.kernels.shapes import pack_weight_3x3
 
-    return pack_weight(np.transpose(w, (3, 0, 1, 2)))
+    return pack_weight_3x3(np.transpose(w, (3, 0, 1, 2)))
 
 
 def gather_conv_ref(f1, idx, w, b, S=4, g=4):

@@ -12,7 +12,7 @@ import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir import dlight as dl
 
-from ...kernels._common import MAX_TILE_FLOATS, largest_divisor
+from ...kernels.shapes import MAX_TILE_FLOATS, largest_divisor
 from ...targets import target_kind
 
 
