@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..block_plan import FUSIONS
+from ..block_plan import Fusion
 
 # Target flags users write after --target, in TVM's old string syntax (e.g. -arch=sm_70).
 _TARGET_FLAG = re.compile(r"^--?(arch|mtriple|mcpu|mattr|mabi|max_num_threads|num-cores)=\S+$")
@@ -39,7 +39,7 @@ def _target_text(target: str | None, extra: list[str], device: str | None):
 @click.option("--target", default=None, help="llvm (default), 'cuda -arch=sm_70', a JSON dict or a TVM tag; "
               "flags may follow as separate words: --target cuda -arch=sm_70.")
 @click.option("--device", default=None, help="Take the target from this hardware profile (see `lasnet-tvm devices`).")
-@click.option("--fusion", type=click.Choice(FUSIONS), default="all", show_default=True,
+@click.option("--fusion", type=click.Choice(Fusion.values()), default=Fusion.ALL.value, show_default=True,
               help="Fusion level of the dynamic blocks (paper Table 1).")
 @click.option("--no-fuse", is_flag=True, help="Same as --fusion none.")
 @click.option("--static", is_flag=True, help="Compile the static counterpart (dense blocks) instead.")
@@ -56,7 +56,7 @@ def compile_cmd(ctx, model_path, target, device, fusion, no_fuse, static, output
 
     text = _target_text(target, ctx.meta["target_flags"], device)
     database = schedules_for(schedules, device, text, not default_schedules)
-    result = compile_checkpoint(model_path, text, "none" if no_fuse else fusion, static, output, database=database)
+    result = compile_checkpoint(model_path, text, Fusion.NONE if no_fuse else fusion, static, output, database=database)
     m = result.manifest
     click.echo(f"wrote {output} ({m['arch']}, {m['target']['kind']}"
                f"{' ' + m['target'].get('arch', m['target'].get('mcpu', '')) if m['target']['kind'] != 'llvm' else ''}, "

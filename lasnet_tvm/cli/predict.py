@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..archs import ARCHS
+from ..block_plan import Fusion
 from ..errors import LasnetError
 
 
@@ -46,7 +47,7 @@ def _block_json(b) -> dict:
               help="S per stage ('4-4-2-1'), one S, or one S per block (comma separated).")
 @click.option("--rate", "-r", default="0.5", show_default=True,
               help="Activation rate, one for all blocks or one per block (comma separated).")
-@click.option("--fusion", type=click.Choice(["none", "masker", "masker+gather", "all"]), default="all",
+@click.option("--fusion", type=click.Choice(Fusion.values()), default=Fusion.ALL.value,
               show_default=True, help="Operator fusion variant (paper Table 1).")
 @click.option("--batch", type=int, default=1, show_default=True)
 @click.option("--input-size", type=int, default=224, show_default=True)

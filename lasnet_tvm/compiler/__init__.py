@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import tvm
 
+from ..block_plan import Fusion
 from ..errors import LasnetError
 from ..targets import NVCC_MIN_ARCH, arch_number, cuda_root, resolve_target
 from .artifact import CompiledModel, save_artifact
@@ -42,7 +43,7 @@ def build_target(spec) -> tvm.target.Target:
     return target
 
 
-def compile_model(model, target, fusion: str = "all", static: bool = False, database=None,
+def compile_model(model, target, fusion: Fusion | str = Fusion.ALL, static: bool = False, database=None,
                   source: str = "") -> CompileResult:
     """Compile an eval-mode LAS model (see :func:`.pipeline.compile_model`); with ``database`` (tuned
     schedules, :class:`lasnet_tvm.tuning.TunedSchedules`) the manifest's ``tuned_schedules`` names the tasks
@@ -55,7 +56,7 @@ def compile_model(model, target, fusion: str = "all", static: bool = False, data
     return result
 
 
-def compile_checkpoint(path, target="llvm", fusion: str = "all", static: bool = False, output=None,
+def compile_checkpoint(path, target="llvm", fusion: Fusion | str = Fusion.ALL, static: bool = False, output=None,
                        database=None) -> CompileResult:
     """Compile a ``model.pt`` for ``target``; with ``output``, also write the library and its manifest."""
     from ..checkpoint import load_checkpoint

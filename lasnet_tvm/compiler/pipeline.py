@@ -10,6 +10,7 @@ import tvm
 from tvm import relax
 
 from .. import __version__
+from ..block_plan import Fusion
 from ..models import LASNet
 from .export import export_model
 from .importer import import_exported
@@ -22,7 +23,8 @@ from .passes.schedule_static_ops import ScheduleStaticOps
 ABI = 1
 
 
-def lasnet_passes(target: tvm.target.Target, fusion: str = "all", static: bool = False, database=None) -> list:
+def lasnet_passes(target: tvm.target.Target, fusion: Fusion | str = Fusion.ALL, static: bool = False,
+                  database=None) -> list:
     """The passes applied to an imported LAS module, in order."""
     return [
         relax.transform.LegalizeOps(),  # static operators (stem, pooling, fc) -> TensorIR
@@ -79,7 +81,7 @@ class CompileResult:
     manifest: dict
 
 
-def compile_model(model: LASNet, target, fusion: str = "all", static: bool = False, database=None,
+def compile_model(model: LASNet, target, fusion: Fusion | str = Fusion.ALL, static: bool = False, database=None,
                   source: str = "") -> CompileResult:
     """Compile an eval-mode LAS model for ``target``.
 
@@ -88,7 +90,8 @@ def compile_model(model: LASNet, target, fusion: str = "all", static: bool = Fal
     model : LASNet
     target : tvm.target.Target
         Resolved target (see :func:`lasnet_tvm.targets.resolve_target`).
-    fusion : {"none", "masker", "masker+gather", "all"}
+    fusion : Fusion or its name
+        Fusion level of the dynamic blocks (:class:`lasnet_tvm.block_plan.Fusion`).
     static : bool
         Compile the static counterpart (dense kernels for every block) instead.
     database : optional
@@ -96,6 +99,7 @@ def compile_model(model: LASNet, target, fusion: str = "all", static: bool = Fal
     source : str
         Where the model came from, recorded in the manifest.
     """
+    fusion = Fusion.parse(fusion)
     t0 = time.perf_counter()
     mod = import_exported(export_model(model))
     mod = tvm.transform.Sequential(lasnet_passes(target, fusion, static, database))(mod)
@@ -114,7 +118,7 @@ def compile_model(model: LASNet, target, fusion: str = "all", static: bool = Fal
         "width_mult": s.width_mult,
         "blocks": [b.name for b in s.blocks],
         "grids": [b.grid for b in s.blocks],
-        "fusion": fusion,
+        "fusion": fusion.value,
         "static": static,
         "target": _plain(target.export()),
         "tuned": database is not None,
