@@ -20,8 +20,8 @@ from ..block_plan import Fusion
 from ..errors import LasnetError
 from ..targets import NVCC_MIN_ARCH, arch_number, cuda_root, resolve_target
 from .artifact import CompiledModel, save_artifact
-from .pipeline import CompileResult, lasnet_passes
-from .pipeline import compile_model as _compile_model
+from .passes.apply_tuned_schedules import ScheduleDatabase
+from .pipeline import CompileResult, compile_model, lasnet_passes
 
 __all__ = ["CompiledModel", "CompileResult", "compile_checkpoint", "compile_model", "lasnet_passes",
            "build_target", "verify_compiled"]
@@ -43,21 +43,8 @@ def build_target(spec) -> tvm.target.Target:
     return target
 
 
-def compile_model(model, target, fusion: Fusion | str = Fusion.ALL, static: bool = False, database=None,
-                  source: str = "") -> CompileResult:
-    """Compile an eval-mode LAS model (see :func:`.pipeline.compile_model`); with ``database`` (tuned
-    schedules, :class:`lasnet_tvm.tuning.TunedSchedules`) the manifest's ``tuned_schedules`` names the tasks
-    that got a tuned schedule."""
-    if hasattr(database, "reset_applied"):
-        database.reset_applied()
-    result = _compile_model(model, target, fusion, static, database, source)
-    if hasattr(database, "report"):
-        result.manifest["tuned_schedules"] = database.report()
-    return result
-
-
 def compile_checkpoint(path, target="llvm", fusion: Fusion | str = Fusion.ALL, static: bool = False, output=None,
-                       database=None) -> CompileResult:
+                       database: ScheduleDatabase | None = None) -> CompileResult:
     """Compile a ``model.pt`` for ``target``; with ``output``, also write the library and its manifest."""
     from ..checkpoint import load_checkpoint
 

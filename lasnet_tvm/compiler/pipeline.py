@@ -14,6 +14,7 @@ from ..block_plan import Fusion
 from ..models import LASNet
 from .export import export_model
 from .importer import import_exported
+from .passes.apply_tuned_schedules import ApplyTunedSchedules, ScheduleDatabase, tuned_functions
 from .passes.lower_las_blocks import LowerLASBlocks
 from .passes.schedule_kernels import ScheduleKernels
 from .passes.schedule_static_ops import ScheduleStaticOps
@@ -24,7 +25,7 @@ ABI = 1
 
 
 def lasnet_passes(target: tvm.target.Target, fusion: Fusion | str = Fusion.ALL, static: bool = False,
-                  database=None) -> list:
+                  database: ScheduleDatabase | None = None) -> list:
     """The passes applied to an imported LAS module, in order."""
     return [
         relax.transform.LegalizeOps(),  # static operators (stem, pooling, fc) -> TensorIR
@@ -37,8 +38,9 @@ def lasnet_passes(target: tvm.target.Target, fusion: Fusion | str = Fusion.ALL, 
         LowerLASBlocks(fusion=fusion, static=static),  # LAS blocks -> TensorIR kernels
         relax.transform.DeadCodeElimination(["main"]),
         relax.transform.LegalizeOps(),  # the reshapes and casts the lowering added
-        ScheduleKernels(target, database),  # tuned or default schedules of the LAS kernels
-        ScheduleStaticOps(target),  # default schedules of the rest
+        ApplyTunedSchedules(target, database),  # tuned schedules, where the database has one
+        ScheduleKernels(target),  # default schedules of the other LAS kernels
+        ScheduleStaticOps(target),  # default schedules of the other static operators
     ]
 
 
@@ -81,8 +83,8 @@ class CompileResult:
     manifest: dict
 
 
-def compile_model(model: LASNet, target, fusion: Fusion | str = Fusion.ALL, static: bool = False, database=None,
-                  source: str = "") -> CompileResult:
+def compile_model(model: LASNet, target, fusion: Fusion | str = Fusion.ALL, static: bool = False,
+                  database: ScheduleDatabase | None = None, source: str = "") -> CompileResult:
     """Compile an eval-mode LAS model for ``target``.
 
     Parameters
@@ -94,8 +96,9 @@ def compile_model(model: LASNet, target, fusion: Fusion | str = Fusion.ALL, stat
         Fusion level of the dynamic blocks (:class:`lasnet_tvm.block_plan.Fusion`).
     static : bool
         Compile the static counterpart (dense kernels for every block) instead.
-    database : optional
-        Tuned schedules (see :class:`.passes.schedule_kernels.ScheduleKernels`).
+    database : ScheduleDatabase, optional
+        Tuned schedules (:class:`lasnet_tvm.tuning.TunedSchedules`); the manifest's ``tuned_schedules`` then
+        says where they come from and names the functions that got one.
     source : str
         Where the model came from, recorded in the manifest.
     """
@@ -103,6 +106,7 @@ def compile_model(model: LASNet, target, fusion: Fusion | str = Fusion.ALL, stat
     t0 = time.perf_counter()
     mod = import_exported(export_model(model))
     mod = tvm.transform.Sequential(lasnet_passes(target, fusion, static, database))(mod)
+    applied = tuned_functions(mod)
     executable = tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target))
     s = model.spec
     manifest = {
@@ -124,4 +128,6 @@ def compile_model(model: LASNet, target, fusion: Fusion | str = Fusion.ALL, stat
         "tuned": database is not None,
         "compile_seconds": round(time.perf_counter() - t0, 2),
     }
+    if database is not None:
+        manifest["tuned_schedules"] = {**database.describe(), "applied": applied}
     return CompileResult(executable, manifest)

@@ -3,7 +3,7 @@
 These are the PrimFuncs that Relax legalization and operator fusion make of everything outside the LAS
 blocks (the blocks' own kernels, the downsample convolutions and the static counterparts' kernels are
 :class:`~.tasks.Task` s). They are taken from the compiler's own pipeline, stopped right before
-``ScheduleKernels``, so that the workloads tuned here are structurally equal to those the compiler meets;
+``ApplyTunedSchedules``, so that the workloads tuned here are structurally equal to those the compiler meets;
 the database is looked up by that workload (see :meth:`.schedules.TunedSchedules.query_static`).
 """
 
@@ -81,7 +81,7 @@ def static_op_tasks(model, target, fusion: str = "all") -> list[StaticTask]:
     from ..compiler.pipeline import lasnet_passes
 
     passes = lasnet_passes(target, fusion, False, None)
-    upto = next(i for i, p in enumerate(passes) if p.info.name == "ScheduleKernels")
+    upto = next(i for i, p in enumerate(passes) if p.info.name == "ApplyTunedSchedules")
     mod = tvm.transform.Sequential(passes[:upto])(import_exported(export_model(model.eval())))
     seen: dict[str, StaticTask] = {}
     for gv, func in sorted(mod.functions_items(), key=lambda kv: kv[0].name_hint):
