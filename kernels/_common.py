@@ -1,14 +1,11 @@
-"""Schedule idioms shared by the kernel modules (their extents and tile sizes: :mod:`.shapes`) and search-space
-declarations.
+"""Schedule idioms shared by the kernel modules (their extents and tile sizes: :mod:`.shapes`).
 
 Every kernel module defines a PrimFunc builder (shape parameters in, ``tvm.tirx.PrimFunc`` out, float32),
 ``schedule_cpu(func, **params)`` and ``schedule_cuda(func, **params)`` returning a ``tvm.s_tir.Schedule`` with
-the default schedule applied, and ``SEARCH_SPACE``, a :class:`SearchSpace` for the MetaSchedule tuning issue.
+the default schedule applied.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 from tvm import s_tir
 
@@ -42,30 +39,3 @@ def bind_spatial_cuda(sch: s_tir.Schedule, block, threads: int = 128) -> None:
     bx, tx = sch.split(fused, [None, threads])
     sch.bind(bx, "blockIdx.x")
     sch.bind(tx, "threadIdx.x")
-
-
-@dataclass(frozen=True)
-class SearchSpace:
-    """Declaration of a kernel's MetaSchedule search space (consumed by the tuning issue).
-
-    Attributes
-    ----------
-    rules : str
-        ``"default"``: MetaSchedule's default schedule rules for the target kind (``PostOrderApply``).
-    specialize : dict
-        Symbolic extents to pin before tuning (MetaSchedule cannot tune a symbolic parallel loop) with the
-        representative value as a fraction of their maximum (e.g. ``{"P": 0.5}`` = half the patches).
-    index_args : tuple of str
-        Int32 arguments holding patch indices: the runner must fill them with valid indices.
-    """
-
-    rules: str = "default"
-    specialize: dict = field(default_factory=dict)
-    index_args: tuple = ()
-
-    def generator(self):
-        """The ``ms.space_generator.PostOrderApply`` to tune with."""
-        from tvm.s_tir import meta_schedule as ms
-
-        return ms.space_generator.PostOrderApply(sch_rules="from-target", postprocs="from-target",
-                                                 mutator_probs="from-target")

@@ -7,11 +7,8 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from ._common import SearchSpace
 from ._gemm import schedule_conv1x1_cpu
 from .shapes import ceil_div, co_block, dense_padded_extent
-
-SEARCH_SPACE = SearchSpace()
 
 
 def conv1x1(C_in: int, C_out: int, H: int, W: int, stride: int = 1, relu: bool = True, pad_for: int = 0):

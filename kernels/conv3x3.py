@@ -10,10 +10,8 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from ._common import SearchSpace, bind_spatial_cuda, order_channel_tiles
+from ._common import bind_spatial_cuda, order_channel_tiles
 from .shapes import MAX_TILE_FLOATS, ceil_div, dense_padded_extent, lane_tile, largest_divisor, weight_block
-
-SEARCH_SPACE = SearchSpace()
 
 
 def conv3x3(C: int, H: int, W: int, stride: int = 1, groups: int = 1, padded: bool = False):

@@ -6,10 +6,8 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from ._common import SearchSpace, bind_spatial_cuda
+from ._common import bind_spatial_cuda
 from .shapes import ceil_div
-
-SEARCH_SPACE = SearchSpace(specialize={"P": 0.5}, index_args=("idx",))
 
 
 def gather(C: int, H: int, W: int, S: int, stride: int = 1):

@@ -19,11 +19,9 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from ._common import SearchSpace, order_channel_tiles
+from ._common import order_channel_tiles
 from .shapes import (MAX_TILE_FLOATS, WEIGHT_TILE_BYTES, ceil_div, computed_patches, large_weights_3x3, lane_tile,
                      largest_divisor, padded_extent, patch_tile, patch_tiles, weight_block)
-
-SEARCH_SPACE = SearchSpace(specialize={"P": 0.5}, index_args=("idx",))
 
 
 def gather_conv3x3(C: int, H: int, W: int, S: int, stride: int = 1, groups: int = 1, padded: bool = False):

@@ -15,11 +15,9 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from ._common import SearchSpace, bind_spatial_cuda
+from ._common import bind_spatial_cuda
 from ._gemm import schedule_conv1x1_cpu
 from .shapes import ceil_div, co_block, padded_extent
-
-SEARCH_SPACE = SearchSpace()
 
 
 def masker_conv1x1(C_in: int, C_mid: int, H: int, W: int, S: int, stride: int = 1, pad: bool = False):

@@ -17,10 +17,8 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from ._common import SearchSpace, order_channel_tiles
+from ._common import order_channel_tiles
 from .shapes import MAX_TILE_FLOATS, ceil_div, co_block, computed_patches, lane_tile, patch_tile
-
-SEARCH_SPACE = SearchSpace(specialize={"P": 0.5})
 
 
 def patch_conv1x1(C_in: int, C_out: int, S: int, Ho: int = 0):

@@ -9,10 +9,7 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from ._common import SearchSpace
 from .gather_conv3x3 import schedule_patch_conv_cpu, schedule_patch_conv_cuda
-
-SEARCH_SPACE = SearchSpace(specialize={"P": 0.5})
 
 
 def window_conv3x3(C: int, S: int, stride: int = 1, groups: int = 1):

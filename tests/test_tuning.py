@@ -81,6 +81,24 @@ def test_tasks_of_block_specialize_and_indices():
     assert len(t) == 2 and np.array_equal(t[0][1].numpy(), idx)
 
 
+@pytest.mark.parametrize("fusion", ["none", "masker", "all"])
+def test_tasks_follow_the_kernels_symbolic_patch_count(fusion):
+    """A task is specialized exactly where its kernel has the symbolic patch count, and its index argument is
+    the kernel's ``idx`` (what MetaSchedule searches is each kernel's own function, nothing declared beside it)."""
+    from lasnet_tvm import kernels as K
+    from lasnet_tvm.tuning.tasks import symbolic_vars
+
+    tasks = tasks_of_block(BLOCK, fusion=fusion, static=True)
+    for t in tasks:
+        func = K.builder(t.kernel)(**t.params)
+        assert (t.P is not None) == bool(symbolic_vars(func)), t.kernel
+        assert t.index_args == (("idx",) if t.P is not None and "idx" in [p.name for p in func.params] else ())
+    assert {t.kernel for t in tasks if t.index_args} == ({"gather_conv3x3", "scatter_add"} if fusion == "all"
+                                                         else {"gather", "scatter"})
+    assert {t.kernel for t in tasks if t.P is not None and not t.index_args} == (
+        {"patch_conv1x1"} if fusion == "all" else {"window_conv3x3", "patch_conv1x1"})
+
+
 def test_unknown_device_and_missing_hardware(tmp_path):
     with pytest.raises(LasnetError, match="unknown device"):
         tune([], "no-such-board", tmp_path)
