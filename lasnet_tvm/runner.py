@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .errors import LasnetError
+from .run_result import RunResult, check_input_shape
 
-
-@dataclass
-class RunResult:
-    """Logits ``[N, classes]``, per-block activation rates ``[N, blocks]`` and coarse masks by block name."""
-
-    logits: np.ndarray
-    rates: np.ndarray
-    masks: dict[str, np.ndarray]
+__all__ = ["RunResult", "check_input_shape", "load_input", "run_model", "run_pytorch", "save_outputs"]
 
 
 def load_input(path: str | Path) -> np.ndarray:
@@ -32,13 +25,6 @@ def load_input(path: str | Path) -> np.ndarray:
     if x.ndim != 4 or x.shape[1] != 3:
         raise LasnetError(f"{path}: input has shape {list(x.shape)}, expected [N, 3, H, W]")
     return np.ascontiguousarray(x, dtype=np.float32)
-
-
-def check_input_shape(x: np.ndarray, input_size: int, source: str | Path) -> None:
-    if x.shape[2:] != (input_size, input_size):
-        raise LasnetError(
-            f"input is {x.shape[2]}x{x.shape[3]}, but the model {source} takes {input_size}x{input_size} images"
-        )
 
 
 def run_model(model_path: str | Path, x: np.ndarray) -> RunResult:

@@ -124,8 +124,7 @@ def devices(as_json):
               help="Where to write the profile (default: the user cache, used by --device local).")
 def profile_device(output):
     """Measure this machine (cores, FP32 peak of our conv1x1 kernel, copy bandwidth, caches); write a CPU profile."""
-    from ..predictor.measure import write_local_profile
-    from ..predictor.profiles import load_profile, local_profile_path
+    from ..predictor.profiles import load_profile, local_profile_path, write_local_profile
 
     path = write_local_profile(Path(output) if output else local_profile_path())
     p = load_profile(path)

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from ..errors import LasnetError
 
@@ -170,16 +169,3 @@ def measure_local() -> dict[str, Any]:
     }
 
 
-def write_local_profile(path: str | os.PathLike) -> Path:
-    """Measure this machine and write its profile to ``path`` (folders created)."""
-    from .profiles import profile_from_dict
-
-    prof = measure_local()
-    measured = prof.pop("measured")
-    profile_from_dict(prof, "local", str(path))  # validate before writing
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    header = (f"# Measured by lasnet-tvm profile-device: conv1x1 {measured['peak_gflops']} GFLOP/s "
-              f"(nominal {measured['nominal_gflops']}), copy {measured['copy_gbps']} GB/s.\n")
-    path.write_text(header + yaml.safe_dump(prof, sort_keys=False))
-    return path
