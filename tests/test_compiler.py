@@ -151,6 +151,30 @@ def test_cli_compile_verify_run(tmp_path):
     assert res.exit_code != 0 and "takes 64x64 images" in res.output and "Traceback" not in res.output
 
 
+def test_cli_compile_dump_ir(tmp_path):
+    """--dump-ir writes the module after import and after each pass of the pipeline, numbered in its order."""
+    from lasnet_tvm.compiler.pipeline import lasnet_passes, phase_file
+
+    pt = save_checkpoint(tmp_path / "model.pt", _model(seed=1))
+    (tmp_path / "taken").write_text("")
+    res = invoke("compile", pt, "-o", tmp_path / "m.so", "--dump-ir", tmp_path / "taken")
+    assert res.exit_code != 0 and "is a file" in res.output and "Traceback" not in res.output
+    res = invoke("compile", pt, "-o", tmp_path / "m.so", "--dump-ir", tmp_path / "ir")
+    assert res.exit_code == 0, res.output
+    names = ["00_import.py"] + [phase_file(i, p.info.name) for i, p in enumerate(lasnet_passes(LLVM), 1)]
+    assert names[6] == "06_lower_las_blocks.py" and names[-1] == "11_schedule_static_ops.py"
+    assert sorted(f.name for f in (tmp_path / "ir").iterdir()) == names
+    ir = {n: (tmp_path / "ir" / n).read_text() for n in names}
+    assert "def las_block_0(" in ir[names[0]] and '"lasnet.spec"' in ir[names[0]] and "@T.prim_func" not in ir[names[0]]
+    assert "def gather_conv3x3_" not in ir[names[5]] and '"lasnet.spec"' in ir[names[5]]  # before the lowering
+    lowered = ir["06_lower_las_blocks.py"]
+    assert "def gather_conv3x3_" in lowered and "def scatter_add_" in lowered and '"lasnet.spec"' not in lowered
+    assert ir[names[9]] == ir[names[8]]  # no tuned schedules: ApplyTunedSchedules leaves the module alone
+    assert '"tir.is_scheduled"' not in ir[names[8]]
+    last = ir[names[-1]]
+    assert last.count("@T.prim_func") == last.count('"tir.is_scheduled"') > 10  # every function scheduled
+
+
 def test_cli_compile_errors(tmp_path):
     res = invoke("compile", tmp_path / "missing.pt", "-o", tmp_path / "m.so")
     assert res.exit_code != 0 and "missing.pt: no such file" in res.output

@@ -48,15 +48,20 @@ def _target_text(target: str | None, extra: list[str], device: str | None):
               help="Tuned schedules (a `lasnet-tvm tune` work dir); default: the shipped schedules of --device, or "
               "of the llvm target's CPU (schedules/<LLVM CPU name>), when present.")
 @click.option("--default-schedules", is_flag=True, help="Ignore shipped tuned schedules: default schedules only.")
+@click.option("--dump-ir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write the module (TVMScript) after import and after each compiler pass into this folder: "
+              "00_import.py, 01_legalize_ops.py, ...")
 @click.pass_context
-def compile_cmd(ctx, model_path, target, device, fusion, no_fuse, static, output, schedules, default_schedules):
+def compile_cmd(ctx, model_path, target, device, fusion, no_fuse, static, output, schedules, default_schedules,
+                dump_ir):
     """Compile MODEL.pt into a shared library (plus a JSON manifest beside it)."""
     from ..compiler import compile_checkpoint
     from ..tuning import schedules_for
 
     text = _target_text(target, ctx.meta["target_flags"], device)
     database = schedules_for(schedules, device, text, not default_schedules)
-    result = compile_checkpoint(model_path, text, Fusion.NONE if no_fuse else fusion, static, output, database=database)
+    result = compile_checkpoint(model_path, text, Fusion.NONE if no_fuse else fusion, static, output, database=database,
+                                dump_ir=dump_ir)
     m = result.manifest
     click.echo(f"wrote {output} ({m['arch']}, {m['target']['kind']}"
                f"{' ' + m['target'].get('arch', m['target'].get('mcpu', '')) if m['target']['kind'] != 'llvm' else ''}, "

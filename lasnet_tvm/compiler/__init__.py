@@ -44,12 +44,13 @@ def build_target(spec) -> tvm.target.Target:
 
 
 def compile_checkpoint(path, target="llvm", fusion: Fusion | str = Fusion.ALL, static: bool = False, output=None,
-                       database: ScheduleDatabase | None = None) -> CompileResult:
-    """Compile a ``model.pt`` for ``target``; with ``output``, also write the library and its manifest."""
+                       database: ScheduleDatabase | None = None, dump_ir=None) -> CompileResult:
+    """Compile a ``model.pt`` for ``target``; with ``output``, also write the library and its manifest; with
+    ``dump_ir`` (a folder), the module after each pass phase (:func:`.pipeline.apply_passes`)."""
     from ..checkpoint import load_checkpoint
 
     model, _ = load_checkpoint(path)
-    result = compile_model(model, build_target(target), fusion, static, database, source=str(path))
+    result = compile_model(model, build_target(target), fusion, static, database, source=str(path), dump_ir=dump_ir)
     if output is not None:
         save_artifact(result.executable, output, result.manifest)
     return result

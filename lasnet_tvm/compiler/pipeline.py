@@ -1,9 +1,15 @@
-"""The compile flow: export -> import -> passes (in order) -> build, and the library API behind ``compile``."""
+"""The compile flow: export -> import -> passes (in order) -> build, and the library API behind ``compile``.
+
+The passes are one list (:func:`lasnet_passes`); :func:`apply_passes` runs them and can write the module after
+each of them (``lasnet-tvm compile --dump-ir DIR``).
+"""
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import tvm
@@ -11,6 +17,7 @@ from tvm import relax
 
 from .. import __version__
 from ..block_plan import Fusion
+from ..errors import LasnetError
 from ..models import LASNet
 from .export import export_model
 from .importer import import_exported
@@ -42,6 +49,43 @@ def lasnet_passes(target: tvm.target.Target, fusion: Fusion | str = Fusion.ALL, 
         ScheduleKernels(target),  # default schedules of the other LAS kernels
         ScheduleStaticOps(target),  # default schedules of the other static operators
     ]
+
+
+def phase_file(index: int, name: str) -> str:
+    """The dump file of phase ``index``: ``00_import.py``, ``06_lower_las_blocks.py`` (pass names in snake case)."""
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
+    return f"{index:02d}_{snake}.py"
+
+
+def apply_passes(mod: tvm.IRModule, passes: list, dump_dir: str | Path | None = None) -> tvm.IRModule:
+    """Run ``passes`` on ``mod`` in order. With ``dump_dir``, write the module (TVMScript, ``mod.script()``)
+    there as imported (``00_import.py``) and after each pass (``NN_<pass>.py``, numbered in order).
+
+    Raises
+    ------
+    LasnetError
+        ``dump_dir`` cannot be created or written.
+    """
+    dump = None
+    if dump_dir is not None:
+        dump = Path(dump_dir)
+        try:
+            dump.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise LasnetError(f"--dump-ir {dump}: cannot create the folder ({e.strerror})") from None
+
+    def write(index: int, name: str) -> None:
+        if dump is not None:
+            try:
+                (dump / phase_file(index, name)).write_text(mod.script())
+            except OSError as e:
+                raise LasnetError(f"--dump-ir {dump}: cannot write {phase_file(index, name)} ({e.strerror})") from None
+
+    write(0, "import")
+    for i, p in enumerate(passes, 1):
+        mod = p(mod)
+        write(i, p.info.name)
+    return mod
 
 
 def relax_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
@@ -84,7 +128,8 @@ class CompileResult:
 
 
 def compile_model(model: LASNet, target, fusion: Fusion | str = Fusion.ALL, static: bool = False,
-                  database: ScheduleDatabase | None = None, source: str = "") -> CompileResult:
+                  database: ScheduleDatabase | None = None, source: str = "",
+                  dump_ir: str | Path | None = None) -> CompileResult:
     """Compile an eval-mode LAS model for ``target``.
 
     Parameters
@@ -101,11 +146,13 @@ def compile_model(model: LASNet, target, fusion: Fusion | str = Fusion.ALL, stat
         says where they come from and names the functions that got one.
     source : str
         Where the model came from, recorded in the manifest.
+    dump_ir : str or Path, optional
+        Write the module after import and after each pass into this folder (see :func:`apply_passes`).
     """
     fusion = Fusion.parse(fusion)
     t0 = time.perf_counter()
     mod = import_exported(export_model(model))
-    mod = tvm.transform.Sequential(lasnet_passes(target, fusion, static, database))(mod)
+    mod = apply_passes(mod, lasnet_passes(target, fusion, static, database), dump_ir)
     applied = tuned_functions(mod)
     executable = tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target))
     s = model.spec

@@ -78,11 +78,11 @@ def static_op_tasks(model, target, fusion: str = "all") -> list[StaticTask]:
     from ..compiler.export import export_model
     from ..compiler.importer import import_exported
     from ..compiler.passes.lower_las_blocks import KERNEL_ATTR
-    from ..compiler.pipeline import lasnet_passes
+    from ..compiler.pipeline import apply_passes, lasnet_passes
 
     passes = lasnet_passes(target, fusion, False, None)
     upto = next(i for i, p in enumerate(passes) if p.info.name == "ApplyTunedSchedules")
-    mod = tvm.transform.Sequential(passes[:upto])(import_exported(export_model(model.eval())))
+    mod = apply_passes(import_exported(export_model(model.eval())), passes[:upto])
     seen: dict[str, StaticTask] = {}
     for gv, func in sorted(mod.functions_items(), key=lambda kv: kv[0].name_hint):
         if not isinstance(func, tirx.PrimFunc) or (func.attrs and KERNEL_ATTR in func.attrs):
