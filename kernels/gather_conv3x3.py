@@ -69,6 +69,8 @@ def gather_conv3x3(C: int, H: int, W: int, S: int, stride: int = 1, groups: int 
 
         return main_p
 
+    stage, conv = stage_windows(C, H, W, S, stride, P), window_conv(C, S, stride, groups, P)
+
     @T.prim_func(s_tir=True)
     def main(f1: T.Buffer((C, H, W), "float32"), idx_h: T.handle, w: T.Buffer((ipg, 3, 3, C), "float32"),
              b: T.Buffer((C,), "float32"), out_h: T.handle):
@@ -77,6 +79,20 @@ def gather_conv3x3(C: int, H: int, W: int, S: int, stride: int = 1, groups: int 
         out = T.match_buffer(out_h, (P, C, S, S), "float32")
         win = T.sblock_alloc_buffer((P, C, L, L))
         acc = T.sblock_alloc_buffer((P, S, S, C))
+        stage(f1, idx, win)
+        conv(win, w, b, acc, out)
+
+    return main
+
+
+def stage_windows(C: int, H: int, W: int, S: int, stride: int, P):
+    """``T.macro`` ``stage(f1, idx, win)``: copy each active patch's window (patch plus 1-pixel halo, zero outside
+    the image) from ``f1 [C, H, W]`` to ``win [P, C, L, L]`` (block ``window``). Shared with :mod:`.gather`."""
+    g = ceil_div(ceil_div(H, stride), S)
+    L = (S - 1) * stride + 3
+
+    @T.macro
+    def stage(f1, idx, win):
         for p, c, a, e in T.grid(P, C, L, L):
             with T.sblock("window"):
                 vp, vc, va, ve = T.axis.remap("SSSS", [p, c, a, e])
@@ -88,6 +104,18 @@ def gather_conv3x3(C: int, H: int, W: int, S: int, stride: int = 1, groups: int 
                     f1[vc, T.max(T.min((idx[vp] // g) * S * stride + va - 1, H - 1), 0),
                        T.max(T.min((idx[vp] % g) * S * stride + ve - 1, W - 1), 0)],
                     T.float32(0))
+
+    return stage
+
+
+def window_conv(C: int, S: int, stride: int, groups: int, P):
+    """``T.macro`` ``conv(win, w, b, acc, out)``: the 3x3 conv of the windows ``win [P, C, L, L]`` with weights
+    ``w [C // groups, 3, 3, C]`` into ``acc [P, S, S, C]`` (block ``conv``), then bias and ReLU into
+    ``out [P, C, S, S]`` (block ``out``). Shared with :mod:`.window_conv3x3`."""
+    ipg = opg = C // groups
+
+    @T.macro
+    def conv(win, w, b, acc, out):
         for p, y, x, co, rc, kh, kw in T.grid(P, S, S, C, ipg, 3, 3):
             with T.sblock("conv"):
                 vp, vy, vx, vco, vrc, vkh, vkw = T.axis.remap("SSSSRRR", [p, y, x, co, rc, kh, kw])
@@ -100,7 +128,7 @@ def gather_conv3x3(C: int, H: int, W: int, S: int, stride: int = 1, groups: int 
                 vp, vco, vy, vx = T.axis.remap("SSSS", [p, co, y, x])
                 out[vp, vco, vy, vx] = T.max(acc[vp, vy, vx, vco] + b[vco], T.float32(0))
 
-    return main
+    return conv
 
 
 def schedule_gather_conv_cpu(sch: s_tir.Schedule, C: int, S: int, groups: int) -> None:

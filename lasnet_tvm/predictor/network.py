@@ -92,8 +92,28 @@ def dynamic_block_ops(b: BlockSpec, P: int, fusion: Fusion | str = Fusion.ALL, b
     return out
 
 
+class _StaticDynamic:
+    """Static and dynamic latency (seconds) and their ratio, from :meth:`_total`."""
+
+    def _total(self, static: bool) -> float:
+        raise NotImplementedError
+
+    @property
+    def static_s(self) -> float:
+        return self._total(static=True)
+
+    @property
+    def dynamic_s(self) -> float:
+        return self._total(static=False)
+
+    @property
+    def ratio(self) -> float:
+        """Latency ratio ``r_l = l_dyn / l_stat``."""
+        return self.dynamic_s / self.static_s
+
+
 @dataclass(frozen=True)
-class BlockLatency:
+class BlockLatency(_StaticDynamic):
     """Predicted latency of one block, static and dynamic (seconds), with per-op breakdowns."""
 
     name: str
@@ -103,18 +123,8 @@ class BlockLatency:
     static: tuple[OpLatency, ...]
     dynamic: tuple[OpLatency, ...]
 
-    @property
-    def static_s(self) -> float:
-        return sum(o.total for o in self.static)
-
-    @property
-    def dynamic_s(self) -> float:
-        return sum(o.total for o in self.dynamic)
-
-    @property
-    def ratio(self) -> float:
-        """Latency ratio ``r_l = l_dyn / l_stat``."""
-        return self.dynamic_s / self.static_s
+    def _total(self, static: bool) -> float:
+        return sum(o.total for o in (self.static if static else self.dynamic))
 
     @property
     def dominant(self) -> str:
@@ -133,7 +143,7 @@ def predict_block(block: BlockSpec, hw: HardwareProfile, rate: float, fusion: Fu
 
 
 @dataclass(frozen=True)
-class NetworkLatency:
+class NetworkLatency(_StaticDynamic):
     """Predicted latency of a whole network (seconds)."""
 
     arch: str
@@ -145,17 +155,8 @@ class NetworkLatency:
     head: tuple[OpLatency, ...]
     blocks: tuple[BlockLatency, ...]
 
-    @property
-    def static_s(self) -> float:
-        return sum(o.total for o in self.stem + self.head) + sum(b.static_s for b in self.blocks)
-
-    @property
-    def dynamic_s(self) -> float:
-        return sum(o.total for o in self.stem + self.head) + sum(b.dynamic_s for b in self.blocks)
-
-    @property
-    def ratio(self) -> float:
-        return self.dynamic_s / self.static_s
+    def _total(self, static: bool) -> float:
+        return sum(o.total for o in self.stem + self.head) + sum(b._total(static) for b in self.blocks)
 
 
 def stem_ops(spec: ArchSpec, batch: int = 1) -> list[Op]:

@@ -15,8 +15,8 @@ from typing import Protocol
 import tvm
 from tvm import tirx
 
+from . import schedule_each
 from .lower_las_blocks import KERNEL_ATTR, PARAMS_ATTR
-from .schedule_static_ops import unscheduled
 
 TUNED_ATTR = "lasnet.tuned"  # on every PrimFunc given a tuned schedule
 
@@ -35,13 +35,15 @@ class ScheduleDatabase(Protocol):
         """Where the schedules come from (JSON-able), for the compile manifest."""
 
 
-def _query(database: ScheduleDatabase, func: tirx.PrimFunc, target) -> tirx.PrimFunc | None:
+def _tuned(database: ScheduleDatabase, func: tirx.PrimFunc, target) -> tirx.PrimFunc | None:
     attrs = func.attrs or {}
     bare = func.without_attr("global_symbol") if "global_symbol" in attrs else func
     if KERNEL_ATTR in attrs:
         params = json.loads(str(attrs[PARAMS_ATTR]))
-        return database.query_schedule(str(attrs[KERNEL_ATTR]), params, bare, target)
-    return database.query_static(bare, target)
+        tuned = database.query_schedule(str(attrs[KERNEL_ATTR]), params, bare, target)
+    else:
+        tuned = database.query_static(bare, target)
+    return None if tuned is None else tuned.with_attr(TUNED_ATTR, True)
 
 
 @tvm.transform.module_pass(opt_level=0, name="ApplyTunedSchedules")
@@ -61,18 +63,7 @@ class ApplyTunedSchedules:
     def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
         if self.database is None:
             return mod
-        updates = {}
-        for gv, func in mod.functions_items():
-            if not unscheduled(func):
-                continue
-            tuned = _query(self.database, func, self.target)
-            if tuned is not None:
-                for k, v in dict(func.attrs or {}).items():
-                    tuned = tuned.with_attr(k, v)
-                updates[gv] = tuned.with_attr("tir.is_scheduled", True).with_attr(TUNED_ATTR, True)
-        for gv, func in updates.items():
-            mod[gv] = func
-        return mod
+        return schedule_each(mod, lambda func: _tuned(self.database, func, self.target))
 
 
 def tuned_functions(mod: tvm.IRModule) -> list[str]:

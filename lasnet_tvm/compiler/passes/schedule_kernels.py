@@ -13,18 +13,16 @@ import tvm
 from tvm import tirx
 
 from ... import kernels as K
+from . import schedule_each
 from .lower_las_blocks import KERNEL_ATTR, PARAMS_ATTR
-from .schedule_static_ops import unscheduled
 
 
-def _default_schedule(func: tirx.PrimFunc, target: tvm.target.Target) -> tirx.PrimFunc:
-    """A tagged kernel PrimFunc under its default schedule (its attributes kept)."""
+def _default_schedule(func: tirx.PrimFunc, target: tvm.target.Target) -> tirx.PrimFunc | None:
+    """A tagged kernel PrimFunc under its default schedule; None for any other function."""
+    if func.attrs is None or KERNEL_ATTR not in func.attrs:
+        return None
     params = json.loads(str(func.attrs[PARAMS_ATTR]))
-    scheduled = K.scheduled(str(func.attrs[KERNEL_ATTR]), target, func.without_attr("global_symbol"),
-                            **params).mod["main"]
-    for k, v in dict(func.attrs).items():
-        scheduled = scheduled.with_attr(k, v)
-    return scheduled.with_attr("tir.is_scheduled", True)
+    return K.scheduled(str(func.attrs[KERNEL_ATTR]), target, func.without_attr("global_symbol"), **params).mod["main"]
 
 
 @tvm.transform.module_pass(opt_level=0, name="ScheduleKernels")
@@ -40,8 +38,4 @@ class ScheduleKernels:
         self.target = target
 
     def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
-        updates = {gv: _default_schedule(func, self.target) for gv, func in mod.functions_items()
-                   if unscheduled(func) and func.attrs is not None and KERNEL_ATTR in func.attrs}
-        for gv, func in updates.items():
-            mod[gv] = func
-        return mod
+        return schedule_each(mod, lambda func: _default_schedule(func, self.target))

@@ -13,6 +13,7 @@ from tvm.s_tir import dlight as dl
 
 from ...kernels.shapes import MAX_TILE_FLOATS, largest_divisor
 from ...targets import target_kind
+from . import schedule_each
 
 
 def _schedule_conv_cpu(sch: s_tir.Schedule, block) -> None:
@@ -119,11 +120,6 @@ def default_static_schedule(func: tirx.PrimFunc, target) -> tirx.PrimFunc:
     return _parallelize_cpu(func)
 
 
-def unscheduled(func) -> bool:
-    """Whether ``func`` is a PrimFunc no pass has scheduled yet (no ``tir.is_scheduled``)."""
-    return isinstance(func, tirx.PrimFunc) and not (func.attrs and "tir.is_scheduled" in func.attrs)
-
-
 @tvm.transform.module_pass(opt_level=0, name="ScheduleStaticOps")
 class ScheduleStaticOps:
     """Schedules for unscheduled PrimFuncs (the static operators after legalization).
@@ -140,10 +136,4 @@ class ScheduleStaticOps:
         if target_kind(self.target) == "cuda":
             with self.target:
                 return dl.ApplyDefaultSchedule(*_gpu_rules(self.target))(mod)
-        updates = {}
-        for gv, func in mod.functions_items():
-            if unscheduled(func):
-                updates[gv] = _parallelize_cpu(func).with_attr("tir.is_scheduled", True)
-        for gv, func in updates.items():
-            mod[gv] = func
-        return mod
+        return schedule_each(mod, _parallelize_cpu)
