@@ -17,7 +17,8 @@ from __future__ import annotations
 import torch
 
 from ..archs import BlockSpec, arch_spec, conv_out
-from ..block_runtime import FUSIONS, CompiledBlock
+from ..block_plan import Fusion
+from ..block_runtime import CompiledBlock
 from ..errors import LasnetError
 from ..models.folded import dense_masked_block, sparse_block, static_block
 from ..models.synthetic import input_at_rate, random_folded_block
@@ -88,7 +89,7 @@ def run(spec: BlockSpec, rates=(0.25, 0.5, 0.75, 1.0), repeats: int = 50, ablati
     log(f"compiling block {spec.c_in}->{spec.c_mid}->{spec.c_out} {spec.in_size}x{spec.in_size} "
         f"stride {spec.stride} S={spec.S} for {target} ...")
     static = CompiledBlock.build(fb, target, static=True)
-    dyn = {f: CompiledBlock.build(fb, target, fusion=f) for f in FUSIONS}
+    dyn = {f: CompiledBlock.build(fb, target, fusion=f) for f in Fusion.values()}
     errs: dict[str, float] = {}
     fns: dict[str, object] = {}
 
@@ -101,7 +102,7 @@ def run(spec: BlockSpec, rates=(0.25, 0.5, 0.75, 1.0), repeats: int = 50, ablati
     fns["static"] = lambda: static(x0)
     fns["torch_static"] = lambda: static_block(fb, x0b)
 
-    cases = [(r, "all") for r in rates] + [(ablation_rate, f) for f in FUSIONS]
+    cases = [(r, "all") for r in rates] + [(ablation_rate, f) for f in Fusion.values()]
     for r, fusion in cases:
         x, want = input_at_rate(spec, r, seed + 1)
         xb = x[None].contiguous()
@@ -136,7 +137,7 @@ def run(spec: BlockSpec, rates=(0.25, 0.5, 0.75, 1.0), repeats: int = 50, ablati
         "torch_static_ms": med["torch_static"],
         "rates": [{"rate": r, "fused_ms": med[f"all@{r}"], "torch_sparse_ms": med[f"torch_sparse@{r}"],
                    "fused_vs_static": med[f"all@{r}"] / med["static"]} for r in rates],
-        "ablation": {"rate": ablation_rate, **{f: med[f"{f}@{ablation_rate}"] for f in FUSIONS}},
+        "ablation": {"rate": ablation_rate, **{f: med[f"{f}@{ablation_rate}"] for f in Fusion.values()}},
         "max_rel_err": errs,
         "timings": t,
         "mask_method": "masker weights wm=e_0, bm=0; input channel 0 = +1 on chosen patches, -1 elsewhere",
@@ -155,7 +156,7 @@ def format_table(res: dict) -> str:
     for r in res["rates"]:
         lines.append(f"  {r['rate']:<5.2f}  {r['fused_ms']:9.3f}  {r['fused_vs_static']:9.2f}  {r['torch_sparse_ms']:12.3f}")
     ab = res["ablation"]
-    lines.append(f"  ablation at r={ab['rate']}: " + ", ".join(f"{f} {ab[f]:.3f}" for f in FUSIONS)
+    lines.append(f"  ablation at r={ab['rate']}: " + ", ".join(f"{f} {ab[f]:.3f}" for f in Fusion.values())
                  + f"  (fusion speedup {ab['none'] / ab['all']:.2f}x)")
     lines.append(f"  max rel err {max(res['max_rel_err'].values()):.2e}")
     return "\n".join(lines)

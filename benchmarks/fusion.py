@@ -12,12 +12,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..archs import BlockSpec
-from ..block_runtime import FUSIONS
+from ..block_plan import Fusion
 from ..predictor import predict_block
 from ..timing import progress, time_interleaved
 from .block import checked_dynamic, checked_static, kernel_rows, shape_of, sync_of
 from .rate import block_maker, kernel_sum_spread, predict_kernels, predicted_ops
 
+FUSIONS = Fusion.values()
 VARIANTS = ("static",) + FUSIONS
 
 

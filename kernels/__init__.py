@@ -1,8 +1,9 @@
 """TensorIR kernels of the LAS block (installed as ``lasnet_tvm.kernels``), one module per operator.
 
-Each module ``m`` has a PrimFunc builder named like the module (``m.<name>(**shape)``), ``m.schedule_cpu``,
-``m.schedule_cuda`` (``(func, **shape) -> tvm.s_tir.Schedule``) and ``m.SEARCH_SPACE``. :data:`KERNELS` maps
-each operator name to its module name; :func:`get` imports one.
+Each module ``m`` has a PrimFunc builder named like the module (``m.<name>(**shape)``), ``m.schedule_cpu`` and
+``m.schedule_cuda`` (``(func, **shape) -> tvm.s_tir.Schedule``). :data:`KERNELS` maps each operator name to its
+module name; :func:`get` imports one, :func:`builder` gives its PrimFunc builder and :func:`scheduled` its
+default schedule for a target, the one place where the CPU or the CUDA schedule is chosen.
 """
 
 from __future__ import annotations
@@ -33,3 +34,19 @@ def get(name: str):
 def builder(name: str):
     """The PrimFunc builder of kernel ``name``."""
     return getattr(get(name), BUILDERS.get(name, name))
+
+
+def scheduled(name: str, target, func=None, **params):
+    """The ``tvm.s_tir.Schedule`` of kernel ``name`` under its default schedule for ``target``.
+
+    ``func`` is the kernel's PrimFunc (default: ``builder(name)(**params)``; give it to schedule a function
+    already built, e.g. specialized at a patch count); ``params`` are the builder's parameters. A CUDA target
+    (``cuda``, ``nvptx``) gets the module's ``schedule_cuda``, any other ``schedule_cpu``.
+    """
+    from ..targets import target_kind
+
+    mod = get(name)
+    if func is None:
+        func = builder(name)(**params)
+    schedule = mod.schedule_cuda if target_kind(target) == "cuda" else mod.schedule_cpu
+    return schedule(func, **params)

@@ -1,9 +1,9 @@
 """The 1x1 conv as a GEMM on CPU: packed weight layout and the two register-tiled schedules.
 
 Dense 1x1 convs (:mod:`conv1x1`, and conv1 inside :mod:`masker_conv1x1`) take their weights packed as
-``[C_out // cb, C_in, cb]`` (:func:`pack_weight`, ``cb`` = :func:`co_block`), so that a tile of ``cb``
-output channels reads one contiguous, sequential stream of weights. The kernels declare the weight as
-that buffer and index it ``w[co // cb, k, co % cb]``.
+``[C_out // cb, C_in, cb]`` (:func:`.shapes.pack_weight_1x1`, ``cb`` = :func:`.shapes.co_block`), so that a
+tile of ``cb`` output channels reads one contiguous, sequential stream of weights. The kernels declare the
+weight as that buffer and index it ``w[co // cb, k, co % cb]``.
 
 :func:`schedule_conv1x1_cpu` picks, per shape:
 
@@ -19,10 +19,9 @@ that buffer and index it ``w[co // cb, k, co % cb]``.
 
 from __future__ import annotations
 
-import numpy as np
 from tvm import s_tir
 
-from ._common import MAX_TILE_FLOATS, ceil_div, largest_divisor, vec_width
+from .shapes import MAX_TILE_FLOATS, ceil_div, co_block, largest_divisor, vec_width
 
 #: Largest map (output pixels) for which stride-1 convs use the channel-vector schedule.
 CHANNEL_VECTOR_MAX_PIXELS = 1024
@@ -32,27 +31,6 @@ MAX_ACCUMULATORS = 24
 PACKED_MIN_MACS_PER_PIXEL = 64 * 256
 #: Bytes of one packed input row block (stays in a core's L2 while every channel block reads it).
 PACKED_BLOCK_BYTES = 256 * 1024
-
-
-def co_block(C_out: int) -> int:
-    """Output-channel block of the packed weights: 32, 16 or 8 if it divides ``C_out``, else ``C_out``."""
-    for cb in (32, 16, 8):
-        if C_out % cb == 0:
-            return cb
-    return C_out
-
-
-def pack_weight(w: np.ndarray) -> np.ndarray:
-    """``[C_out, C_in]`` -> ``[C_out // cb, C_in, cb]`` (float32, contiguous), ``cb = co_block(C_out)``."""
-    C_out, C_in = w.shape
-    cb = co_block(C_out)
-    return np.ascontiguousarray(np.asarray(w, dtype=np.float32).reshape(C_out // cb, cb, C_in).transpose(0, 2, 1))
-
-
-def weight_shape(C_out: int, C_in: int) -> tuple[int, int, int]:
-    """Shape of :func:`pack_weight` ``([C_out, C_in])``."""
-    cb = co_block(C_out)
-    return (C_out // cb, C_in, cb)
 
 
 def schedule_conv1x1_cpu(sch: s_tir.Schedule, conv, epi, C: int, H: int, W: int, stride: int = 1):

@@ -1,16 +1,14 @@
 """Dense 1x1 conv with stride (static block's conv1/conv3, dense conv1 of the unfused block, downsample
 branch): ``out = act(w x[:, ::stride, ::stride] + b)``, ``act`` = ReLU or identity. Weights packed
-``[C_out // cb, C_in, cb]`` (:func:`~._gemm.pack_weight`)."""
+``[C_out // cb, C_in, cb]`` (:func:`~.shapes.pack_weight_1x1`)."""
 
 from __future__ import annotations
 
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from ._common import SearchSpace, ceil_div, dense_padded_extent
-from ._gemm import co_block, schedule_conv1x1_cpu
-
-SEARCH_SPACE = SearchSpace()
+from ._gemm import schedule_conv1x1_cpu
+from .shapes import ceil_div, co_block, dense_padded_extent
 
 
 def conv1x1(C_in: int, C_out: int, H: int, W: int, stride: int = 1, relu: bool = True, pad_for: int = 0):

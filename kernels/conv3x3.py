@@ -1,7 +1,7 @@
 """Dense 3x3 conv (static block's conv2): stride, groups, zero padding 1, bias, ReLU.
 
 ``x [C, H, W] -> out [C, Ho, Wo]``; weights packed ``[C // wb, C // groups, 3, 3, wb]`` like the padded
-:mod:`gather_conv3x3` (:func:`~.gather_conv3x3.pack_weight`), with the same kind of output-channel-vectorized
+:mod:`gather_conv3x3` (:func:`~.shapes.pack_weight_3x3`), with the same kind of output-channel-vectorized
 register tiles, so the static baseline gets kernels as good as the dynamic block's.
 """
 
@@ -10,11 +10,8 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from ._common import (MAX_TILE_FLOATS, SearchSpace, bind_spatial_cuda, ceil_div, dense_padded_extent, lane_tile,
-                      largest_divisor, order_channel_tiles)
-from .gather_conv3x3 import weight_block
-
-SEARCH_SPACE = SearchSpace()
+from ._common import bind_spatial_cuda, order_channel_tiles
+from .shapes import MAX_TILE_FLOATS, ceil_div, dense_padded_extent, lane_tile, largest_divisor, weight_block
 
 
 def conv3x3(C: int, H: int, W: int, stride: int = 1, groups: int = 1, padded: bool = False):

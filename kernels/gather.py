@@ -6,34 +6,23 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from ._common import SearchSpace, bind_spatial_cuda, ceil_div
-
-SEARCH_SPACE = SearchSpace(specialize={"P": 0.5}, index_args=("idx",))
+from ._common import bind_spatial_cuda
+from .gather_conv3x3 import stage_windows
 
 
 def gather(C: int, H: int, W: int, S: int, stride: int = 1):
     """Build ``(f1 [C, H, W], idx [P], win [P, C, L, L])``."""
-    Ho = ceil_div(H, stride)
-    g = ceil_div(Ho, S)
     L = (S - 1) * stride + 3
     P = T.int32()
+
+    stage = stage_windows(C, H, W, S, stride, P)
 
     @T.prim_func(s_tir=True)
     def main(f1: T.Buffer((C, H, W), "float32"), idx_h: T.handle, win_h: T.handle):
         T.func_attr({"tir.noalias": True})
         idx = T.match_buffer(idx_h, (P,), "int32")
         win = T.match_buffer(win_h, (P, C, L, L), "float32")
-        for p, c, a, e in T.grid(P, C, L, L):
-            with T.sblock("window"):
-                vp, vc, va, ve = T.axis.remap("SSSS", [p, c, a, e])
-                T.reads(idx[vp], f1[vc, 0:H, 0:W])
-                T.writes(win[vp, vc, va, ve])
-                win[vp, vc, va, ve] = T.if_then_else(
-                    1 <= (idx[vp] // g) * S * stride + va and (idx[vp] // g) * S * stride + va <= H
-                    and 1 <= (idx[vp] % g) * S * stride + ve and (idx[vp] % g) * S * stride + ve <= W,
-                    f1[vc, T.max(T.min((idx[vp] // g) * S * stride + va - 1, H - 1), 0),
-                       T.max(T.min((idx[vp] % g) * S * stride + ve - 1, W - 1), 0)],
-                    T.float32(0))
+        stage(f1, idx, win)
 
     return main
 

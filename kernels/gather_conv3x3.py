@@ -4,39 +4,24 @@ For each of the ``P`` active patch indices (``P`` symbolic: one compiled functio
 kernel reads the patch and its halo straight from the conv1 map ``f1 [C, H, W]`` (zero outside the image),
 applies the 3x3 conv (stride, groups), adds the bias, applies ReLU and writes ``out [P, C, S, S]``.
 
-Weights: the padded form takes them packed ``[C // wb, C // groups, 3, 3, wb]`` (:func:`pack_weight`,
+Weights: the padded form takes them packed ``[C // wb, C // groups, 3, 3, wb]`` (:func:`.shapes.pack_weight_3x3`,
 ``wb = weight_block(C, groups)``) so that a tile of output channels reads one contiguous stream of weights;
 the window form takes ``[C // groups, 3, 3, C]`` (``w2.permute(1, 2, 3, 0)``). Both let the CPU schedule
 vectorize over output channels.
 
-The padded form computes ``P`` rounded up to a multiple of :func:`patch_block` (the last block repeats the
+The padded form computes ``P`` rounded up to a multiple of :func:`.shapes.patch_block` (the last block repeats the
 last active patch and writes nothing), so that small patches (S = 1, 2) share one register tile and every
 weight vector loaded serves several output pixels (:func:`patch_tile`).
 """
 
 from __future__ import annotations
 
-import numpy as np
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from ._common import (MAX_TILE_FLOATS, SearchSpace, ceil_div, co_tile, lane_tile, largest_divisor,
-                      order_channel_tiles, padded_extent)
-
-SEARCH_SPACE = SearchSpace(specialize={"P": 0.5}, index_args=("idx",))
-
-
-def weight_block(C: int, groups: int) -> int:
-    """Output channels per block of the packed weights: a multiple of 8 up to 32 dividing the group width."""
-    return co_tile(C, groups, 32)
-
-
-def pack_weight(w2: np.ndarray, groups: int = 1) -> np.ndarray:
-    """3x3 weights ``[C, C // groups, 3, 3]`` -> ``[C // wb, C // groups, 3, 3, wb]`` (float32, contiguous)."""
-    C = w2.shape[0]
-    wb = weight_block(C, groups)
-    blocks = np.asarray(w2, dtype=np.float32).reshape(C // wb, wb, *w2.shape[1:])
-    return np.ascontiguousarray(blocks.transpose(0, 2, 3, 4, 1))
+from ._common import order_channel_tiles
+from .shapes import (MAX_TILE_FLOATS, WEIGHT_TILE_BYTES, ceil_div, computed_patches, large_weights_3x3, lane_tile,
+                     largest_divisor, padded_extent, patch_tile, patch_tiles, weight_block)
 
 
 def gather_conv3x3(C: int, H: int, W: int, S: int, stride: int = 1, groups: int = 1, padded: bool = False):
@@ -53,8 +38,7 @@ def gather_conv3x3(C: int, H: int, W: int, S: int, stride: int = 1, groups: int 
     opg = C // groups
     Hp = padded_extent(H, S, stride)
     P = T.int32()
-    pb = patch_block(S)
-    Pb = (P + pb - 1) // pb * pb  # patches computed: P rounded up to whole patch blocks
+    Pb = computed_patches(P, S)  # P rounded up to whole patch blocks
     wb = weight_block(C, groups)
 
     if padded:
@@ -85,6 +69,8 @@ def gather_conv3x3(C: int, H: int, W: int, S: int, stride: int = 1, groups: int 
 
         return main_p
 
+    stage, conv = stage_windows(C, H, W, S, stride, P), window_conv(C, S, stride, groups, P)
+
     @T.prim_func(s_tir=True)
     def main(f1: T.Buffer((C, H, W), "float32"), idx_h: T.handle, w: T.Buffer((ipg, 3, 3, C), "float32"),
              b: T.Buffer((C,), "float32"), out_h: T.handle):
@@ -93,6 +79,20 @@ def gather_conv3x3(C: int, H: int, W: int, S: int, stride: int = 1, groups: int 
         out = T.match_buffer(out_h, (P, C, S, S), "float32")
         win = T.sblock_alloc_buffer((P, C, L, L))
         acc = T.sblock_alloc_buffer((P, S, S, C))
+        stage(f1, idx, win)
+        conv(win, w, b, acc, out)
+
+    return main
+
+
+def stage_windows(C: int, H: int, W: int, S: int, stride: int, P):
+    """``T.macro`` ``stage(f1, idx, win)``: copy each active patch's window (patch plus 1-pixel halo, zero outside
+    the image) from ``f1 [C, H, W]`` to ``win [P, C, L, L]`` (block ``window``). Shared with :mod:`.gather`."""
+    g = ceil_div(ceil_div(H, stride), S)
+    L = (S - 1) * stride + 3
+
+    @T.macro
+    def stage(f1, idx, win):
         for p, c, a, e in T.grid(P, C, L, L):
             with T.sblock("window"):
                 vp, vc, va, ve = T.axis.remap("SSSS", [p, c, a, e])
@@ -104,6 +104,18 @@ def gather_conv3x3(C: int, H: int, W: int, S: int, stride: int = 1, groups: int 
                     f1[vc, T.max(T.min((idx[vp] // g) * S * stride + va - 1, H - 1), 0),
                        T.max(T.min((idx[vp] % g) * S * stride + ve - 1, W - 1), 0)],
                     T.float32(0))
+
+    return stage
+
+
+def window_conv(C: int, S: int, stride: int, groups: int, P):
+    """``T.macro`` ``conv(win, w, b, acc, out)``: the 3x3 conv of the windows ``win [P, C, L, L]`` with weights
+    ``w [C // groups, 3, 3, C]`` into ``acc [P, S, S, C]`` (block ``conv``), then bias and ReLU into
+    ``out [P, C, S, S]`` (block ``out``). Shared with :mod:`.window_conv3x3`."""
+    ipg = opg = C // groups
+
+    @T.macro
+    def conv(win, w, b, acc, out):
         for p, y, x, co, rc, kh, kw in T.grid(P, S, S, C, ipg, 3, 3):
             with T.sblock("conv"):
                 vp, vy, vx, vco, vrc, vkh, vkw = T.axis.remap("SSSSRRR", [p, y, x, co, rc, kh, kw])
@@ -116,24 +128,7 @@ def gather_conv3x3(C: int, H: int, W: int, S: int, stride: int = 1, groups: int 
                 vp, vco, vy, vx = T.axis.remap("SSSS", [p, co, y, x])
                 out[vp, vco, vy, vx] = T.max(acc[vp, vy, vx, vco] + b[vco], T.float32(0))
 
-    return main
-
-
-def patch_block(S: int) -> int:
-    """Patches per register tile of the padded gather-conv: 6 for S = 1, 3 for S = 2, else 1."""
-    return {1: 6, 2: 3}.get(S, 1)
-
-
-def patch_tile(S: int) -> tuple[int, int, int]:
-    """Register tile ``(patches, rows, columns)`` of a patch conv.
-
-    S = 1: 6 pixels (so with 32 channels: 2 weight vectors and 6 broadcasts per 12 FMAs, and at most 5 patches
-    computed in vain); S = 2, 3: 12 and 9 pixels (whole patches); larger S: one patch row of up to 8 columns.
-    Measured on LAS-ResNet-50's shapes (AVX-512, 2 cores): 10-20 % faster than 12-pixel tiles for S = 1, 4.
-    """
-    if S <= 3:
-        return patch_block(S), S, S
-    return 1, 1, (S if S <= 8 else largest_divisor(S, 8))
+    return conv
 
 
 def schedule_gather_conv_cpu(sch: s_tir.Schedule, C: int, S: int, groups: int) -> None:
@@ -152,28 +147,10 @@ def schedule_gather_conv_cpu(sch: s_tir.Schedule, C: int, S: int, groups: int) -
     order_channel_tiles(sch, conv, out, co_o, co_i, [p_o, y_o, x_o], [rc, kh, kw], [p_i, y_i, x_i])
 
 
-def patch_tiles(C: int, S: int, groups: int) -> tuple[int, int]:
-    """Register tile ``(columns, channels)`` of a patch conv: about 8 AVX2 accumulators whatever S is.
-
-    Columns of the patch (at most 4) times output channels (a multiple of 8): ``4 x 16`` for S = 4,
-    ``2 x 32`` for S = 2, ``1 x 64`` for S = 1, so that small patches still keep enough independent FMA
-    chains in flight.
-    """
-    tx = largest_divisor(S, 4)
-    return tx, co_tile(C, groups, max(16, 64 // tx))
-
-
-#: Weights (bytes) above which the patch conv walks all patches per weight tile (measured on a 2-core Zen 3
-#: with 512 KiB L2 per core: better for LAS-ResNet stage 4, 9 MiB; worse for stage 3, 2.3 MiB).
-LARGE_WEIGHT_BYTES = 4 * 1024 * 1024
-#: Weight tile (bytes) that stays in a core's L2 while all patches use it (large weights only).
-WEIGHT_TILE_BYTES = 128 * 1024
-
-
 def schedule_patch_conv_cpu(sch: s_tir.Schedule, C: int, S: int, groups: int, window: bool = False) -> None:
     """Vectorize the ``conv`` block over output channels, register-tile over x.
 
-    Weights ``[C/groups, 3, 3, C]`` up to :data:`LARGE_WEIGHT_BYTES`: patches in parallel, each
+    Weights ``[C/groups, 3, 3, C]`` up to :data:`.shapes.LARGE_WEIGHT_BYTES`: patches in parallel, each
     patch's whole reduction in registers. Large weights (deep stages, where every patch would stream megabytes
     of weights): channel tiles in parallel and the reduction split so that one weight tile stays in cache
     while all patches use it (partial sums in the ``acc`` buffer). The per-patch ``window`` staging of the
@@ -186,7 +163,7 @@ def schedule_patch_conv_cpu(sch: s_tir.Schedule, C: int, S: int, groups: int, wi
     ipg = C // groups
     co_o, co_i = sch.split(co, [None, tco])
     x_o, x_i = sch.split(x, [None, tx])
-    if window or ipg * 9 * C * 4 <= LARGE_WEIGHT_BYTES:
+    if window or not large_weights_3x3(C, groups):
         sch.reorder(p, co_o, y, x_o, rc, kh, kw, x_i, co_i)
         sch.parallel(p)
         # Small constant "global" allocations become stack arrays on CPU (LLVM keeps them in registers);

@@ -8,9 +8,7 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from ._common import SearchSpace, ceil_div
-
-SEARCH_SPACE = SearchSpace()
+from .shapes import ceil_div
 
 
 def masker(C_in: int, H: int, W: int, S: int, stride: int = 1):

@@ -6,7 +6,7 @@ and thresholded (``>= 0``). One pass over the input serves both. The kernel also
 (int32 0/1), the compact row-major list of active patch indices ``idx [g*g]`` (first ``count[0]`` entries
 valid) and ``count [1]``.
 
-Weights: conv1 ``w`` packed ``[C_mid // cb, C_in, cb]`` (:func:`~._gemm.pack_weight`) with bias ``b [C_mid]``,
+Weights: conv1 ``w`` packed ``[C_mid // cb, C_in, cb]`` (:func:`~.shapes.pack_weight_1x1`) with bias ``b [C_mid]``,
 and the masker channel ``wm [C_in]``, ``bm [1]``.
 """
 
@@ -15,10 +15,9 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from ._common import SearchSpace, bind_spatial_cuda, ceil_div, padded_extent
-from ._gemm import co_block, schedule_conv1x1_cpu
-
-SEARCH_SPACE = SearchSpace()
+from ._common import bind_spatial_cuda
+from ._gemm import schedule_conv1x1_cpu
+from .shapes import ceil_div, co_block, padded_extent
 
 
 def masker_conv1x1(C_in: int, C_mid: int, H: int, W: int, S: int, stride: int = 1, pad: bool = False):

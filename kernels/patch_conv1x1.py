@@ -1,10 +1,10 @@
 """conv3 on the active patches: ``[P, C_in, S, S] -> [P, C_out, S, S]`` plus bias (no activation).
 
 A GEMM over the patches' pixels. Weights are packed ``[C_out // cb, C_in, cb]``
-(:func:`~._gemm.pack_weight`) so that a tile of output channels reads one contiguous stream of weights and the
+(:func:`~.shapes.pack_weight_1x1`) so that a tile of output channels reads one contiguous stream of weights and the
 CPU schedule vectorizes over output channels, which works for every S (S = 1 patches have a single pixel).
 ``P`` is symbolic; like the padded gather-conv, the kernel computes ``P`` rounded up to whole patch blocks
-(:func:`~.gather_conv3x3.patch_block`: several small patches share a register tile) and writes ``P``.
+(:func:`~.shapes.patch_block`: several small patches share a register tile) and writes ``P``.
 
 With ``Ho > 0`` the kernel also does the in-place scatter-add (:func:`~.scatter_add.scatter_add`,
 ``inplace=True``) in its epilogue: each output tile is added into the block input ``ident [C_out, Ho, Ho]`` at
@@ -17,11 +17,8 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from ._common import MAX_TILE_FLOATS, SearchSpace, ceil_div, lane_tile, order_channel_tiles
-from ._gemm import co_block
-from .gather_conv3x3 import patch_block, patch_tile
-
-SEARCH_SPACE = SearchSpace(specialize={"P": 0.5})
+from ._common import order_channel_tiles
+from .shapes import MAX_TILE_FLOATS, ceil_div, co_block, computed_patches, lane_tile, patch_tile
 
 
 def patch_conv1x1(C_in: int, C_out: int, S: int, Ho: int = 0):
@@ -29,8 +26,7 @@ def patch_conv1x1(C_in: int, C_out: int, S: int, Ho: int = 0):
     or with ``Ho > 0`` ``(ident [C_out, Ho, Ho], x, idx [P], w, b)`` adding ``relu(ident + conv)`` into ``ident``
     at the patches ``idx`` (edge patches clipped to the map)."""
     P = T.int32()
-    pb = patch_block(S)
-    Pb = (P + pb - 1) // pb * pb
+    Pb = computed_patches(P, S)  # P rounded up to whole patch blocks
     cb = co_block(C_out)
 
     @T.macro

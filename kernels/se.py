@@ -10,9 +10,8 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from ._common import SearchSpace, bind_spatial_cuda, ceil_div
-
-SEARCH_SPACE = SearchSpace(specialize={"P": 0.5}, index_args=("idx",))
+from ._common import bind_spatial_cuda
+from .shapes import ceil_div
 
 
 def se_patches(C: int, R: int, Ho: int, S: int):

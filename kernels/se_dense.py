@@ -5,9 +5,7 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from ._common import SearchSpace, bind_spatial_cuda
-
-SEARCH_SPACE = SearchSpace()
+from ._common import bind_spatial_cuda
 
 
 def se_dense(C: int, R: int, H: int, W: int):

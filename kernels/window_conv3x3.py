@@ -9,37 +9,24 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from ._common import SearchSpace
-from .gather_conv3x3 import schedule_patch_conv_cpu, schedule_patch_conv_cuda
-
-SEARCH_SPACE = SearchSpace(specialize={"P": 0.5})
+from .gather_conv3x3 import schedule_patch_conv_cpu, schedule_patch_conv_cuda, window_conv
 
 
 def window_conv3x3(C: int, S: int, stride: int = 1, groups: int = 1):
     """Build the PrimFunc ``(win [P, C, L, L], w, b, out [P, C, S, S])``, ``L = (S - 1) * stride + 3``."""
     L = (S - 1) * stride + 3
-    ipg = C // groups
-    opg = C // groups
     P = T.int32()
 
+    conv = window_conv(C, S, stride, groups, P)
+
     @T.prim_func(s_tir=True)
-    def main(win_h: T.handle, w: T.Buffer((ipg, 3, 3, C), "float32"), b: T.Buffer((C,), "float32"),
+    def main(win_h: T.handle, w: T.Buffer((C // groups, 3, 3, C), "float32"), b: T.Buffer((C,), "float32"),
              out_h: T.handle):
         T.func_attr({"tir.noalias": True})
         win = T.match_buffer(win_h, (P, C, L, L), "float32")
         out = T.match_buffer(out_h, (P, C, S, S), "float32")
         acc = T.sblock_alloc_buffer((P, S, S, C))
-        for p, y, x, co, rc, kh, kw in T.grid(P, S, S, C, ipg, 3, 3):
-            with T.sblock("conv"):
-                vp, vy, vx, vco, vrc, vkh, vkw = T.axis.remap("SSSSRRR", [p, y, x, co, rc, kh, kw])
-                with T.init():
-                    acc[vp, vy, vx, vco] = T.float32(0)
-                acc[vp, vy, vx, vco] = acc[vp, vy, vx, vco] + win[
-                    vp, (vco // opg) * ipg + vrc, vy * stride + vkh, vx * stride + vkw] * w[vrc, vkh, vkw, vco]
-        for p, co, y, x in T.grid(P, C, S, S):
-            with T.sblock("out"):
-                vp, vco, vy, vx = T.axis.remap("SSSS", [p, co, y, x])
-                out[vp, vco, vy, vx] = T.max(acc[vp, vy, vx, vco] + b[vco], T.float32(0))
+        conv(win, w, b, acc, out)
 
     return main
 

@@ -13,17 +13,58 @@ entries of the masker's index list.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .archs import BlockSpec
-from .kernels._common import dense_padded_extent, padded_extent
-from .kernels._gemm import pack_weight
-from .kernels.gather_conv3x3 import pack_weight as pack_weight_3x3
-from .models.folded import FoldedBlock
+from .errors import LasnetError
+from .kernels.shapes import dense_padded_extent, pack_weight_1x1, pack_weight_3x3, padded_extent
 
-FUSIONS = ("none", "masker", "masker+gather", "all")
+if TYPE_CHECKING:
+    from .models.folded import FoldedBlock
+
+
+
+class Fusion(str, enum.Enum):
+    """Fusion level of a dynamic block (paper Table 1). The values are the names the CLI's ``--fusion`` and the
+    JSON results use; members compare equal to them.
+
+    ``NONE``: separate masker, dense conv1, gather, window conv3x3, conv3, scatter into a zero canvas, add + ReLU;
+    ``MASKER``: the masker fused into conv1; ``MASKER_GATHER``: also the gather fused into the 3x3 conv;
+    ``ALL``: also the scatter fused with the residual add.
+    """
+
+    NONE = "none"
+    MASKER = "masker"
+    MASKER_GATHER = "masker+gather"
+    ALL = "all"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def values(cls) -> tuple[str, ...]:
+        """The names, in order (click choices, JSON keys)."""
+        return tuple(f.value for f in cls)
+
+    @classmethod
+    def parse(cls, value) -> "Fusion":
+        """``value`` (a member or its name) as a member.
+
+        Raises
+        ------
+        LasnetError
+            Not a fusion level.
+        """
+        try:
+            return cls(value)
+        except ValueError:
+            raise LasnetError(f"unknown fusion {value!r}; choose one of {', '.join(cls.values())}") from None
+
+
 #: Smallest S for which conv3 does the in-place scatter-add in its epilogue. Measured in LAS-ResNet-50 at r = 0.5
 #: (per-call profile, both variants in one process): S = 4 stages 0.5 ms faster fused, S = 1 the same, S = 2
 #: 0.25 ms slower (the epilogue's read-modify-writes of 2-float patch rows, channel after channel, lose to the
@@ -53,8 +94,9 @@ def _f(name, *shape):
     return (name, tuple(shape), "float32")
 
 
-def block_plan(s: BlockSpec, fusion: str = "all", static: bool = False, inplace_residual: bool = False) -> list[Step]:
-    """The kernel steps of block ``s`` (``fusion`` is ignored for the static block).
+def block_plan(s: BlockSpec, fusion: Fusion | str = Fusion.ALL, static: bool = False,
+               inplace_residual: bool = False) -> list[Step]:
+    """The kernel steps of block ``s`` (``fusion``: a :class:`Fusion` or its name; ignored for the static block).
 
     ``inplace_residual``: with ``fusion="all"``, a block without a downsample branch adds its active patches into
     its input in place (the paper's scatter-add, cost proportional to the active patches), in conv3's epilogue
@@ -86,20 +128,19 @@ def block_plan(s: BlockSpec, fusion: str = "all", static: bool = False, inplace_
                           (_f("f3", co, Ho, Ho),)))
         steps.append(Step("add_relu", dict(C=co, H=Ho, W=Ho), (ident, "f3"), (_f("out", co, Ho, Ho),)))
         return steps
-    if fusion not in FUSIONS:
-        raise ValueError(f"unknown fusion {fusion!r}")
+    fusion = Fusion.parse(fusion)
     index_outs = (("mask", (gg,), "int32"), ("idx", (gg,), "int32"), ("count", (1,), "int32"))
-    if fusion == "none":
+    if fusion is Fusion.NONE:
         steps.append(Step("masker", dict(C_in=s.c_in, H=H, W=H, S=S, stride=st), ("x", "wm", "bm"), index_outs))
         steps.append(Step("conv1x1", dict(C_in=s.c_in, C_out=cm, H=H, W=H), ("x", "w1p", "b1"), (_f("f1", cm, H, H),)))
-    elif fusion == "masker":  # the separate gather reads the plain conv1 map
+    elif fusion is Fusion.MASKER:  # the separate gather reads the plain conv1 map
         steps.append(Step("masker_conv1x1", dict(C_in=s.c_in, C_mid=cm, H=H, W=H, S=S, stride=st),
                           ("x", "w1p", "b1", "wm", "bm"), (_f("f1", cm, H, H),) + index_outs))
     else:  # gather-conv3x3 reads windows straight from a zero-bordered conv1 map
         Hp = padded_extent(H, S, st)
         steps.append(Step("masker_conv1x1", dict(C_in=s.c_in, C_mid=cm, H=H, W=H, S=S, stride=st, pad=True),
                           ("x", "w1p", "b1", "wm", "bm"), (_f("f1", cm, Hp, Hp),) + index_outs, zeroed=("f1",)))
-    if fusion in ("none", "masker"):
+    if fusion in (Fusion.NONE, Fusion.MASKER):
         steps.append(Step("gather", dict(C=cm, H=H, W=H, S=S, stride=st), ("f1", "idx"), (_f("win", "P", cm, L, L),)))
         steps.append(Step("window_conv3x3", dict(C=cm, S=S, stride=st, groups=G), ("win", "w2t", "b2"),
                           (_f("c2", "P", cm, S, S),)))
@@ -111,7 +152,7 @@ def block_plan(s: BlockSpec, fusion: str = "all", static: bool = False, inplace_
         steps.append(Step("se", dict(C=cm, R=R, Ho=Ho, S=S), ("c2", "idx", "se_w1", "se_b1", "se_w2", "se_b2"),
                           (_f("c2se", "P", cm, S, S),)))
         c2 = "c2se"
-    inplace = fusion == "all" and inplace_residual and not s.downsample
+    inplace = fusion is Fusion.ALL and inplace_residual and not s.downsample
     if inplace and S >= FUSED_SCATTER_MIN_S:  # conv3 adds its patches into x in place, in its epilogue
         steps.append(Step("patch_conv1x1", dict(C_in=cm, C_out=co, S=S, Ho=Ho), ("x", c2, "idx", "w3p", "b3"),
                           (_f("out", co, Ho, Ho),), inplace=True))
@@ -120,7 +161,7 @@ def block_plan(s: BlockSpec, fusion: str = "all", static: bool = False, inplace_
     if inplace:
         steps.append(Step("scatter_add", dict(C=co, Ho=Ho, Wo=Ho, S=S, inplace=True), ("x", "p3", "idx"),
                           (_f("out", co, Ho, Ho),), inplace=True))
-    elif fusion == "all":
+    elif fusion is Fusion.ALL:
         steps.append(Step("scatter_add", dict(C=co, Ho=Ho, Wo=Ho, S=S), (ident, "p3", "idx"), (_f("out", co, Ho, Ho),)))
     else:
         steps.append(Step("scatter", dict(C=co, Ho=Ho, Wo=Ho, S=S), ("p3", "idx"), (_f("canvas", co, Ho, Ho),)))
@@ -128,24 +169,24 @@ def block_plan(s: BlockSpec, fusion: str = "all", static: bool = False, inplace_
     return steps
 
 
-def prepared_weights(fb: FoldedBlock) -> dict[str, np.ndarray]:
+def prepared_weights(fb: "FoldedBlock") -> dict[str, np.ndarray]:
     """The block's weights in the kernels' layouts (float32 numpy arrays, contiguous).
 
-    ``w1p``, ``w3p``, ``wdp``: 1x1 conv weights packed by :func:`lasnet_tvm.kernels._gemm.pack_weight` (also
-    the patch conv's);
+    ``w1p``, ``w3p``, ``wdp``: 1x1 conv weights packed by :func:`lasnet_tvm.kernels.shapes.pack_weight_1x1`
+    (also the patch conv's);
     ``w2t``: the 3x3 weights ``[C_in/g, 3, 3, C_out]``; ``w2b``: packed for the padded gather-conv
-    and the static conv3x3 (:func:`lasnet_tvm.kernels.gather_conv3x3.pack_weight`).
+    and the static conv3x3 (:func:`lasnet_tvm.kernels.shapes.pack_weight_3x3`).
     """
     t = {
         "b1": fb.b1, "wm": fb.wm, "bm": fb.bm.reshape(1),
         "w2t": fb.w2.permute(1, 2, 3, 0), "b2": fb.b2, "b3": fb.b3,
     }
     out = {k: np.ascontiguousarray(v.detach().cpu().numpy(), dtype=np.float32) for k, v in t.items()}
-    out["w1p"] = pack_weight(fb.w1.detach().cpu().numpy())
-    out["w3p"] = pack_weight(fb.w3.detach().cpu().numpy())
+    out["w1p"] = pack_weight_1x1(fb.w1.detach().cpu().numpy())
+    out["w3p"] = pack_weight_1x1(fb.w3.detach().cpu().numpy())
     out["w2b"] = pack_weight_3x3(fb.w2.detach().cpu().numpy(), fb.spec.groups)
     if fb.wd is not None:
-        out["wdp"] = pack_weight(fb.wd.detach().cpu().numpy())
+        out["wdp"] = pack_weight_1x1(fb.wd.detach().cpu().numpy())
         out["bd"] = np.ascontiguousarray(fb.bd.detach().cpu().numpy(), dtype=np.float32)
     if fb.se is not None:
         for k, v in zip(("se_w1", "se_b1", "se_w2", "se_b2"), fb.se):

@@ -3,10 +3,8 @@
 >>> blk = CompiledBlock.build(fold_block(model.layer1[0]), target="llvm", fusion="all")
 >>> out, mask = blk(x)          # x: [C_in, H, W] (or [1, C_in, H, W]) torch tensor or tvm tensor
 
-Fusion levels (paper Table 1): ``"none"`` (separate masker, dense conv1, gather, window conv3x3, conv3,
-scatter into a zero canvas, add + ReLU), ``"masker"`` (masker fused into conv1), ``"masker+gather"`` (also the
-gather fused into conv3x3), ``"all"`` (also the scatter fused with the residual add). ``static=True`` builds
-the dense static block (same kernels/schedules style). The kernel sequence is the block's plan
+Fusion levels: :class:`lasnet_tvm.block_plan.Fusion` (paper Table 1). ``static=True`` builds the dense static
+block (same kernels/schedules style). The kernel sequence is the block's plan
 (:func:`lasnet_tvm.block_plan.block_plan`, shared with the compiler). The kernels are compiled once per object; buffers
 are preallocated for the largest ``P`` (all patches) and sliced to the active count read from the masker.
 """
@@ -20,19 +18,15 @@ import torch
 import tvm
 
 from . import kernels as K
-from .block_plan import FUSIONS, block_plan, prepared_weights
+from .block_plan import Fusion, block_plan, prepared_weights
 from .errors import LasnetError
 from .models.folded import FoldedBlock
 from .targets import resolve_target, target_kind
 
 
 def scheduled_kernel(name: str, target, **params) -> tvm.IRModule:
-    """Kernel ``name`` built with ``params`` under its default schedule for ``target`` (CPU or CUDA)."""
-    mod = K.get(name)
-    func = K.builder(name)(**params)
-    kind = target_kind(resolve_target(target))
-    sch = mod.schedule_cuda(func, **params) if kind == "cuda" else mod.schedule_cpu(func, **params)
-    return sch.mod
+    """Kernel ``name`` built with ``params`` under its default schedule for ``target`` (:func:`.kernels.scheduled`)."""
+    return K.scheduled(name, target, **params).mod
 
 
 def compile_kernel_module(name: str, target, **params):
@@ -84,7 +78,7 @@ class CompiledBlock:
 
     fb: FoldedBlock
     target: tvm.target.Target
-    fusion: str
+    fusion: Fusion
     static: bool
     device: torch.device
     steps: list = field(default_factory=list)  # the block's plan (lasnet_tvm.block_plan)
@@ -95,7 +89,8 @@ class CompiledBlock:
     shapes: dict = field(default_factory=dict)  # activation shapes, "P" = active patches
 
     @classmethod
-    def build(cls, fb: FoldedBlock, target="llvm", fusion: str = "all", static: bool = False) -> "CompiledBlock":
+    def build(cls, fb: FoldedBlock, target="llvm", fusion: Fusion | str = Fusion.ALL,
+              static: bool = False) -> "CompiledBlock":
         """Compile every kernel of the block and preallocate its buffers.
 
         Parameters
@@ -104,13 +99,12 @@ class CompiledBlock:
             BN-folded weights (float32).
         target : str, dict or tvm Target
             See :func:`lasnet_tvm.targets.resolve_target`.
-        fusion : {"none", "masker", "masker+gather", "all"}
+        fusion : Fusion or its name
             Fusion level of the dynamic block (ignored when ``static``).
         static : bool
             Build the dense static block instead.
         """
-        if fusion not in FUSIONS:
-            raise LasnetError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
+        fusion = Fusion.parse(fusion)
         _check(fb)
         tgt = resolve_target(target)
         device = torch.device("cuda" if target_kind(tgt) == "cuda" else "cpu")

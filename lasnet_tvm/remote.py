@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import tvm
 
-from .block_plan import FUSIONS, block_plan, prepared_weights
+from .block_plan import Fusion, block_plan, prepared_weights
 from .block_runtime import _check, scheduled_kernel, uses_patches
 from .errors import LasnetError
 from .models.folded import FoldedBlock
@@ -160,10 +160,9 @@ class Board:
         """A copy of ``data`` in the board's memory."""
         return tvm.runtime.tensor(np.ascontiguousarray(data), device=self.dev)
 
-    def block(self, fb: FoldedBlock, fusion: str = "all", static: bool = False) -> RemoteBlock:
+    def block(self, fb: FoldedBlock, fusion: Fusion | str = Fusion.ALL, static: bool = False) -> RemoteBlock:
         """Compile and load every kernel of the block and place its weights and buffers on the board."""
-        if fusion not in FUSIONS:
-            raise LasnetError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
+        fusion = Fusion.parse(fusion)
         _check(fb)
         return RemoteBlock(self, fb, fusion, static)
 
@@ -175,7 +174,7 @@ class RemoteBlock:
 
     device = torch.device("cpu")
 
-    def __init__(self, board: Board, fb: FoldedBlock, fusion: str, static: bool):
+    def __init__(self, board: Board, fb: FoldedBlock, fusion: Fusion, static: bool):
         self.board, self.fb, self.fusion, self.static = board, fb, fusion, static
         self.target = board.target
         self.steps = block_plan(fb.spec, fusion, static)

@@ -355,13 +355,13 @@ def test_user_profile_is_found_as_device(tmp_path, monkeypatch):
 
 
 def test_profile_device_writes_to_the_user_profile_folder(tmp_path, monkeypatch):
-    import lasnet_tvm.predictor.measure as measure
+    import lasnet_tvm.predictor.profiles as profiles
     from lasnet_tvm.predictor.profiles import shipped_profiles
 
     folder = tmp_path / "profiles"
     monkeypatch.setenv("LASNET_TVM_PROFILES", str(folder))
     src = shipped_profiles()["xeon-6248"].read_text().replace("name: xeon-6248", "name: local")
-    monkeypatch.setattr(measure, "write_local_profile", lambda path: path.write_text(src) and path)
+    monkeypatch.setattr(profiles, "write_local_profile", lambda path: path.write_text(src) and path)
     res = invoke("profile-device")
     assert res.exit_code == 0, res.output
     assert (folder / "local.yaml").read_text() == src and str(folder / "local.yaml") in res.stdout

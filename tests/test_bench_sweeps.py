@@ -8,7 +8,7 @@ import pytest
 from _bench import BACKBONES, CASES, STAGES, shared_kernels, stage_block  # noqa: F401  (autouse fixture)
 from lasnet_tvm.benchmarks import fusion, granularity, rate
 from lasnet_tvm.benchmarks.block import TOLERANCE
-from lasnet_tvm.block_runtime import FUSIONS
+from lasnet_tvm.block_plan import Fusion
 from lasnet_tvm.predictor.profiles import resolve_profile
 
 HW = resolve_profile("xeon-6248", None)
@@ -24,10 +24,10 @@ def test_bench_fusion_checks_every_variant(arch, stage):
     spec = stage_block(arch, stage)
     res = fusion.run(spec, [spec.S], (0.5, 1.0), HW, "llvm", log=_quiet, **FAST)
     errs = res["max_rel_err"]
-    assert set(errs) == {"static"} | {f"{f}/S{spec.S}@{r}" for f in FUSIONS for r in (0.5, 1.0)}
+    assert set(errs) == {"static"} | {f"{f}/S{spec.S}@{r}" for f in Fusion.values() for r in (0.5, 1.0)}
     assert max(errs.values()) < TOLERANCE
     for case in res["cases"]:
-        assert [v["variant"] for v in case["variants"]] == ["static", *FUSIONS]
+        assert [v["variant"] for v in case["variants"]] == ["static", *Fusion.values()]
 
 
 @pytest.mark.parametrize("arch", BACKBONES)

@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from _blocks import random_block, set_rate, untie
-from lasnet_tvm.block_runtime import FUSIONS, CompiledBlock
+from lasnet_tvm.block_plan import Fusion
+from lasnet_tvm.block_runtime import CompiledBlock
 from lasnet_tvm.errors import LasnetError
 from lasnet_tvm.models import build_model
 from lasnet_tvm.models.folded import dense_masked_block, fold_block, sparse_block
@@ -30,7 +31,7 @@ BLOCKS = {
 
 
 @pytest.mark.parametrize("name", list(BLOCKS))
-@pytest.mark.parametrize("fusion", FUSIONS)
+@pytest.mark.parametrize("fusion", Fusion.values())
 def test_block_matches_references(name, fusion):
     fb = random_block(**BLOCKS[name], seed=len(name))
     blk = None
@@ -139,7 +140,7 @@ def test_property_fused_equals_sparse_reference(S, size, stride, rate, seed):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("fusion", FUSIONS)
+@pytest.mark.parametrize("fusion", Fusion.values())
 @pytest.mark.parametrize("name", ["s4", "s2_stride2_groups_se"])
 def test_block_on_cuda(name, fusion):
     fb = random_block(**BLOCKS[name])

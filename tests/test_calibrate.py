@@ -81,12 +81,29 @@ def test_profile_accepts_calibration_and_kernel_scale():
         profile_from_dict(dict(CPU, schedule="fast"), "x")
 
 
+@pytest.mark.parametrize("kernel,params", [
+    ("gather_conv3x3", dict(C=16, H=8, W=8, S=1, padded=True)), ("gather_conv3x3", dict(C=16, H=8, W=8, S=2, padded=True)),
+    ("gather_conv3x3", dict(C=16, H=8, W=8, S=4, padded=True)), ("gather_conv3x3", dict(C=16, H=8, W=8, S=2)),
+    ("patch_conv1x1", dict(C_in=16, C_out=32, S=1)), ("patch_conv1x1", dict(C_in=16, C_out=32, S=2)),
+    ("patch_conv1x1", dict(C_in=16, C_out=32, S=4, Ho=16))])
+@pytest.mark.parametrize("P", [1, 7, 12])
+def test_predictor_counts_the_patches_the_kernel_computes(kernel, params, P):
+    """The predictor prices the patch loop extent of the real kernel (P rounded up to whole patch blocks)."""
+    from tvm import s_tir
+
+    from lasnet_tvm import kernels
+    from lasnet_tvm.predictor.kernel_ops import kernel_ops
+    from lasnet_tvm.tuning.tasks import specialize
+
+    sch = s_tir.Schedule(specialize(kernels.builder(kernel)(**params), P))
+    computed = int(sch.get(sch.get_loops(sch.get_sblock("conv"))[0]).extent)
+    assert computed >= P
+    assert kernel_ops(kernel, params, P)[0].P == computed
+
+
 def test_schedule_thresholds_match_kernels():
-    import lasnet_tvm.kernels.gather_conv3x3 as g3
     from lasnet_tvm.predictor import kernel_ops as K
 
-    assert K.LARGE_WEIGHTS_3X3 == g3.LARGE_WEIGHT_BYTES
-    assert all(K.PATCH_BLOCK.get(S, 1) == g3.patch_block(S) for S in range(1, 33))
     # the computed patches are counted: 7 active S = 1 patches cost two blocks of 6 (12 patches)
     params = dict(C=64, H=14, W=14, S=1, padded=True)
     assert K.kernel_ops("gather_conv3x3", params, 7)[0].flops == K.kernel_ops("gather_conv3x3", params, 12)[0].flops

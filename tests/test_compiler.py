@@ -1,4 +1,4 @@
-"""The compiler: export, import, the LowerLASBlocks pass, whole models against PyTorch, the CLI."""
+"""The compiler: export, import, whole models against PyTorch, the CLI (the passes: tests/test_pass_*.py)."""
 
 import json
 import re
@@ -10,39 +10,23 @@ import pytest
 import torch
 import tvm
 from click.testing import CliRunner
-from tvm import relax
 
+from _compiler import SIZE, reference, small_model, vm
 from lasnet_tvm.checkpoint import save_checkpoint
 from lasnet_tvm.cli.main import cli
 from lasnet_tvm.compiler import CompiledModel, build_target, compile_model
 from lasnet_tvm.compiler.artifact import save_artifact
 from lasnet_tvm.compiler.export import export_model
 from lasnet_tvm.compiler.importer import SPEC_ATTR, import_exported
-from lasnet_tvm.compiler.passes.lower_las_blocks import KERNEL_ATTR, LowerLASBlocks
 from lasnet_tvm.errors import LasnetError
 from lasnet_tvm.models import ARCHS, build_model
 from lasnet_tvm.targets import resolve_target
-from model_utils import randomize_
 
 LLVM = resolve_target("llvm")
-SIZE = 64
-
-
-def _model(arch="las_resnet50", gran="4-4-2-1", bias=None, seed=0, width=0.25):
-    width = width if arch.startswith("las_resnet") else 0.5
-    model = build_model(arch, gran, SIZE, 7, width)
-    return randomize_(model, seed=seed, masker_bias=bias or 0.0, force=bias is not None)
-
-
-def _reference(model, x):
-    with torch.no_grad():
-        logits, stats = model(torch.from_numpy(x), return_stats=True)
-    masks = [m[:, 0].bool().numpy() for m in stats["masks"]]
-    return logits.numpy(), masks
 
 
 def _check(compiled: CompiledModel, model, x):
-    ref_logits, ref_masks = _reference(model, x)
+    ref_logits, ref_masks = reference(model, x)
     got = compiled.run(x)
     scale = np.abs(ref_logits).max()
     np.testing.assert_allclose(got.logits, ref_logits, rtol=1e-4, atol=1e-4 * scale)
@@ -51,46 +35,22 @@ def _check(compiled: CompiledModel, model, x):
     return got
 
 
-def _vm(mod):
-    return relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
-
-
 def test_import_gives_one_function_per_block_and_runs_dense():
-    model = _model()
+    model = small_model()
     mod = import_exported(export_model(model))
     blocks = [gv for gv, f in mod.functions_items() if f.attrs is not None and SPEC_ATTR in f.attrs]
     assert len(blocks) == len(model.blocks)
     x = np.random.default_rng(0).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)
-    out = _vm(mod)["main"](tvm.runtime.tensor(x))
-    ref_logits, ref_masks = _reference(model, x)
+    out = vm(mod)["main"](tvm.runtime.tensor(x))
+    ref_logits, ref_masks = reference(model, x)
     np.testing.assert_allclose(out[0].numpy(), ref_logits, rtol=1e-4, atol=1e-4 * np.abs(ref_logits).max())
     np.testing.assert_array_equal(out[1].numpy(), [m.sum() for m in ref_masks])
-
-
-@pytest.mark.parametrize("fusion", ["all", "none"])
-def test_lower_pass_replaces_block_functions_and_keeps_results(fusion):
-    model = _model(seed=2)
-    mod = import_exported(export_model(model))
-    lowered = LowerLASBlocks(fusion=fusion)(mod)
-    assert not [f for f in lowered.functions.values() if f.attrs is not None and SPEC_ATTR in f.attrs]
-    kernels = {str(f.attrs[KERNEL_ATTR]) for f in lowered.functions.values()
-               if isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None and KERNEL_ATTR in f.attrs}
-    if fusion == "all":
-        assert {"masker_conv1x1", "gather_conv3x3", "patch_conv1x1", "scatter_add"} <= kernels
-    else:
-        assert {"masker", "gather", "window_conv3x3", "scatter", "add_relu"} <= kernels
-    # the un-scheduled lowering already computes the same thing as the dense block functions
-    x = np.random.default_rng(1).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)
-    before = _vm(mod)["main"](tvm.runtime.tensor(x))
-    after = _vm(lowered)["main"](tvm.runtime.tensor(x))
-    np.testing.assert_allclose(after[0].numpy(), before[0].numpy(), rtol=1e-4, atol=1e-4)
-    np.testing.assert_array_equal(after[2].numpy(), before[2].numpy())
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_compiled_model_matches_pytorch(arch):
     gran = "4-4-2-1" if arch.startswith("las_resnet") else "2-4-2-1"
-    model = _model(arch, gran, seed=3)
+    model = small_model(arch, gran, seed=3)
     compiled = CompiledModel.from_executable(*_compile(model))
     x = np.random.default_rng(4).standard_normal((2, 3, SIZE, SIZE)).astype(np.float32)
     got = _check(compiled, model, x)
@@ -99,7 +59,7 @@ def test_compiled_model_matches_pytorch(arch):
 
 @pytest.mark.parametrize("bias,rate", [(-1.0, 0.0), (1.0, 1.0)])
 def test_compiled_model_at_rate_zero_and_one(bias, rate):
-    model = _model(bias=bias, seed=5)
+    model = small_model(bias=bias, seed=5)
     compiled = CompiledModel.from_executable(*_compile(model))
     x = np.random.default_rng(6).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)
     got = _check(compiled, model, x)
@@ -107,7 +67,7 @@ def test_compiled_model_at_rate_zero_and_one(bias, rate):
 
 
 def test_compiled_static_counterpart_matches_pytorch():
-    model = _model(seed=7)
+    model = small_model(seed=7)
     result = compile_model(model, LLVM, static=True)
     compiled = CompiledModel.from_executable(result.executable, result.manifest)
     x = np.random.default_rng(8).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)
@@ -129,7 +89,7 @@ def invoke(*args):
 
 
 def test_cli_compile_verify_run(tmp_path):
-    model = _model(seed=9)
+    model = small_model(seed=9)
     pt = save_checkpoint(tmp_path / "model.pt", model)
     so = tmp_path / "model.so"
     res = invoke("compile", pt, "--target", "llvm", "-o", so)
@@ -142,7 +102,7 @@ def test_cli_compile_verify_run(tmp_path):
     np.save(tmp_path / "x.npy", x)
     res = invoke("run", so, "--input", tmp_path / "x.npy", "-o", tmp_path / "logits.npy", "--masks", tmp_path / "m.npz")
     assert res.exit_code == 0, res.output
-    ref_logits, ref_masks = _reference(model, x)
+    ref_logits, ref_masks = reference(model, x)
     np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), ref_logits, rtol=1e-4, atol=1e-4 * np.abs(ref_logits).max())
     np.testing.assert_array_equal(np.load(tmp_path / "m.npz")["layer1.0"], ref_masks[0])
     # wrong input size at run time: a one-line error
@@ -151,10 +111,34 @@ def test_cli_compile_verify_run(tmp_path):
     assert res.exit_code != 0 and "takes 64x64 images" in res.output and "Traceback" not in res.output
 
 
+def test_cli_compile_dump_ir(tmp_path):
+    """--dump-ir writes the module after import and after each pass of the pipeline, numbered in its order."""
+    from lasnet_tvm.compiler.pipeline import lasnet_passes, phase_file
+
+    pt = save_checkpoint(tmp_path / "model.pt", small_model(seed=1))
+    (tmp_path / "taken").write_text("")
+    res = invoke("compile", pt, "-o", tmp_path / "m.so", "--dump-ir", tmp_path / "taken")
+    assert res.exit_code != 0 and "is a file" in res.output and "Traceback" not in res.output
+    res = invoke("compile", pt, "-o", tmp_path / "m.so", "--dump-ir", tmp_path / "ir")
+    assert res.exit_code == 0, res.output
+    names = ["00_import.py"] + [phase_file(i, p.info.name) for i, p in enumerate(lasnet_passes(LLVM), 1)]
+    assert names[6] == "06_lower_las_blocks.py" and names[-1] == "11_schedule_static_ops.py"
+    assert sorted(f.name for f in (tmp_path / "ir").iterdir()) == names
+    ir = {n: (tmp_path / "ir" / n).read_text() for n in names}
+    assert "def las_block_0(" in ir[names[0]] and '"lasnet.spec"' in ir[names[0]] and "@T.prim_func" not in ir[names[0]]
+    assert "def gather_conv3x3_" not in ir[names[5]] and '"lasnet.spec"' in ir[names[5]]  # before the lowering
+    lowered = ir["06_lower_las_blocks.py"]
+    assert "def gather_conv3x3_" in lowered and "def scatter_add_" in lowered and '"lasnet.spec"' not in lowered
+    assert ir[names[9]] == ir[names[8]]  # no tuned schedules: ApplyTunedSchedules leaves the module alone
+    assert '"tir.is_scheduled"' not in ir[names[8]]
+    last = ir[names[-1]]
+    assert last.count("@T.prim_func") == last.count('"tir.is_scheduled"') > 10  # every function scheduled
+
+
 def test_cli_compile_errors(tmp_path):
     res = invoke("compile", tmp_path / "missing.pt", "-o", tmp_path / "m.so")
     assert res.exit_code != 0 and "missing.pt: no such file" in res.output
-    pt = save_checkpoint(tmp_path / "model.pt", _model())
+    pt = save_checkpoint(tmp_path / "model.pt", small_model())
     res = invoke("compile", pt, "--target", "cuda", "-arch=sm_99", "-o", tmp_path / "m.so")
     assert res.exit_code != 0 and "unknown CUDA arch 'sm_99'" in res.output
     res = invoke("compile", pt, "--target", "vulkan", "-o", tmp_path / "m.so")
@@ -177,7 +161,7 @@ def test_cuda_build_without_gpu(tmp_path, arch):
     """CUDA code for an old arch (through NVPTX) and a new one (nvcc) builds and exports without a GPU."""
     target = build_target(f"cuda -arch={arch}")
     assert target.kind.name == ("nvptx" if arch == "sm_70" else "cuda")
-    model = _model(seed=11)
+    model = small_model(seed=11)
     try:
         result = compile_model(model, target)
     except LasnetError as e:  # no CUDA toolchain at all on this machine

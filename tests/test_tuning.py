@@ -31,9 +31,9 @@ GC = dict(C=16, H=16, W=16, S=4, stride=1, groups=1, padded=True)
 
 def packed_w(w):
     """``[C_in, 3, 3, C_out]`` weights of :func:`gather_conv_ref` in the padded gather-conv's packed layout."""
-    from lasnet_tvm.kernels.gather_conv3x3 import pack_weight
+    from lasnet_tvm.kernels.shapes import pack_weight_3x3
 
-    return pack_weight(np.transpose(w, (3, 0, 1, 2)))
+    return pack_weight_3x3(np.transpose(w, (3, 0, 1, 2)))
 
 
 def gather_conv_ref(f1, idx, w, b, S=4, g=4):
@@ -79,6 +79,24 @@ def test_tasks_of_block_specialize_and_indices():
     assert idx.dtype == np.int32 and list(idx) == sorted(set(idx.tolist())) and idx.max() < 16 and len(idx) == 8
     t = IndexArgAllocator(layouts)(tvm.cpu(), args_info, 2)
     assert len(t) == 2 and np.array_equal(t[0][1].numpy(), idx)
+
+
+@pytest.mark.parametrize("fusion", ["none", "masker", "all"])
+def test_tasks_follow_the_kernels_symbolic_patch_count(fusion):
+    """A task is specialized exactly where its kernel has the symbolic patch count, and its index argument is
+    the kernel's ``idx`` (what MetaSchedule searches is each kernel's own function, nothing declared beside it)."""
+    from lasnet_tvm import kernels as K
+    from lasnet_tvm.tuning.tasks import symbolic_vars
+
+    tasks = tasks_of_block(BLOCK, fusion=fusion, static=True)
+    for t in tasks:
+        func = K.builder(t.kernel)(**t.params)
+        assert (t.P is not None) == bool(symbolic_vars(func)), t.kernel
+        assert t.index_args == (("idx",) if t.P is not None and "idx" in [p.name for p in func.params] else ())
+    assert {t.kernel for t in tasks if t.index_args} == ({"gather_conv3x3", "scatter_add"} if fusion == "all"
+                                                         else {"gather", "scatter"})
+    assert {t.kernel for t in tasks if t.P is not None and not t.index_args} == (
+        {"patch_conv1x1"} if fusion == "all" else {"window_conv3x3", "patch_conv1x1"})
 
 
 def test_unknown_device_and_missing_hardware(tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..block_plan import FUSIONS
+from ..block_plan import Fusion
 
 # Target flags users write after --target, in TVM's old string syntax (e.g. -arch=sm_70).
 _TARGET_FLAG = re.compile(r"^--?(arch|mtriple|mcpu|mattr|mabi|max_num_threads|num-cores)=\S+$")
@@ -44,7 +44,7 @@ def compile_options(f):
                      "flags may follow as separate words: --target cuda -arch=sm_70."),
         click.option("--device", default=None,
                      help="Take the target from this hardware profile (see `lasnet-tvm devices`)."),
-        click.option("--fusion", type=click.Choice(FUSIONS), default="all", show_default=True,
+        click.option("--fusion", type=click.Choice(Fusion.values()), default=Fusion.ALL.value, show_default=True,
                      help="Fusion level of the dynamic blocks (paper Table 1)."),
         click.option("--no-fuse", is_flag=True, help="Same as --fusion none."),
         click.option("--static", is_flag=True, help="Compile the static counterpart (dense blocks) instead."),
@@ -67,7 +67,7 @@ def resolve_compile_options(ctx, target, device, fusion, no_fuse, static, schedu
     from ..tuning import schedules_for
 
     text = _target_text(target, ctx.meta["target_flags"], device)
-    return {"target": text, "fusion": "none" if no_fuse else fusion, "static": static, "params": params,
+    return {"target": text, "fusion": Fusion.NONE if no_fuse else fusion, "static": static, "params": params,
             "database": schedules_for(schedules, device, text, not default_schedules)}
 
 
@@ -75,8 +75,11 @@ def resolve_compile_options(ctx, target, device, fusion, no_fuse, static, schedu
 @click.argument("model_path", metavar="MODEL.pt", type=click.Path(path_type=Path))
 @compile_options
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Shared library to write.")
+@click.option("--dump-ir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write the module (TVMScript) after import and after each compiler pass into this folder: "
+              "00_import.py, 01_legalize_ops.py, ...")
 @click.pass_context
-def compile_cmd(ctx, model_path, output, **options):
+def compile_cmd(ctx, model_path, output, dump_ir, **options):
     """Compile MODEL.pt into a shared library (plus a JSON manifest beside it)."""
     from ..compiler import compile_checkpoint
     from ..compiler.artifact import manifest_path, params_path
@@ -84,7 +87,7 @@ def compile_cmd(ctx, model_path, output, **options):
 
     check_writable(output, "compiled library")
     check_writable(manifest_path(output), "manifest")
-    result = compile_checkpoint(model_path, output=output, **resolve_compile_options(ctx, **options))
+    result = compile_checkpoint(model_path, output=output, dump_ir=dump_ir, **resolve_compile_options(ctx, **options))
     static = options["static"]
     m = result.manifest
     click.echo(f"wrote {output} ({m['arch']}, {m['target']['kind']}"

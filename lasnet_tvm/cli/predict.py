@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..archs import ARCHS
-from ..errors import LasnetError
+from ..block_plan import Fusion
 from .types import COUNT, GRANULARITY, NON_NEGATIVE, RATES
 
 
@@ -40,7 +40,7 @@ def _block_json(b) -> dict:
               help="S per stage ('4-4-2-1'), one S, or one S per block (comma separated).")
 @click.option("--rate", "-r", type=RATES, default="0.5", show_default=True,
               help="Activation rate, one for all blocks or one per block (comma separated).")
-@click.option("--fusion", type=click.Choice(["none", "masker", "masker+gather", "all"]), default="all",
+@click.option("--fusion", type=click.Choice(Fusion.values()), default=Fusion.ALL.value,
               show_default=True, help="Operator fusion variant (paper Table 1).")
 @click.option("--batch", type=COUNT, default=1, show_default=True)
 @click.option("--input-size", type=COUNT, default=224, show_default=True)
@@ -155,8 +155,7 @@ def profile_device(output):
     A profile written to the user profile folder (~/.lasnet-tvm/hw_profiles/NAME.yaml, or $LASNET_TVM_PROFILES)
     is found by every command as --device NAME, after the shipped profiles of that name."""
     from ..fsutil import atomic_path, check_writable
-    from ..predictor.measure import write_local_profile
-    from ..predictor.profiles import load_profile, user_profiles_dir
+    from ..predictor.profiles import load_profile, user_profiles_dir, write_local_profile
 
     path = Path(output) if output else user_profiles_dir() / "local.yaml"
     check_writable(path, "profile")

@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import tvm
 
+from ..block_plan import Fusion
 from ..errors import LasnetError
 from ..targets import NVCC_MIN_ARCH, arch_number, cuda_root, resolve_target
 from .artifact import CompiledModel, save_artifact
-from .pipeline import CompileResult, lasnet_passes
-from .pipeline import compile_model as _compile_model
-
-SEPARATE_PARAMS_BYTES = 8 << 20  # params="auto": weights above this size are kept outside the library
+from .passes.apply_tuned_schedules import ScheduleDatabase
+from .pipeline import CompileResult, compile_model, lasnet_passes
 
 __all__ = ["CompiledModel", "CompileResult", "compile_checkpoint", "compile_model", "lasnet_passes",
            "build_target", "verify_compiled"]
@@ -44,31 +42,16 @@ def build_target(spec) -> tvm.target.Target:
     return target
 
 
-def compile_model(model, target, fusion: str = "all", static: bool = False, database=None,
-                  source: str = "", params: str = "embed") -> CompileResult:
-    """Compile an eval-mode LAS model (see :func:`.pipeline.compile_model`); with ``database`` (tuned
-    schedules, :class:`lasnet_tvm.tuning.TunedSchedules`) the manifest's ``tuned_schedules`` names the tasks
-    that got a tuned schedule. ``params="auto"``: the weights outside the library when they exceed
-    ``SEPARATE_PARAMS_BYTES``."""
-    if hasattr(database, "reset_applied"):
-        database.reset_applied()
-    if params == "auto":
-        size = sum(p.numel() * p.element_size() for p in model.parameters())
-        params = "separate" if size > SEPARATE_PARAMS_BYTES else "embed"
-    result = _compile_model(model, target, fusion, static, database, source, params)
-    if hasattr(database, "report"):
-        result.manifest["tuned_schedules"] = database.report()
-    return result
-
-
-def compile_checkpoint(path, target="llvm", fusion: str = "all", static: bool = False, output=None,
-                       database=None, params: str = "embed") -> CompileResult:
+def compile_checkpoint(path, target="llvm", fusion: Fusion | str = Fusion.ALL, static: bool = False, output=None,
+                       database: ScheduleDatabase | None = None, params: str = "embed", dump_ir=None) -> CompileResult:
     """Compile a ``model.pt`` for ``target``; with ``output``, also write the library and its manifest (and
-    the weights beside them, with ``params="separate"``)."""
+    the weights beside them, with ``params="separate"``); with ``dump_ir`` (a folder), the module after each
+    pass phase (:func:`.pipeline.apply_passes`)."""
     from ..checkpoint import load_checkpoint
 
     model, _ = load_checkpoint(path)
-    result = compile_model(model, build_target(target), fusion, static, database, source=str(path), params=params)
+    result = compile_model(model, build_target(target), fusion, static, database, source=str(path), params=params,
+                           dump_ir=dump_ir)
     if output is not None:
         save_artifact(result.executable, output, result.manifest, result.params)
     return result

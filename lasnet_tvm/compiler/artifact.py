@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import LasnetError
-from ..runner import RunResult, check_input_shape
+from ..run_result import RunResult, check_input_shape
 
 
 def manifest_path(lib: str | Path) -> Path:

@@ -1,19 +1,28 @@
-"""The compile flow: export -> import -> passes (in order) -> build, and the library API behind ``compile``."""
+"""The compile flow: export -> import -> passes (in order) -> build, and the library API behind ``compile``.
+
+The passes are one list (:func:`lasnet_passes`); :func:`apply_passes` runs them and can write the module after
+each of them (``lasnet-tvm compile --dump-ir DIR``).
+"""
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import tvm
 from tvm import relax
 
 from .. import __version__
+from ..block_plan import Fusion
+from ..errors import LasnetError
 from ..models import LASNet
 from .export import export_model
 from .importer import import_exported
 from .params import separate_params
+from .passes.apply_tuned_schedules import ApplyTunedSchedules, ScheduleDatabase, tuned_functions
 from .passes.lower_las_blocks import LowerLASBlocks
 from .passes.schedule_kernels import ScheduleKernels
 from .passes.schedule_static_ops import ScheduleStaticOps
@@ -21,9 +30,12 @@ from .passes.schedule_static_ops import ScheduleStaticOps
 
 # Calling convention of ``main``: (x [1, 3, H, W]) -> (logits, counts [n_blocks], masks [sum of g*g]).
 ABI = 1
+# params="auto": weights above this size are kept outside the library.
+SEPARATE_PARAMS_BYTES = 8 << 20
 
 
-def lasnet_passes(target: tvm.target.Target, fusion: str = "all", static: bool = False, database=None) -> list:
+def lasnet_passes(target: tvm.target.Target, fusion: Fusion | str = Fusion.ALL, static: bool = False,
+                  database: ScheduleDatabase | None = None) -> list:
     """The passes applied to an imported LAS module, in order."""
     return [
         relax.transform.LegalizeOps(),  # static operators (stem, pooling, fc) -> TensorIR
@@ -36,9 +48,47 @@ def lasnet_passes(target: tvm.target.Target, fusion: str = "all", static: bool =
         LowerLASBlocks(fusion=fusion, static=static),  # LAS blocks -> TensorIR kernels
         relax.transform.DeadCodeElimination(["main"]),
         relax.transform.LegalizeOps(),  # the reshapes and casts the lowering added
-        ScheduleKernels(target, database),  # tuned or default schedules of the LAS kernels
-        ScheduleStaticOps(target),  # default schedules of the rest
+        ApplyTunedSchedules(target, database),  # tuned schedules, where the database has one
+        ScheduleKernels(target),  # default schedules of the other LAS kernels
+        ScheduleStaticOps(target),  # default schedules of the other static operators
     ]
+
+
+def phase_file(index: int, name: str) -> str:
+    """The dump file of phase ``index``: ``00_import.py``, ``06_lower_las_blocks.py`` (pass names in snake case)."""
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
+    return f"{index:02d}_{snake}.py"
+
+
+def apply_passes(mod: tvm.IRModule, passes: list, dump_dir: str | Path | None = None) -> tvm.IRModule:
+    """Run ``passes`` on ``mod`` in order. With ``dump_dir``, write the module (TVMScript, ``mod.script()``)
+    there as imported (``00_import.py``) and after each pass (``NN_<pass>.py``, numbered in order).
+
+    Raises
+    ------
+    LasnetError
+        ``dump_dir`` cannot be created or written.
+    """
+    dump = None
+    if dump_dir is not None:
+        dump = Path(dump_dir)
+        try:
+            dump.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise LasnetError(f"--dump-ir {dump}: cannot create the folder ({e.strerror})") from None
+
+    def write(index: int, name: str) -> None:
+        if dump is not None:
+            try:
+                (dump / phase_file(index, name)).write_text(mod.script())
+            except OSError as e:
+                raise LasnetError(f"--dump-ir {dump}: cannot write {phase_file(index, name)} ({e.strerror})") from None
+
+    write(0, "import")
+    for i, p in enumerate(passes, 1):
+        mod = p(mod)
+        write(i, p.info.name)
+    return mod
 
 
 def relax_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
@@ -81,8 +131,9 @@ class CompileResult:
     params: dict | None = None  # the weights by name when they are kept outside the library (``main``'s tail)
 
 
-def compile_model(model: LASNet, target, fusion: str = "all", static: bool = False, database=None,
-                  source: str = "", params: str = "embed") -> CompileResult:
+def compile_model(model: LASNet, target, fusion: Fusion | str = Fusion.ALL, static: bool = False,
+                  database: ScheduleDatabase | None = None, source: str = "", params: str = "embed",
+                  dump_ir: str | Path | None = None) -> CompileResult:
     """Compile an eval-mode LAS model for ``target``.
 
     Parameters
@@ -90,19 +141,29 @@ def compile_model(model: LASNet, target, fusion: str = "all", static: bool = Fal
     model : LASNet
     target : tvm.target.Target
         Resolved target (see :func:`lasnet_tvm.targets.resolve_target`).
-    fusion : {"none", "masker", "masker+gather", "all"}
+    fusion : Fusion or its name
+        Fusion level of the dynamic blocks (:class:`lasnet_tvm.block_plan.Fusion`).
     static : bool
         Compile the static counterpart (dense kernels for every block) instead.
-    database : optional
-        Tuned schedules (see :class:`.passes.schedule_kernels.ScheduleKernels`).
+    database : ScheduleDatabase, optional
+        Tuned schedules (:class:`lasnet_tvm.tuning.TunedSchedules`); the manifest's ``tuned_schedules`` then
+        says where they come from and names the functions that got one.
     source : str
         Where the model came from, recorded in the manifest.
-    params : {"embed", "separate"}
-        Weights inside the library, or outside it: ``main(x, *weights)`` and ``CompileResult.params``.
+    params : {"embed", "separate", "auto"}
+        Weights inside the library, or outside it: ``main(x, *weights)`` and ``CompileResult.params``; auto:
+        outside when they exceed ``SEPARATE_PARAMS_BYTES``.
+    dump_ir : str or Path, optional
+        Write the module after import and after each pass into this folder (see :func:`apply_passes`).
     """
+    fusion = Fusion.parse(fusion)
     t0 = time.perf_counter()
     mod = import_exported(export_model(model))
-    mod = tvm.transform.Sequential(lasnet_passes(target, fusion, static, database))(mod)
+    mod = apply_passes(mod, lasnet_passes(target, fusion, static, database), dump_ir)
+    applied = tuned_functions(mod)
+    if params == "auto":
+        size = sum(p.numel() * p.element_size() for p in model.parameters())
+        params = "separate" if size > SEPARATE_PARAMS_BYTES else "embed"
     mod, values = separate_params(mod) if params == "separate" else (mod, None)
     executable = tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target))
     s = model.spec
@@ -119,12 +180,14 @@ def compile_model(model: LASNet, target, fusion: str = "all", static: bool = Fal
         "width_mult": s.width_mult,
         "blocks": [b.name for b in s.blocks],
         "grids": [b.grid for b in s.blocks],
-        "fusion": fusion,
+        "fusion": fusion.value,
         "static": static,
         "target": _plain(target.export()),
         "tuned": database is not None,
         "compile_seconds": round(time.perf_counter() - t0, 2),
     }
+    if database is not None:
+        manifest["tuned_schedules"] = {**database.describe(), "applied": applied}
     if values is not None:
         manifest["params"] = list(values)
     return CompileResult(executable, manifest, values)

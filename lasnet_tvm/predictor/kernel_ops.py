@@ -7,8 +7,9 @@ masker is pool + 1x1 conv + index; SE is pool + two FCs + scaling), each costing
 
 The block op lists of :mod:`.network` are built from the same functions (:func:`kernel_ops`), in the plan's
 order, so that ``sum(predict_step(s, P, hw) for s in block_plan(...))`` equals
-:func:`~.network.predict_block`'s static or dynamic latency (checked by the tests). This module does not import
-``block_plan`` (which imports TVM): a step is anything with ``kernel``, ``params`` and ``outputs``.
+:func:`~.network.predict_block`'s static or dynamic latency (checked by the tests). A step is anything with
+``kernel``, ``params`` and ``outputs``. The patches a kernel computes and the CPU schedule a patch conv gets come
+from :mod:`lasnet_tvm.kernels.shapes`, which the kernels use too (it does not import TVM).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import replace
 from typing import Any, Mapping
 
 from ..errors import LasnetError
+from ..kernels.shapes import ceil_div, computed_patches, large_weights_3x3
 from . import ops
 from .ops import Op, OpLatency, op_latency
 from .profiles import HardwareProfile
@@ -24,12 +26,6 @@ from .profiles import HardwareProfile
 #: Kernels whose cost depends on the number of active patches ``P``.
 PATCH_KERNELS = frozenset({"gather", "window_conv3x3", "gather_conv3x3", "se", "patch_conv1x1", "scatter",
                            "scatter_add"})
-#: Weight bytes up to which the default CPU schedule of the window conv3x3 (unfused ablation variant) gives each
-#: patch its own task (above: channel tiles in parallel, all patches per weight tile); ``LARGE_WEIGHT_BYTES`` of
-#: ``kernels/gather_conv3x3``.
-LARGE_WEIGHTS_3X3 = 4 * 1024 * 1024
-#: Patches per register tile by S (others: 1), ``patch_block`` of ``kernels/gather_conv3x3`` (checked by the tests).
-PATCH_BLOCK = {1: 6, 2: 3}
 
 
 def one_patch_per_task(kernel: str, params: Mapping[str, Any]) -> bool:
@@ -41,17 +37,13 @@ def one_patch_per_task(kernel: str, params: Mapping[str, Any]) -> bool:
     if kernel == "gather_conv3x3":
         # unpadded: per-patch window staging; padded: blocks of patches per channel tile (schedule_gather_conv_cpu)
         return not params.get("padded", False)
-    if kernel == "window_conv3x3":
-        C = params["C"]
-        return C // params.get("groups", 1) * 9 * C * 4 <= LARGE_WEIGHTS_3X3
+    if kernel == "window_conv3x3":  # small weights: one task per patch (kernels/gather_conv3x3.schedule_patch_conv_cpu)
+        return not large_weights_3x3(params["C"], params.get("groups", 1))
     return False
 
 #: Name of a 1x1 conv by the buffer it writes.
 _CONV1X1_NAMES = {"ident": "downsample", "f1": "conv1", "f3": "conv3"}
 
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def _se(B: int, P: int, C: int, R: int, S: int) -> list[Op]:
@@ -64,7 +56,7 @@ def kernel_ops(kernel: str, params: Mapping[str, Any], P: int = 0, batch: int = 
     """Ops of one kernel call.
 
     The padded gather-conv and the patch conv1x1 count the patches they compute: ``P`` rounded up to whole
-    patch blocks (:data:`PATCH_BLOCK`). Patch convolutions whose default schedule gives each patch its own task
+    patch blocks (:func:`lasnet_tvm.kernels.shapes.computed_patches`). Patch convolutions whose default schedule gives each patch its own task
     (:func:`one_patch_per_task`) get ``Op.max_tile_p = 1`` (used by profiles with ``schedule: default``); the others (large weights, tiled by
     channels) get the op kind suffix ``_large_w``, so that a calibration scales the two schedules apart.
 
@@ -92,8 +84,7 @@ def kernel_ops(kernel: str, params: Mapping[str, Any], P: int = 0, batch: int = 
         scatter = dict(C=params["C_out"], Ho=Ho, Wo=Ho, S=params["S"], inplace=True)
         return kernel_ops(kernel, conv3, P, batch, out) + kernel_ops("scatter_add", scatter, P, batch, out)
     if kernel == "patch_conv1x1" or (kernel == "gather_conv3x3" and params.get("padded", False)):
-        pb = PATCH_BLOCK.get(params["S"], 1)  # these kernels compute P rounded up to whole patch blocks
-        P = _cdiv(P, pb) * pb
+        P = computed_patches(P, params["S"])  # these kernels compute P rounded up to whole patch blocks
     ops_ = _kernel_ops(kernel, params, P, batch, out)
     if one_patch_per_task(kernel, params):
         ops_ = [replace(o, max_tile_p=1) for o in ops_]
@@ -116,7 +107,7 @@ def _kernel_ops(kernel: str, p: Mapping[str, Any], P: int, B: int, out: str) -> 
     st = get("stride", 1)
     if kernel in ("masker", "masker_conv1x1"):
         H, S = p["H"], p["S"]
-        g = _cdiv(_cdiv(H, st), S)
+        g = ceil_div(ceil_div(H, st), S)
         if kernel == "masker":
             return [ops.masker_pool("masker_pool", B, p["C_in"], H, S * st),
                     ops.masker_conv("masker_conv1x1", B, p["C_in"], g), ops.mask_index("mask_index", B, g, 1, g)]

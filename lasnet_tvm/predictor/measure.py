@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from ..errors import LasnetError
 
@@ -89,7 +88,7 @@ def measure_peak_gflops(repeat: int = 10) -> float:
     import tvm
 
     from ..block_runtime import compile_kernel_module
-    from ..kernels._gemm import pack_weight
+    from ..kernels.shapes import pack_weight_1x1
 
     c_in, c_out, size = 1024, 256, 14
     target, _ = _host_target()
@@ -98,7 +97,7 @@ def measure_peak_gflops(repeat: int = 10) -> float:
     x = rng.standard_normal((c_in, size, size), dtype=np.float32)
     w = rng.standard_normal((c_out, c_in), dtype=np.float32) / np.float32(c_in**0.5)
     dev = tvm.cpu()
-    args = [tvm.runtime.tensor(a, dev) for a in (x, pack_weight(w), np.zeros(c_out, np.float32),
+    args = [tvm.runtime.tensor(a, dev) for a in (x, pack_weight_1x1(w), np.zeros(c_out, np.float32),
                                                   np.zeros((c_out, size, size), np.float32))]
     mod["main"](*args)
     if not np.allclose(args[-1].numpy(), np.einsum("oc,chw->ohw", w, x), rtol=1e-3, atol=1e-3):
@@ -170,16 +169,3 @@ def measure_local() -> dict[str, Any]:
     }
 
 
-def write_local_profile(path: str | os.PathLike) -> Path:
-    """Measure this machine and write its profile to ``path`` (folders created)."""
-    from .profiles import profile_from_dict
-
-    prof = measure_local()
-    measured = prof.pop("measured")
-    profile_from_dict(prof, "local", str(path))  # validate before writing
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    header = (f"# Measured by lasnet-tvm profile-device: conv1x1 {measured['peak_gflops']} GFLOP/s "
-              f"(nominal {measured['nominal_gflops']}), copy {measured['copy_gbps']} GB/s.\n")
-    path.write_text(header + yaml.safe_dump(prof, sort_keys=False))
-    return path

@@ -31,13 +31,12 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..archs import ArchSpec, BlockSpec, arch_spec, format_granularity
+from ..block_plan import Fusion
 from ..errors import LasnetError
 from . import ops
 from .kernel_ops import kernel_ops
 from .ops import Op, OpLatency, op_latency
 from .profiles import HardwareProfile
-
-FUSIONS = ("none", "masker", "masker+gather", "all")
 
 
 def active_patches(block: BlockSpec, rate: float, batch: int = 1) -> int:
@@ -63,22 +62,21 @@ def static_block_ops(b: BlockSpec, batch: int = 1) -> list[Op]:
     return out
 
 
-def dynamic_block_ops(b: BlockSpec, P: int, fusion: str = "all", batch: int = 1) -> list[Op]:
+def dynamic_block_ops(b: BlockSpec, P: int, fusion: Fusion | str = Fusion.ALL, batch: int = 1) -> list[Op]:
     """Kernels of the dynamic block with ``P`` active patches over the batch and a fusion variant, in the order
     of ``block_plan(b, fusion)``."""
-    if fusion not in FUSIONS:
-        raise LasnetError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
+    fusion = Fusion.parse(fusion)
     H, Ho, S, st, cm, co = b.in_size, b.out_size, b.S, b.stride, b.c_mid, b.c_out
     k = functools.partial(kernel_ops, P=P, batch=batch)
     out: list[Op] = []
     if b.downsample:
         out += k("conv1x1", dict(C_in=b.c_in, C_out=co, H=H, W=H, stride=st), out="ident")
-    if fusion == "none":
+    if fusion is Fusion.NONE:
         out += k("masker", dict(C_in=b.c_in, H=H, W=H, S=S, stride=st))
         out += k("conv1x1", dict(C_in=b.c_in, C_out=cm, H=H, W=H), out="f1")
     else:
         out += k("masker_conv1x1", dict(C_in=b.c_in, C_mid=cm, H=H, W=H, S=S, stride=st))
-    if fusion in ("none", "masker"):
+    if fusion in (Fusion.NONE, Fusion.MASKER):
         out += k("gather", dict(C=cm, H=H, W=H, S=S, stride=st))
         out += k("window_conv3x3", dict(C=cm, S=S, stride=st, groups=b.groups))
     else:
@@ -86,7 +84,7 @@ def dynamic_block_ops(b: BlockSpec, P: int, fusion: str = "all", batch: int = 1)
     if b.se_channels:
         out += k("se", dict(C=cm, R=b.se_channels, Ho=Ho, S=S))
     out += k("patch_conv1x1", dict(C_in=cm, C_out=co, S=S))
-    if fusion == "all":
+    if fusion is Fusion.ALL:
         out += k("scatter_add", dict(C=co, Ho=Ho, Wo=Ho, S=S))
     else:
         out += k("scatter", dict(C=co, Ho=Ho, Wo=Ho, S=S))
@@ -94,8 +92,28 @@ def dynamic_block_ops(b: BlockSpec, P: int, fusion: str = "all", batch: int = 1)
     return out
 
 
+class _StaticDynamic:
+    """Static and dynamic latency (seconds) and their ratio, from :meth:`_total`."""
+
+    def _total(self, static: bool) -> float:
+        raise NotImplementedError
+
+    @property
+    def static_s(self) -> float:
+        return self._total(static=True)
+
+    @property
+    def dynamic_s(self) -> float:
+        return self._total(static=False)
+
+    @property
+    def ratio(self) -> float:
+        """Latency ratio ``r_l = l_dyn / l_stat``."""
+        return self.dynamic_s / self.static_s
+
+
 @dataclass(frozen=True)
-class BlockLatency:
+class BlockLatency(_StaticDynamic):
     """Predicted latency of one block, static and dynamic (seconds), with per-op breakdowns."""
 
     name: str
@@ -105,18 +123,8 @@ class BlockLatency:
     static: tuple[OpLatency, ...]
     dynamic: tuple[OpLatency, ...]
 
-    @property
-    def static_s(self) -> float:
-        return sum(o.total for o in self.static)
-
-    @property
-    def dynamic_s(self) -> float:
-        return sum(o.total for o in self.dynamic)
-
-    @property
-    def ratio(self) -> float:
-        """Latency ratio ``r_l = l_dyn / l_stat``."""
-        return self.dynamic_s / self.static_s
+    def _total(self, static: bool) -> float:
+        return sum(o.total for o in (self.static if static else self.dynamic))
 
     @property
     def dominant(self) -> str:
@@ -125,7 +133,7 @@ class BlockLatency:
         return "memory" if mem >= comp else "compute"
 
 
-def predict_block(block: BlockSpec, hw: HardwareProfile, rate: float, fusion: str = "all",
+def predict_block(block: BlockSpec, hw: HardwareProfile, rate: float, fusion: Fusion | str = Fusion.ALL,
                   batch: int = 1) -> BlockLatency:
     """Static and dynamic latency of one block at activation rate ``rate`` (granularity = ``block.S``)."""
     P = active_patches(block, rate, batch)
@@ -135,29 +143,20 @@ def predict_block(block: BlockSpec, hw: HardwareProfile, rate: float, fusion: st
 
 
 @dataclass(frozen=True)
-class NetworkLatency:
+class NetworkLatency(_StaticDynamic):
     """Predicted latency of a whole network (seconds)."""
 
     arch: str
     device: str
     granularity: str
-    fusion: str
+    fusion: Fusion
     batch: int
     stem: tuple[OpLatency, ...]
     head: tuple[OpLatency, ...]
     blocks: tuple[BlockLatency, ...]
 
-    @property
-    def static_s(self) -> float:
-        return sum(o.total for o in self.stem + self.head) + sum(b.static_s for b in self.blocks)
-
-    @property
-    def dynamic_s(self) -> float:
-        return sum(o.total for o in self.stem + self.head) + sum(b.dynamic_s for b in self.blocks)
-
-    @property
-    def ratio(self) -> float:
-        return self.dynamic_s / self.static_s
+    def _total(self, static: bool) -> float:
+        return sum(o.total for o in self.stem + self.head) + sum(b._total(static) for b in self.blocks)
 
 
 def stem_ops(spec: ArchSpec, batch: int = 1) -> list[Op]:
@@ -186,12 +185,13 @@ def _rates(rate: float | Sequence[float], n: int) -> list[float]:
     return rates
 
 
-def predict_spec(spec: ArchSpec, hw: HardwareProfile, rate: float | Sequence[float], fusion: str = "all",
-                 batch: int = 1) -> NetworkLatency:
+def predict_spec(spec: ArchSpec, hw: HardwareProfile, rate: float | Sequence[float],
+                 fusion: Fusion | str = Fusion.ALL, batch: int = 1) -> NetworkLatency:
     """Latency of a network given as an :class:`ArchSpec` (its granularity is in the block specs)."""
     if batch < 1:
         raise LasnetError(f"batch must be >= 1, got {batch}")
     rates = _rates(rate, len(spec.blocks))
+    fusion = Fusion.parse(fusion)
     blocks = tuple(predict_block(b, hw, r, fusion, batch) for b, r in zip(spec.blocks, rates))
     depths = [sum(1 for b in spec.blocks if b.stage == s) for s in range(1, 5)]
     return NetworkLatency(
@@ -201,7 +201,7 @@ def predict_spec(spec: ArchSpec, hw: HardwareProfile, rate: float | Sequence[flo
 
 
 def predict_network(arch: str, hw: HardwareProfile, granularity: str | int | Sequence[int] = "4-4-2-1",
-                    rate: float | Sequence[float] = 0.5, fusion: str = "all", batch: int = 1,
+                    rate: float | Sequence[float] = 0.5, fusion: Fusion | str = Fusion.ALL, batch: int = 1,
                     input_size: int = 224) -> NetworkLatency:
     """Latency of a LAS backbone and its static counterpart.
 
@@ -214,8 +214,7 @@ def predict_network(arch: str, hw: HardwareProfile, granularity: str | int | Seq
         ``"4-4-2-1"`` (per stage), one int, or one S per block.
     rate : float or sequence of float
         Activation rate, one for all blocks or one per block.
-    fusion : str
-        One of :data:`FUSIONS`.
+    fusion : Fusion or its name
     batch, input_size : int
 
     Returns

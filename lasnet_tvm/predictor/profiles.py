@@ -327,11 +327,24 @@ def get_profile(device: str, *, measure_local: bool = True) -> HardwareProfile:
         if not cached.exists():
             if not measure_local:
                 raise LasnetError(f"no profile of this machine at {cached}; run 'lasnet-tvm profile-device'")
-            from .measure import write_local_profile
-
             write_local_profile(cached)
         return load_profile(cached)
     raise LasnetError(f"unknown device {device!r}; known devices: {', '.join(known_devices())}")
+
+
+def write_local_profile(path: str | os.PathLike) -> Path:
+    """Measure this machine (:func:`.measure.measure_local`) and write its profile to ``path`` (folders created)."""
+    from .measure import measure_local
+
+    prof = measure_local()
+    measured = prof.pop("measured")
+    profile_from_dict(prof, "local", str(path))  # validate before writing
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = (f"# Measured by lasnet-tvm profile-device: conv1x1 {measured['peak_gflops']} GFLOP/s "
+              f"(nominal {measured['nominal_gflops']}), copy {measured['copy_gbps']} GB/s.\n")
+    path.write_text(header + yaml.safe_dump(prof, sort_keys=False))
+    return path
 
 
 def resolve_profile(device: str, profile: str | os.PathLike | None = None) -> HardwareProfile:

@@ -44,12 +44,12 @@ def shipped_dir(target=None, device: str | None = None) -> Path | None:
 
 
 class TunedSchedules:
-    """Tuned schedules of one device, as ``compile`` applies them.
+    """Tuned schedules of one device, as ``compile`` applies them (the compiler's
+    :class:`~lasnet_tvm.compiler.passes.apply_tuned_schedules.ScheduleDatabase`).
 
     The manifest's choice per task is followed (``"chosen": "tuned"`` with the record checked and timed at
     tune time, or ``"default"``); tasks without a choice (databases written by ``--no-measure`` or by hand)
-    get their best record that replays. :attr:`applied` names the tasks given a tuned schedule since the
-    last :meth:`reset_applied`.
+    get their best record that replays.
 
     Parameters
     ----------
@@ -71,19 +71,14 @@ class TunedSchedules:
         self.manifest = read_manifest(self.work_dir)
         self.entries = {t["key"]: t for t in self.manifest.get("tasks", [])}
         self.db = open_database(self.work_dir)
-        self.applied: dict[str, str] = {}
 
     @property
     def device(self) -> str | None:
         return self.manifest.get("device")
 
-    def reset_applied(self) -> None:
-        self.applied = {}
-
-    def report(self) -> dict:
-        """What was applied since :meth:`reset_applied` (for a compiled module's manifest)."""
-        return {"dir": str(self.work_dir), "device": self.device, "host_cpu": self.manifest.get("host_cpu"),
-                "applied": sorted(self.applied.values())}
+    def describe(self) -> dict:
+        """Where the schedules come from (for a compiled module's manifest)."""
+        return {"dir": str(self.work_dir), "device": self.device, "host_cpu": self.manifest.get("host_cpu")}
 
     def query_schedule(self, kernel: str, params: dict, func, target=None):
         """``func`` (the LAS kernel ``kernel(**params)``) with its tuned schedule, or None (keep the default)."""
@@ -119,7 +114,6 @@ class TunedSchedules:
                     tvm.compile(tvm.IRModule({"main": out}), target=target)  # host passes accept it?
             except Exception:  # noqa: BLE001 - try the next record, else the default schedule
                 continue
-            self.applied[entry["key"]] = entry.get("name", entry["key"])
             return out
         return None
 

@@ -30,17 +30,13 @@ def symbolic_func(task):
 
 def default_schedule(task, func, target):
     """``func`` with the compiler's default schedule for ``task``."""
-    from ..targets import target_kind
-
     if task.kernel == "static_op":
         from ..compiler.passes.schedule_static_ops import default_static_schedule
 
         return default_static_schedule(func, target)
     from .. import kernels as K
 
-    mod = K.get(task.kernel)
-    sch = (mod.schedule_cuda if target_kind(target) == "cuda" else mod.schedule_cpu)(func, **task.params)
-    return sch.mod["main"]
+    return K.scheduled(task.kernel, target, func, **task.params).mod["main"]
 
 
 def _at(task, func):

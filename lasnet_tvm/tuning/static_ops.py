@@ -3,7 +3,7 @@
 These are the PrimFuncs that Relax legalization and operator fusion make of everything outside the LAS
 blocks (the blocks' own kernels, the downsample convolutions and the static counterparts' kernels are
 :class:`~.tasks.Task` s). They are taken from the compiler's own pipeline, stopped right before
-``ScheduleKernels``, so that the workloads tuned here are structurally equal to those the compiler meets;
+``ApplyTunedSchedules``, so that the workloads tuned here are structurally equal to those the compiler meets;
 the database is looked up by that workload (see :meth:`.schedules.TunedSchedules.query_static`).
 """
 
@@ -73,16 +73,15 @@ def _has_reduction(func: tirx.PrimFunc) -> bool:
 def static_op_tasks(model, target, fusion: str = "all") -> list[StaticTask]:
     """The static operators of ``model`` (a :class:`~lasnet_tvm.models.LASNet`) worth tuning for ``target``:
     the legalized PrimFuncs with a reduction (convolution, pooling, matmul), not the LAS kernels."""
-    import tvm
 
     from ..compiler.export import export_model
     from ..compiler.importer import import_exported
     from ..compiler.passes.lower_las_blocks import KERNEL_ATTR
-    from ..compiler.pipeline import lasnet_passes
+    from ..compiler.pipeline import apply_passes, lasnet_passes
 
     passes = lasnet_passes(target, fusion, False, None)
-    upto = next(i for i, p in enumerate(passes) if p.info.name == "ScheduleKernels")
-    mod = tvm.transform.Sequential(passes[:upto])(import_exported(export_model(model.eval())))
+    upto = next(i for i, p in enumerate(passes) if p.info.name == "ApplyTunedSchedules")
+    mod = apply_passes(import_exported(export_model(model.eval())), passes[:upto])
     seen: dict[str, StaticTask] = {}
     for gv, func in sorted(mod.functions_items(), key=lambda kv: kv[0].name_hint):
         if not isinstance(func, tirx.PrimFunc) or (func.attrs and KERNEL_ATTR in func.attrs):

@@ -84,13 +84,20 @@ def specialize(func: tirx.PrimFunc, value: int) -> tirx.PrimFunc:
     return func
 
 
+#: Name of the int32 argument of a patch kernel that holds the active patch indices.
+INDEX_ARG = "idx"
+
+
 def _task_of(kernel: str, params: dict, grid: int, rate: float) -> Task:
-    space = K.get(kernel).SEARCH_SPACE
-    if not space.specialize:
+    """The task of ``kernel(**params)``: a kernel whose shapes hold the symbolic patch count ``P`` is tuned at
+    ``P = round(rate * grid^2)``, its :data:`INDEX_ARG` filled with valid patch indices."""
+    func = K.builder(kernel)(**params)
+    if not symbolic_vars(func):
         return Task(kernel, dict(params))
     gg = grid * grid
     P = max(1, min(gg, round(rate * gg)))
-    return Task(kernel, dict(params), P, gg, tuple(space.index_args))
+    index_args = tuple(p.name for p in func.params if p.name == INDEX_ARG)
+    return Task(kernel, dict(params), P, gg, index_args)
 
 
 def tasks_of_spec(spec, rate: float = 0.5, fusion: str = "all", static: bool = True) -> list[Task]:

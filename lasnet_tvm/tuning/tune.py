@@ -72,8 +72,7 @@ def _record_defaults(db, tasks, dt: DeviceTarget) -> None:
     for t in tasks:
         if t.kernel == "static_op" or best_record(db, t) is not None:
             continue
-        mod = K.get(t.kernel)
-        sch = (mod.schedule_cuda if dt.gpu else mod.schedule_cpu)(t.func(), **t.params)
+        sch = K.scheduled(t.kernel, dt.target, t.func(), **t.params)
         wl = db.commit_workload(workload_mod(t.func()))
         db.commit_tuning_record(ms.database.TuningRecord(sch.trace, wl, None, dt.target,
                                                          ms.arg_info.ArgInfo.from_prim_func(t.func())))

@@ -17,7 +17,7 @@ import tvm
 from tvm import relax, tirx
 
 from ... import kernels as K
-from ...block_plan import FUSIONS, block_plan, prepared_weights
+from ...block_plan import Fusion, block_plan, prepared_weights
 from ..export import folded_from_weights, spec_from_ints
 from ..importer import SPEC_ATTR
 
@@ -36,16 +36,14 @@ class LowerLASBlocks:
 
     Parameters
     ----------
-    fusion : {"none", "masker", "masker+gather", "all"}
+    fusion : Fusion or its name
         Fusion level of the dynamic blocks (paper Table 1).
     static : bool
         Lower every block to the dense static kernels instead (the same-compiler baseline).
     """
 
-    def __init__(self, fusion: str = "all", static: bool = False):
-        if fusion not in FUSIONS:
-            raise ValueError(f"unknown fusion {fusion!r}")
-        self.fusion, self.static = fusion, static
+    def __init__(self, fusion: Fusion | str = Fusion.ALL, static: bool = False):
+        self.fusion, self.static = Fusion.parse(fusion), static
 
     def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
         return _Lowerer(mod, self.fusion, self.static).run()
@@ -53,7 +51,7 @@ class LowerLASBlocks:
 
 @relax.expr_functor.mutator
 class _Lowerer(relax.PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, fusion: str, static: bool):
+    def __init__(self, mod: tvm.IRModule, fusion: Fusion, static: bool):
         super().__init__(mod)
         self.mod_, self.fusion, self.static = mod, fusion, static
         self.kernels: dict[str, relax.GlobalVar] = {}

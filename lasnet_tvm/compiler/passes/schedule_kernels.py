@@ -1,10 +1,8 @@
-"""ScheduleKernels: give every LAS kernel its tuned schedule (from a MetaSchedule database) or its default one.
+"""ScheduleKernels: give every LAS kernel not scheduled yet its default schedule.
 
-PrimFuncs added by ``LowerLASBlocks`` carry their kernel name and builder parameters; this pass re-applies
-the kernel module's ``schedule_cpu`` / ``schedule_cuda`` (or the database's best trace when one matches the
-workload) and marks the result ``tir.is_scheduled`` so later default rules leave it alone. With a database,
-it also gives the static operators their tuned schedules
-(:func:`~.schedule_static_ops.apply_tuned_static_ops`); ``ScheduleStaticOps`` schedules the rest.
+PrimFuncs added by ``LowerLASBlocks`` carry their kernel name and builder parameters; this pass applies the
+kernel's default schedule for the target (:func:`lasnet_tvm.kernels.scheduled`) to those that
+``ApplyTunedSchedules`` left unscheduled and marks the result ``tir.is_scheduled``.
 """
 
 from __future__ import annotations
@@ -15,51 +13,29 @@ import tvm
 from tvm import tirx
 
 from ... import kernels as K
-from ...targets import target_kind
+from . import schedule_each
 from .lower_las_blocks import KERNEL_ATTR, PARAMS_ATTR
-from .schedule_static_ops import apply_tuned_static_ops
 
 
-def schedule_kernel(func: tirx.PrimFunc, target: tvm.target.Target, database=None) -> tirx.PrimFunc:
-    """The scheduled form of a tagged kernel PrimFunc (tuned record first, else the default schedule)."""
-    name = str(func.attrs[KERNEL_ATTR])
+def _default_schedule(func: tirx.PrimFunc, target: tvm.target.Target) -> tirx.PrimFunc | None:
+    """A tagged kernel PrimFunc under its default schedule; None for any other function."""
+    if func.attrs is None or KERNEL_ATTR not in func.attrs:
+        return None
     params = json.loads(str(func.attrs[PARAMS_ATTR]))
-    kind = target_kind(target)
-    attrs = dict(func.attrs)
-    bare = func.without_attr("global_symbol")
-    scheduled = None
-    if database is not None:
-        scheduled = database.query_schedule(name, params, bare, target)
-    if scheduled is None:
-        mod = K.get(name)
-        sch = (mod.schedule_cuda if kind == "cuda" else mod.schedule_cpu)(bare, **params)
-        scheduled = sch.mod["main"]
-    for k, v in attrs.items():
-        scheduled = scheduled.with_attr(k, v)
-    return scheduled.with_attr("tir.is_scheduled", True)
+    return K.scheduled(str(func.attrs[KERNEL_ATTR]), target, func.without_attr("global_symbol"), **params).mod["main"]
 
 
 @tvm.transform.module_pass(opt_level=0, name="ScheduleKernels")
 class ScheduleKernels:
-    """Schedule the LAS kernels of a module for ``target``.
+    """Default schedules for the unscheduled LAS kernels of a module.
 
     Parameters
     ----------
     target : tvm.target.Target
-    database : optional
-        An object with ``query_schedule(kernel, params, func, target) -> PrimFunc | None`` and
-        ``query_static(func, target)`` (:class:`lasnet_tvm.tuning.TunedSchedules`); None uses the default
-        schedules.
     """
 
-    def __init__(self, target, database=None):
-        self.target, self.database = target, database
+    def __init__(self, target):
+        self.target = target
 
     def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
-        updates = {}
-        for gv, func in mod.functions_items():
-            if isinstance(func, tirx.PrimFunc) and func.attrs is not None and KERNEL_ATTR in func.attrs:
-                updates[gv] = schedule_kernel(func, self.target, self.database)
-        for gv, func in updates.items():
-            mod[gv] = func
-        return apply_tuned_static_ops(mod, self.target, self.database)
+        return schedule_each(mod, lambda func: _default_schedule(func, self.target))

@@ -1,9 +1,8 @@
-"""ScheduleStaticOps: schedules for the legalized static operators (stem, pooling, classifier).
+"""ScheduleStaticOps: default schedules for the legalized static operators (stem, pooling, classifier).
 
-With a tuning database (``lasnet-tvm tune``), an operator whose workload was tuned gets its chosen record
-(:func:`apply_tuned_static_ops`). Otherwise, CUDA: dlight's GPU rules (GEMV, reduction, fallback); CPU:
-convolutions (the stem) get a register-tiled, vectorized schedule and every other loop nest gets its leading
-loops fused and run in parallel. Functions already scheduled are left alone.
+CUDA: dlight's GPU rules (GEMV, reduction, fallback); CPU: convolutions (the stem) get a register-tiled,
+vectorized schedule and every other loop nest gets its leading loops fused and run in parallel. Functions
+already scheduled (LAS kernels, operators given a tuned schedule by ``ApplyTunedSchedules``) are left alone.
 """
 
 from __future__ import annotations
@@ -12,8 +11,9 @@ import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir import dlight as dl
 
-from ...kernels._common import MAX_TILE_FLOATS, largest_divisor
+from ...kernels.shapes import MAX_TILE_FLOATS, largest_divisor
 from ...targets import target_kind
+from . import schedule_each
 
 
 def _schedule_conv_cpu(sch: s_tir.Schedule, block) -> None:
@@ -120,28 +120,6 @@ def default_static_schedule(func: tirx.PrimFunc, target) -> tirx.PrimFunc:
     return _parallelize_cpu(func)
 
 
-def _unscheduled(func) -> bool:
-    return isinstance(func, tirx.PrimFunc) and not (func.attrs and "tir.is_scheduled" in func.attrs)
-
-
-def apply_tuned_static_ops(mod: tvm.IRModule, target, database) -> tvm.IRModule:
-    """Give each unscheduled PrimFunc of ``mod`` whose workload ``database`` holds its tuned schedule
-    (``database.query_static(func, target)``) and mark it scheduled; the rest is left as it is."""
-    if database is None or not hasattr(database, "query_static"):
-        return mod
-    updates = {}
-    for gv, func in mod.functions_items():
-        if _unscheduled(func):
-            tuned = database.query_static(func, target)
-            if tuned is not None:
-                for k, v in dict(func.attrs or {}).items():
-                    tuned = tuned.with_attr(k, v)
-                updates[gv] = tuned.with_attr("tir.is_scheduled", True)
-    for gv, func in updates.items():
-        mod[gv] = func
-    return mod
-
-
 @tvm.transform.module_pass(opt_level=0, name="ScheduleStaticOps")
 class ScheduleStaticOps:
     """Schedules for unscheduled PrimFuncs (the static operators after legalization).
@@ -149,23 +127,13 @@ class ScheduleStaticOps:
     Parameters
     ----------
     target : tvm.target.Target
-    database : optional
-        Tuned schedules (an object with ``query_static(func, target)``, see
-        :class:`lasnet_tvm.tuning.TunedSchedules`); None: default schedules only.
     """
 
-    def __init__(self, target, database=None):
-        self.target, self.database = target, database
+    def __init__(self, target):
+        self.target = target
 
     def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
-        mod = apply_tuned_static_ops(mod, self.target, self.database)
         if target_kind(self.target) == "cuda":
             with self.target:
                 return dl.ApplyDefaultSchedule(*_gpu_rules(self.target))(mod)
-        updates = {}
-        for gv, func in mod.functions_items():
-            if _unscheduled(func):
-                updates[gv] = _parallelize_cpu(func).with_attr("tir.is_scheduled", True)
-        for gv, func in updates.items():
-            mod[gv] = func
-        return mod
+        return schedule_each(mod, _parallelize_cpu)

@@ -1,0 +1,25 @@
+"""The dense 1x1 conv against PyTorch, in each of its CPU schedules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from _kernels import close, fresh, k, packed
+
+
+# channel-vector schedule (C_out 8 / 16 / 64 lanes; row blocks of a large strided map), the same over packed
+# input row blocks (large stride-1 maps, many channels) and row-vector schedule (C_out without a block of 8
+# lanes; a large stride-1 map with few channels)
+@pytest.mark.parametrize("C_in,C_out,size,stride,relu", [(16, 8, 13, 1, True), (8, 16, 13, 2, False), (8, 64, 9, 1, False),
+                                                          (8, 16, 70, 2, False), (12, 20, 8, 2, False), (8, 11, 7, 1, True),
+                                                          (8, 16, 36, 1, True), (128, 128, 36, 1, True),
+                                                          (64, 256, 34, 1, False)])
+def test_dense_conv1x1(C_in, C_out, size, stride, relu):
+    x, w, b = torch.randn(C_in, size, size), torch.randn(C_out, C_in), torch.randn(C_out)
+    Ho = -(-size // stride)
+    out = fresh(C_out, Ho, Ho)
+    k("conv1x1", C_in=C_in, C_out=C_out, H=size, W=size, stride=stride, relu=relu)(x, packed(w), b, out)
+    ref = F.conv2d(x[None], w[:, :, None, None], b, stride=stride)[0]
+    close(out, F.relu(ref) if relu else ref)
