@@ -8,7 +8,7 @@ import torch
 
 from _bench import CASES, shared_kernels, stage_block  # noqa: F401  (shared_kernels: autouse fixture)
 from lasnet_tvm.benchmarks import block as B
-from lasnet_tvm.block_runtime import FUSIONS
+from lasnet_tvm.block_plan import Fusion
 from lasnet_tvm.errors import LasnetError
 from lasnet_tvm.models.folded import dense_masked_block, sparse_block, static_block
 from lasnet_tvm.models.synthetic import input_at_rate, random_folded_block
@@ -39,7 +39,7 @@ def test_bench_block_checks_every_variant(arch, stage):
     res = B.run(spec, RATES, repeats=1, ablation_rate=0.5, log=lambda m: None)
     errs = res["max_rel_err"]
     want = {"static", "torch_static", *(f"all@{r}" for r in RATES), *(f"torch_sparse@{r}" for r in (*RATES, 0.5)),
-            *(f"{f}@0.5" for f in FUSIONS)}
+            *(f"{f}@0.5" for f in Fusion.values())}
     assert set(errs) == want and set(errs) == set(res["timings"])  # every timed variant was checked
     assert max(errs.values()) < B.TOLERANCE
     assert res["torch_static_ms"] > 0 and all(r["torch_sparse_ms"] > 0 for r in res["rates"])
