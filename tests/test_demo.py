@@ -88,4 +88,4 @@ def test_demo_model_learns_and_matches_pytorch(tmp_path):
     r = train_demo_model(tmp_path / "demo_model.pt", progress=False)
     d = run_demo(r.output, images=2, repeats=3, held_out=200, workdir=tmp_path)
     assert d.accuracy >= d.chance + 0.4 and d.max_rel_err < 1e-4
-    assert d.mask_on_object > d.object_area + 0.1  # the masks sit on the objects
+    assert 0.05 < d.rate < 0.6
