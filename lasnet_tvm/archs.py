@@ -116,6 +116,11 @@ class ArchSpec:
     def official_name(self) -> str:
         return _OFFICIAL_NAMES[self.arch]
 
+    @property
+    def depths(self) -> tuple[int, ...]:
+        """Blocks per stage."""
+        return tuple(sum(1 for b in self.blocks if b.stage == s) for s in range(1, 5))
+
     def stage_sizes(self) -> tuple[int, ...]:
         """Output feature size of each stage."""
         return tuple(max(b.out_size for b in self.blocks if b.stage == s) for s in range(1, 5))
@@ -171,11 +176,26 @@ def format_granularity(per_block: Sequence[int], depths: Sequence[int]) -> str:
     return "-".join(out)
 
 
-def depths_of(arch: str) -> tuple[int, ...]:
+def depths_of(arch: str, depths: Sequence[int] | None = None) -> tuple[int, ...]:
+    """Blocks per stage of ``arch``: its standard depths, or ``depths`` (four ints >= 1) when given."""
     _check_arch(arch)
+    if depths is not None:
+        return parse_depths(depths)
     if arch in _RESNET_DEPTHS:
         return _RESNET_DEPTHS[arch]
     return _REGNET[arch]["depths"]
+
+
+def parse_depths(depths: str | Sequence[int]) -> tuple[int, ...]:
+    """Blocks per stage from ``"1-1-1-1"`` or a sequence of four ints, each >= 1."""
+    try:
+        values = ([int(v) for v in depths.replace(",", "-").split("-") if v.strip()] if isinstance(depths, str)
+                  else [int(v) for v in depths])
+    except (TypeError, ValueError):
+        raise LasnetError(f"depths {depths!r}: expected four integers like '1-1-1-1'") from None
+    if len(values) != 4 or any(v < 1 for v in values):
+        raise LasnetError(f"depths {depths!r}: expected four integers >= 1 (blocks per stage)")
+    return tuple(values)
 
 
 def _check_arch(arch: str) -> None:
@@ -189,8 +209,12 @@ def arch_spec(
     input_size: int = 224,
     num_classes: int = 1000,
     width_mult: float = 1.0,
+    depths: str | Sequence[int] | None = None,
 ) -> ArchSpec:
     """Build the :class:`ArchSpec` of a backbone.
+
+    ``depths`` (blocks per stage, e.g. ``(1, 1, 1, 1)``) makes a shallower or deeper variant of ``arch``
+    (same block shapes); None keeps the backbone's own depths.
 
     Raises
     ------
@@ -204,7 +228,7 @@ def arch_spec(
         raise LasnetError(f"number of classes must be >= 1, got {num_classes}")
     if width_mult <= 0:
         raise LasnetError(f"width multiplier must be > 0, got {width_mult}")
-    depths = depths_of(arch)
+    depths = depths_of(arch, depths)
     per_block = parse_granularity(granularity, depths)
     blocks: list[BlockSpec] = []
     if arch in _RESNET_DEPTHS:

@@ -4,7 +4,8 @@
 nothing in it executes code. Keys:
 
 ``format`` (``"lasnet-tvm/model"``), ``version`` (int), ``arch``, ``granularity`` (one S per block),
-``input_size``, ``num_classes``, ``width_mult``, ``se_pool``, ``state_dict`` and ``meta`` (training metadata:
+``input_size``, ``num_classes``, ``width_mult``, ``depths`` (blocks per stage; absent: the backbone's own),
+``se_pool``, ``state_dict`` and ``meta`` (training metadata:
 str/int/float/bool/list/dict values only).
 """
 
@@ -47,6 +48,7 @@ def save_checkpoint(path: str | Path, model: LASNet, meta: dict[str, Any] | None
         "input_size": s.input_size,
         "num_classes": s.num_classes,
         "width_mult": float(s.width_mult),
+        "depths": list(s.depths),
         "se_pool": model.se_pool,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "meta": dict(meta or {}),
@@ -138,15 +140,19 @@ def load_checkpoint(
     ckpt = read_checkpoint(path)
     if arch is not None and arch != ckpt["arch"]:
         raise LasnetError(f"{path}: checkpoint is {ckpt['arch']}, not {arch}")
+    try:
+        depths = depths_of(ckpt["arch"], ckpt.get("depths"))
+    except LasnetError as e:
+        raise LasnetError(f"{path}: {e}") from None
     if granularity is not None:
-        want = parse_granularity(granularity, depths_of(ckpt["arch"]))
+        want = parse_granularity(granularity, depths)
         if tuple(want) != tuple(ckpt["granularity"]):
-            have = format_granularity(ckpt["granularity"], depths_of(ckpt["arch"]))
+            have = format_granularity(ckpt["granularity"], depths)
             raise LasnetError(f"{path}: checkpoint has granularity {have}, not {granularity}")
     try:
         model = build_model(
             ckpt["arch"], list(ckpt["granularity"]), int(ckpt["input_size"]), int(ckpt["num_classes"]),
-            float(ckpt["width_mult"]), ckpt.get("se_pool", "active"),
+            float(ckpt["width_mult"]), ckpt.get("se_pool", "active"), depths=depths,
         )
     except LasnetError as e:
         raise LasnetError(f"{path}: {e}") from None

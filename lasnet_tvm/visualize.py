@@ -48,21 +48,57 @@ def plot_masks(model, x: torch.Tensor, shown: np.ndarray, output: str | Path) ->
     fig, axes = plt.subplots(4, cols, figsize=(2 * cols, 8.4), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    size = shown.shape[0]
     rates = []
     for block, mask, rate in zip(blocks, stats["masks"], stats["rates"][0]):
         s = block.spec
-        m = mask[0, 0].numpy().repeat(s.S, 0).repeat(s.S, 1)[: s.out_size, : s.out_size]
-        near = np.arange(size) * s.out_size // size  # nearest mask pixel of each image pixel
-        up = m[near][:, near]
-        ax = axes[s.stage - 1, s.index]
-        ax.imshow(shown)
-        ax.imshow(np.ma.masked_where(up > 0, up), cmap="gray", alpha=0.6, vmin=0, vmax=1)
-        ax.set_title(f"{s.name} S={s.S} r={float(rate):.2f}", fontsize=7)
+        _overlay(axes[s.stage - 1, s.index], shown, mask[0, 0], s)
+        axes[s.stage - 1, s.index].set_title(f"{s.name} S={s.S} r={float(rate):.2f}", fontsize=7)
         rates.append(float(rate))
+    _save(fig, output)
+    return rates
+
+
+def _overlay(ax, shown: np.ndarray, mask: torch.Tensor, spec) -> None:
+    """Draw ``shown`` with the skipped pixels of a coarse mask ``[g, g]`` of block ``spec`` greyed out."""
+    size = shown.shape[0]
+    m = mask.numpy().repeat(spec.S, 0).repeat(spec.S, 1)[: spec.out_size, : spec.out_size]
+    near = np.arange(size) * spec.out_size // size  # nearest mask pixel of each image pixel
+    up = m[near][:, near]
+    ax.imshow(shown)
+    ax.imshow(np.ma.masked_where(up > 0, up), cmap="gray", alpha=0.6, vmin=0, vmax=1)
+
+
+def _save(fig, output: str | Path) -> None:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=100)
     plt.close(fig)
-    return rates
+
+
+@torch.no_grad()
+def plot_mask_rows(model, x: torch.Tensor, shown: np.ndarray, output: str | Path,
+                   titles: list[str] | None = None) -> None:
+    """One row per image of ``x`` ``[N, 3, H, W]``: the image (``shown[n]``, ``[H, W, 3]`` uint8) and the mask of
+    the first block of each stage over it (skipped pixels greyed out)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    model.eval()
+    _, stats = model(x, return_stats=True)
+    firsts = [i for i, b in enumerate(model.blocks) if b.spec.index == 0]
+    fig, axes = plt.subplots(len(x), 1 + len(firsts), figsize=(2 * (1 + len(firsts)), 2.1 * len(x)), squeeze=False)
+    for n in range(len(x)):
+        axes[n, 0].imshow(shown[n])
+        axes[n, 0].set_title(titles[n] if titles else "input", fontsize=7)
+        for col, i in enumerate(firsts, start=1):
+            spec = model.blocks[i].spec
+            _overlay(axes[n, col], shown[n], stats["masks"][i][n, 0], spec)
+            axes[n, col].set_title(f"stage {spec.stage} S={spec.S} r={float(stats['rates'][n, i]):.2f}", fontsize=7)
+    for ax in axes.flat:
+        ax.axis("off")
+    _save(fig, output)

@@ -121,3 +121,37 @@ def test_folder_errors_name_the_folder(tmp_path):
     root = _write_folder(tmp_path / "d", [2, 0])
     with pytest.raises(LasnetError, match="class1"):
         scan_folder(root)
+
+
+def test_generate_shapes_without_clutter_is_render_shapes():
+    from lasnet_tvm.train.data import generate_shapes, render_shapes
+
+    images, labels = generate_shapes(20, 40, 4, seed=5)
+    images2, labels2, objects = render_shapes(20, 40, 4, seed=5)
+    assert torch.equal(images, images2) and torch.equal(labels, labels2)
+    assert objects.shape == (20, 3)
+
+
+def test_cluttered_objects_cover_15_to_30_percent_and_only_the_object_differs_by_class():
+    from lasnet_tvm.train.data import SYNTHETIC_SETS, ClutteredShapes
+
+    assert SYNTHETIC_SETS["clutter"] is ClutteredShapes
+    ds = ClutteredShapes(64, 128, 4, seed=0, split="val")
+    again = ClutteredShapes(64, 128, 4, seed=0, split="val")
+    assert torch.equal(ds.images, again.images) and torch.equal(ds.objects, again.objects)
+    cx, cy, r = ds.objects.unbind(1)
+    assert ((cx - r >= 0) & (cx + r <= 128) & (cy - r >= 0) & (cy + r <= 128)).all()
+    box_share = (2 * r / 128) ** 2  # the object's bounding square
+    assert 0.12 <= box_share.min() and box_share.max() <= 0.32
+    # Only the object is coloured: every pixel off the object's bounding square is grey (R = G = B).
+    c = torch.arange(128) + 0.5
+    half = 1.05 * r.view(-1, 1, 1)  # the triangles reach 1.02 r sideways
+    disc = ((c.view(1, 1, -1) - cx.view(-1, 1, 1)).abs() <= half) & ((c.view(1, -1, 1) - cy.view(-1, 1, 1)).abs() <= half)
+    img = ds.images.int()
+    grey = (img[:, 0] == img[:, 1]) & (img[:, 1] == img[:, 2])
+    assert grey[~disc].all() and (~grey[disc]).float().mean() > 0.3
+    # Clutter: the scene holds more distinct grey levels than without it.
+    bare = SyntheticShapes(64, 128, 4, seed=0, split="val", min_radius=0.18, max_radius=0.28, grey_scene=True)
+    assert ds.images[:, 0][~disc].float().std() > bare.images[:, 0][~disc].float().std()
+    with pytest.raises(LasnetError, match="clutter"):
+        SyntheticShapes(4, 32, 4, clutter=-1)

@@ -1,6 +1,5 @@
 """The LASNet losses and schedules (against hand computations), the training loop, resume and the CLI."""
 
-import math
 
 import numpy as np
 import pytest
@@ -21,7 +20,7 @@ from lasnet_tvm.train.losses import (
     lasnet_loss,
     rate_bounds,
 )
-from lasnet_tvm.train.trainer import TrainConfig, evaluate, load_init_weights, state_path_for, train
+from lasnet_tvm.train.trainer import TrainConfig, load_init_weights, state_path_for, train
 
 
 # -- schedules -------------------------------------------------------------------------------------------------
@@ -38,6 +37,12 @@ def test_cosine_lr():
     assert cosine_lr(0.2, 0, 100) == pytest.approx(0.2)
     assert cosine_lr(0.2, 50, 100) == pytest.approx(0.1)
     assert cosine_lr(0.2, 100, 100) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_cosine_lr_with_linear_warmup():
+    assert [cosine_lr(0.2, i, 110, warmup=10) for i in range(10)] == pytest.approx([0.02 * (i + 1) for i in range(10)])
+    assert cosine_lr(0.2, 10, 110, warmup=10) == pytest.approx(0.2)
+    assert cosine_lr(0.2, 60, 110, warmup=10) == pytest.approx(0.1)
 
 
 def test_rate_bounds_relax_from_target_to_unit_interval():
@@ -181,6 +186,8 @@ def test_resume_refuses_another_arch_or_granularity(tmp_path):
         train(_cfg(out, granularity="2-2-1-1", resume=True))
     with pytest.raises(LasnetError, match="arch"):
         train(_cfg(out, arch="las_regnety_400mf", resume=True))
+    with pytest.raises(LasnetError, match="depths"):
+        train(_cfg(out, depths=(1, 1, 1, 1), resume=True))
     with pytest.raises(LasnetError, match="no training state"):
         train(_cfg(tmp_path / "other.pt", resume=True))
 
@@ -191,3 +198,31 @@ def test_failed_run_keeps_earlier_model(tmp_path):
     with pytest.raises(LasnetError, match="missing_folder"):
         train(_cfg(out, data=str(tmp_path / "missing_folder")))
     assert out.read_bytes() == b"earlier model"
+
+
+def test_shallow_depths_train_save_and_load(tmp_path):
+    """A model with configured depths trains, and its checkpoint (weights_only) rebuilds the same network."""
+    out = tmp_path / "model.pt"
+    r = train(_cfg(out, depths=(1, 2, 1, 1), epochs=1, train_size=16, val_size=8, warmup_epochs=0.5,
+                   data="clutter"))
+    assert len(r.rate_per_block) == 5
+    ckpt = torch.load(out, weights_only=True)
+    assert ckpt["depths"] == [1, 2, 1, 1] and ckpt["meta"]["dataset"] == "clutter"
+    model, _ = load_checkpoint(out, granularity="4-4-2-1")
+    assert model.spec.depths == (1, 2, 1, 1) and [b.spec.name for b in model.blocks] == [
+        "layer1.0", "layer2.0", "layer2.1", "layer3.0", "layer4.0"]
+    with pytest.raises(LasnetError, match="depths"):
+        build_model("las_resnet50", 1, 64, 4, 0.125, depths=(1, 0, 1, 1))
+    with pytest.raises(LasnetError, match="warm-up"):
+        train(_cfg(out, warmup_epochs=2))
+
+
+def test_checkpoint_without_depths_gets_the_backbone_depths(tmp_path):
+    from lasnet_tvm.checkpoint import save_checkpoint
+
+    path = save_checkpoint(tmp_path / "m.pt", build_model("las_resnet50", "4-4-2-1", 64, 4, 0.125))
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["depths"]
+    torch.save(ckpt, path)
+    model, _ = load_checkpoint(path)
+    assert model.spec.depths == (3, 4, 6, 3)

@@ -19,6 +19,7 @@ def build_model(
     width_mult: float = 1.0,
     se_pool: str = "active",
     static: bool = False,
+    depths: str | Sequence[int] | None = None,
 ) -> LASNet:
     """Build a LAS backbone by name (see :data:`~lasnet_tvm.archs.ARCHS`).
 
@@ -34,8 +35,10 @@ def build_model(
         Squeeze-excitation pooling of LAS-RegNetY (see :mod:`lasnet_tvm.models.blocks`).
     static : bool
         Build the static counterpart (maskers off).
+    depths : str or sequence of int, optional
+        Blocks per stage (``"1-1-1-1"``) for a shallower or deeper variant; default: the backbone's own.
     """
-    spec = arch_spec(arch, granularity, input_size, num_classes, width_mult)
+    spec = arch_spec(arch, granularity, input_size, num_classes, width_mult, depths)
     return LASNet(spec, se_pool=se_pool, static=static)
 
 

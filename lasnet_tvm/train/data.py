@@ -77,21 +77,70 @@ def _backgrounds(n: int, size: int, g: torch.Generator) -> torch.Tensor:
 
 
 def generate_shapes(n: int, size: int, num_classes: int, seed: int, min_radius: float = 0.12,
-                    max_radius: float = 0.35) -> tuple[torch.Tensor, torch.Tensor]:
+                    max_radius: float = 0.35, clutter: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw ``n`` shape images (uint8 ``[n, 3, size, size]``) and their labels (int64 ``[n]``).
 
     Each image holds one object (its class is the shape) of a random colour, radius (a fraction
-    ``[min_radius, max_radius]`` of the side) and position, on a textured background. Deterministic in
-    ``seed``; vectorized over images (no per-pixel loops).
+    ``[min_radius, max_radius]`` of the side) and position, on a textured background with ``clutter`` small
+    distractors (see :func:`render_shapes`). Deterministic in ``seed``; vectorized over images.
+    """
+    images, labels, _ = render_shapes(n, size, num_classes, seed, min_radius, max_radius, clutter)
+    return images, labels
+
+
+def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``[m]`` hue (turns), saturation and value in [0, 1] to ``[m, 3]`` RGB."""
+    n = torch.tensor([5.0, 3.0, 1.0])
+    k = (n.view(1, 3) + h.view(-1, 1) * 6) % 6
+    return v.view(-1, 1) - v.view(-1, 1) * s.view(-1, 1) * torch.clamp(torch.minimum(k, 4 - k), 0, 1)
+
+
+def _clutter(bg: torch.Tensor, count: int, g: torch.Generator, grey: bool = False) -> torch.Tensor:
+    """Paint ``count`` small distractors per image on ``bg`` ``[m, 3, size, size]``: discs, squares and bars of
+    random colours (grey levels with ``grey``), 2-7% of the side in radius (far smaller than the objects, so that
+    only the object tells the class)."""
+    m, _, size, _ = bg.shape
+    coords = torch.arange(size, dtype=torch.float32) + 0.5
+    for _ in range(count):
+        radius = (torch.rand(m, generator=g) * 0.05 + 0.02) * size
+        cx, cy = (torch.rand(m, 2, generator=g) * size).unbind(1)
+        kind = torch.randint(0, 3, (m, 1, 1), generator=g)
+        x = (coords.view(1, 1, size) - cx.view(m, 1, 1)) / radius.view(m, 1, 1)
+        y = (coords.view(1, size, 1) - cy.view(m, 1, 1)) / radius.view(m, 1, 1)
+        disc, square = x * x + y * y <= 1.0, torch.maximum(x.abs(), y.abs()) <= 0.8
+        bar = (x.abs() <= 1.6) & (y.abs() <= 0.35)
+        inside = torch.where(kind == 0, disc, torch.where(kind == 1, square, bar)).unsqueeze(1)
+        colour = torch.rand(m, 1 if grey else 3, 1, 1, generator=g).expand(m, 3, 1, 1)
+        bg = torch.where(inside, colour, bg)
+    return bg
+
+
+def render_shapes(n: int, size: int, num_classes: int, seed: int, min_radius: float = 0.12,
+                  max_radius: float = 0.35, clutter: int = 0,
+                  grey_scene: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`generate_shapes` plus where each object is: ``(images, labels, objects)`` with ``objects``
+    float ``[n, 3]`` = (centre x, centre y, radius) in pixels; the object lies within the square of half-side
+    ``radius`` around its centre.
+
+    With ``clutter`` > 0 the background also holds that many small distractors (drawn under the object). With
+    ``grey_scene`` the background and the clutter are grey and each class's objects have their own band of hues
+    (a sixth of the colour wheel apart at most), vivid: the object is the only coloured thing in the image.
     """
     g = torch.Generator().manual_seed(int(seed))
     labels = torch.randint(0, num_classes, (n,), generator=g)
     images = torch.empty(n, 3, size, size, dtype=torch.uint8)
+    objects = torch.empty(n, 3)
     coords = torch.arange(size, dtype=torch.float32) + 0.5
     for lo in range(0, n, 256):
         hi = min(n, lo + 256)
         m = hi - lo
         bg, base = _backgrounds(m, size, g)
+        lab = labels[lo:hi]
+        if grey_scene:
+            bg = bg.mean(1, keepdim=True).expand(m, 3, size, size) * 0.7 + 0.15
+            jitter = (torch.rand(m, generator=g) - 0.5) * min(1.0 / 6, 0.5 / num_classes)
+            vivid = _hsv_to_rgb(lab / num_classes + jitter, torch.rand(m, generator=g) * 0.3 + 0.7,
+                                torch.rand(m, generator=g) * 0.3 + 0.7)
         radius = (torch.rand(m, generator=g) * (max_radius - min_radius) + min_radius) * size
         cx = radius + torch.rand(m, generator=g) * (size - 2 * radius)
         cy = radius + torch.rand(m, generator=g) * (size - 2 * radius)
@@ -99,17 +148,21 @@ def generate_shapes(n: int, size: int, num_classes: int, seed: int, min_radius: 
         # Keep the object visible: a colour too close to the background's base is pushed half a cycle away.
         close = (colour - base.view(m, 3)).abs().amax(dim=1) < 0.35
         colour = torch.where(close.unsqueeze(1), (base.view(m, 3) + 0.5) % 1.0, colour)
+        if grey_scene:
+            colour = vivid
         x = (coords.view(1, 1, size) - cx.view(m, 1, 1)) / radius.view(m, 1, 1)
         y = (coords.view(1, size, 1) - cy.view(m, 1, 1)) / radius.view(m, 1, 1)
         inside = torch.zeros(m, 1, size, size, dtype=torch.bool)
-        lab = labels[lo:hi]
         for c in range(num_classes):
             sel = (lab == c).nonzero().flatten()
             if len(sel):
                 inside[sel, 0] = _SHAPES[c](x[sel], y[sel])
+        if clutter:
+            bg = _clutter(bg, clutter, g, grey_scene)
         img = torch.where(inside, colour.view(m, 3, 1, 1), bg)
         images[lo:hi] = (img * 255 + 0.5).to(torch.uint8)
-    return images, labels
+        objects[lo:hi] = torch.stack([cx, cy, radius], dim=1)
+    return images, labels, objects
 
 
 class SyntheticShapes(Dataset):
@@ -130,10 +183,18 @@ class SyntheticShapes(Dataset):
         Random horizontal flips (every shape class is closed under them).
     min_radius, max_radius : float
         Object radius range as a fraction of the image side.
+    clutter : int
+        Small distractors drawn on each background (0: none).
+    grey_scene : bool
+        Grey background and clutter, one band of vivid hues per class (see :func:`render_shapes`).
+
+    Attributes ``images`` (uint8), ``labels`` and ``objects`` (centre x, centre y and radius of each object in
+    pixels, see :func:`render_shapes`) hold the whole set.
     """
 
     def __init__(self, size: int = 1000, input_size: int = 64, num_classes: int = 10, seed: int = 0,
-                 split: str = "train", flip: bool = False, min_radius: float = 0.12, max_radius: float = 0.35):
+                 split: str = "train", flip: bool = False, min_radius: float = 0.12, max_radius: float = 0.35,
+                 clutter: int = 0, grey_scene: bool = False):
         if not 2 <= num_classes <= len(SHAPE_NAMES):
             raise LasnetError(f"synthetic data has 2..{len(SHAPE_NAMES)} classes, got {num_classes}")
         if split not in SPLIT_IDS:
@@ -146,7 +207,10 @@ class SyntheticShapes(Dataset):
         stream = int(np.random.SeedSequence([int(seed), SPLIT_IDS[split]]).generate_state(1)[0])
         if not 0 < min_radius <= max_radius <= 0.5:
             raise LasnetError(f"object radius range must satisfy 0 < min <= max <= 0.5, got {min_radius}, {max_radius}")
-        self.images, self.labels = generate_shapes(size, input_size, num_classes, stream, min_radius, max_radius)
+        if clutter < 0:
+            raise LasnetError(f"clutter must be >= 0, got {clutter}")
+        self.images, self.labels, self.objects = render_shapes(size, input_size, num_classes, stream, min_radius,
+                                                               max_radius, clutter, grey_scene)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -156,6 +220,24 @@ class SyntheticShapes(Dataset):
         if self.flip and torch.rand(()) < 0.5:
             img = img.flip(-1)
         return normalize(img), int(self.labels[i])
+
+
+class ClutteredShapes(SyntheticShapes):
+    """Large vivid objects (radius 18-28% of the side: 15-30% of the image) on grey, cluttered, textured scenes.
+
+    Only the object tells the class (its shape and its band of hues); the clutter (small grey discs, squares and
+    bars) is the same for all classes. The task of ``lasnet-tvm demo``: a spatially dynamic model should spend its
+    computation on the object. Parameters as :class:`SyntheticShapes`.
+    """
+
+    def __init__(self, size: int = 1000, input_size: int = 128, num_classes: int = 4, seed: int = 0,
+                 split: str = "train", flip: bool = False, min_radius: float = 0.18, max_radius: float = 0.28,
+                 clutter: int = 24):
+        super().__init__(size, input_size, num_classes, seed, split, flip, min_radius, max_radius, clutter,
+                         grey_scene=True)
+
+
+SYNTHETIC_SETS = {"synthetic": SyntheticShapes, "clutter": ClutteredShapes}
 
 
 # -- image folders -------------------------------------------------------------------------------------------

@@ -28,9 +28,13 @@ def gumbel_temperature(iteration: int, total: int, t0: float = 5.0, t_last: floa
     return t0 * (t_last / t0) ** p
 
 
-def cosine_lr(base_lr: float, iteration: int, total: int) -> float:
-    """Cosine learning-rate decay from ``base_lr`` at iteration 0 towards 0 at ``total``."""
-    p = min(max(iteration / max(total, 1), 0.0), 1.0)
+def cosine_lr(base_lr: float, iteration: int, total: int, warmup: int = 0) -> float:
+    """Cosine learning-rate decay from ``base_lr`` at iteration 0 towards 0 at ``total``; with ``warmup`` > 0
+    the rate first rises linearly over that many iterations (``base_lr / warmup`` at iteration 0) and the
+    cosine spans the rest."""
+    if iteration < warmup:
+        return base_lr * (iteration + 1) / warmup
+    p = min(max((iteration - warmup) / max(total - warmup, 1), 0.0), 1.0)
     return 0.5 * base_lr * (1.0 + math.cos(math.pi * p))
 
 

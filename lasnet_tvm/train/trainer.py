@@ -20,7 +20,7 @@ from ..archs import arch_spec, depths_of, format_granularity
 from ..checkpoint import save_checkpoint
 from ..errors import LasnetError
 from ..models import LASNet, build_model
-from .data import SyntheticShapes, folder_splits
+from .data import SYNTHETIC_SETS, folder_splits
 from .losses import LossWeights, cosine_lr, gumbel_temperature, lasnet_loss, rate_bounds
 
 STATE_FORMAT = "lasnet-tvm/train-state"
@@ -33,7 +33,10 @@ class TrainConfig:
     ``lr`` is the backbone's learning rate; maskers train at ``lr * masker_lr_mult``. ``static_epochs``
     first trains the static counterpart (maskers off, cross-entropy only) and then freezes it as the
     teacher: useful when training from scratch, where the initial model is no teacher. ``threads`` None
-    uses every core. ``zero_init_residual`` zeroes each block's last BN scale when no ``init`` is given.
+    uses every core. ``zero_init_residual`` zeroes each block's last BN scale when no ``init`` is given (each
+    block starts as the identity). ``warmup_epochs`` ramps the learning rate up linearly before its cosine
+    decay. ``depths`` (blocks per stage, e.g. ``(1, 1, 1, 1)``) trains a shallower variant of ``arch``;
+    ``data`` is ``"synthetic"``, ``"clutter"`` (see :data:`~lasnet_tvm.train.data.SYNTHETIC_SETS`) or a folder.
     """
 
     output: str = "model.pt"
@@ -41,6 +44,7 @@ class TrainConfig:
     granularity: str = "4-4-2-1"
     input_size: int = 224
     width_mult: float = 1.0
+    depths: tuple[int, ...] | None = None
     num_classes: int | None = None
     se_pool: str = "active"
     data: str = "synthetic"
@@ -51,6 +55,7 @@ class TrainConfig:
     static_epochs: int = 0
     batch_size: int = 64
     lr: float = 0.1
+    warmup_epochs: float = 0.0
     momentum: float = 0.9
     weight_decay: float = 1e-4
     masker_lr_mult: float = 10.0
@@ -97,17 +102,20 @@ def _check_config(cfg: TrainConfig) -> None:
         raise LasnetError(f"need epochs >= 1 and 0 <= static epochs < epochs (got {cfg.epochs}, {cfg.static_epochs})")
     if cfg.batch_size < 1 or cfg.lr <= 0 or cfg.masker_lr_mult <= 0:
         raise LasnetError("batch size, learning rate and masker lr multiplier must be positive")
+    if not 0.0 <= cfg.warmup_epochs < cfg.epochs:
+        raise LasnetError(f"warm-up must be >= 0 and shorter than training, got {cfg.warmup_epochs} epochs")
     if not 0.0 < cfg.target <= 1.0:
         raise LasnetError(f"FLOPs target must be in (0, 1], got {cfg.target}")
 
 
 def build_data(cfg: TrainConfig) -> tuple[Dataset, Dataset, int, str]:
     """Train set, val set, number of classes and a description of the data."""
-    if cfg.data == "synthetic":
+    if cfg.data in SYNTHETIC_SETS:
         n = cfg.num_classes or 10
-        train = SyntheticShapes(cfg.train_size, cfg.input_size, n, cfg.seed, "train", flip=True)
-        val = SyntheticShapes(cfg.val_size, cfg.input_size, n, cfg.seed, "val")
-        return train, val, n, f"synthetic shapes (seed {cfg.seed}, {cfg.train_size}/{cfg.val_size} images)"
+        make = SYNTHETIC_SETS[cfg.data]
+        train = make(cfg.train_size, cfg.input_size, n, cfg.seed, "train", flip=True)
+        val = make(cfg.val_size, cfg.input_size, n, cfg.seed, "val")
+        return train, val, n, f"{cfg.data} shapes (seed {cfg.seed}, {cfg.train_size}/{cfg.val_size} images)"
     train, val = folder_splits(cfg.data, cfg.input_size, cfg.seed, cfg.val_fraction)
     if cfg.num_classes is not None and cfg.num_classes != train.num_classes:
         raise LasnetError(f"{cfg.data}: {train.num_classes} class folders, but --num-classes {cfg.num_classes}")
@@ -174,7 +182,7 @@ def evaluate(model: LASNet, loader: DataLoader) -> dict[str, Any]:
 def _spec_dict(model: LASNet) -> dict[str, Any]:
     s = model.spec
     return {"arch": s.arch, "granularity": list(s.granularity), "input_size": s.input_size,
-            "num_classes": s.num_classes, "width_mult": float(s.width_mult)}
+            "num_classes": s.num_classes, "width_mult": float(s.width_mult), "depths": list(s.depths)}
 
 
 def _load_state(path: Path, model: LASNet) -> dict[str, Any]:
@@ -186,9 +194,10 @@ def _load_state(path: Path, model: LASNet) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise LasnetError(f"{path}: not a lasnet-tvm training state")
     have, want = state["spec"], _spec_dict(model)
-    for key in ("arch", "granularity", "input_size", "num_classes", "width_mult"):
+    have.setdefault("depths", list(depths_of(have["arch"])))
+    for key in ("arch", "depths", "granularity", "input_size", "num_classes", "width_mult"):
         if have[key] != want[key]:
-            fmt = (lambda g: format_granularity(g, depths_of(want["arch"]))) if key == "granularity" else str
+            fmt = (lambda g: format_granularity(g, want["depths"])) if key == "granularity" else str
             raise LasnetError(
                 f"{path}: cannot resume: the state has {key} {fmt(have[key])}, this run asks for {fmt(want[key])}"
             )
@@ -215,7 +224,7 @@ def train(cfg: TrainConfig, on_epoch_end: Callable[[dict[str, Any]], None] | Non
     """
     _check_config(cfg)
     output, state_path = Path(cfg.output), state_path_for(cfg.output)
-    arch_spec(cfg.arch, cfg.granularity, cfg.input_size, 2, cfg.width_mult)  # fail fast on a bad arch/S
+    arch_spec(cfg.arch, cfg.granularity, cfg.input_size, 2, cfg.width_mult, cfg.depths)  # fail fast on a bad arch/S
     if cfg.resume and not state_path.is_file():
         raise LasnetError(f"{state_path}: no training state to resume from")
     threads_before = torch.get_num_threads()
@@ -230,7 +239,8 @@ def _train(cfg: TrainConfig, output: Path, state_path: Path, on_epoch_end) -> Tr
     start = time.time()
     train_ds, val_ds, num_classes, data_name = build_data(cfg)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.arch, cfg.granularity, cfg.input_size, num_classes, cfg.width_mult, cfg.se_pool)
+    model = build_model(cfg.arch, cfg.granularity, cfg.input_size, num_classes, cfg.width_mult, cfg.se_pool,
+                        depths=cfg.depths)
     missing: list[str] = []
     unexpected: list[str] = []
     optimizer = _optimizer(model, cfg)
@@ -255,6 +265,7 @@ def _train(cfg: TrainConfig, output: Path, state_path: Path, on_epoch_end) -> Tr
     train_loader_len = len(train_ds) // cfg.batch_size if drop_last else 1
     val_loader = DataLoader(val_ds, batch_size=cfg.batch_size)
     total_iters = cfg.epochs * train_loader_len
+    warmup_iters = round(cfg.warmup_epochs * train_loader_len)
     dyn_epochs = cfg.epochs - cfg.static_epochs
     dyn_iters = dyn_epochs * train_loader_len
     static_flops = model.static_flops()
@@ -276,7 +287,7 @@ def _train(cfg: TrainConfig, output: Path, state_path: Path, on_epoch_end) -> Tr
                    disable=not cfg.progress, leave=False)
         seen, correct, rate_sum, loss_sum = 0, 0, 0.0, 0.0
         for i, (x, y) in enumerate(bar):
-            lr = cosine_lr(cfg.lr, iteration, total_iters)
+            lr = cosine_lr(cfg.lr, iteration, total_iters, warmup_iters)
             for g in optimizer.param_groups:
                 g["lr"] = lr * g["lr_scale"]
             dyn_it = (epoch - cfg.static_epochs) * train_loader_len + i
@@ -325,6 +336,7 @@ def _train(cfg: TrainConfig, output: Path, state_path: Path, on_epoch_end) -> Tr
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "lr": cfg.lr, "batch_size": cfg.batch_size,
         "alpha": cfg.alpha, "beta": cfg.beta, "kd_temperature": cfg.kd_temperature,
         "masker_lr_mult": cfg.masker_lr_mult, "seed": cfg.seed, "init": cfg.init or "",
+        "dataset": cfg.data if cfg.data in SYNTHETIC_SETS else "folder", "warmup_epochs": cfg.warmup_epochs,
     }
     save_checkpoint(output, model.eval(), meta)
     return TrainResult(output, state_path, cfg.epochs, metrics["accuracy"], metrics["rate"],
