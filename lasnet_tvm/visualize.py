@@ -71,11 +71,14 @@ def _overlay(ax, shown: np.ndarray, mask: torch.Tensor, spec) -> None:
 def _save(fig, output: str | Path) -> None:
     import matplotlib.pyplot as plt
 
+    from .fsutil import atomic_path
+
     fig.tight_layout()
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=100)
-    plt.close(fig)
+    try:
+        with atomic_path(output, "plot") as tmp:
+            fig.savefig(tmp, dpi=100, format=Path(output).suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
 
 
 @torch.no_grad()
