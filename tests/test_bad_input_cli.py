@@ -236,43 +236,30 @@ def test_output_that_is_a_directory(tmp_path, compiled_tiny):
 
 
 # -- interrupted or failing in the middle: nothing lost --------------------------------------------------------
-def test_interrupted_calibrate_keeps_earlier_profile_and_report(tmp_path, monkeypatch):
-    import lasnet_tvm.predictor.calibrate as C
+INTERRUPTED = {  # command -> (module and function interrupted, files written before, arguments)
+    "calibrate": ("lasnet_tvm.predictor.calibrate", "measure", ("p.yaml", "r.json"),
+                  ["calibrate", "--device", "xeon-6248", "--quick", "-o", "{d}/p.yaml", "--json", "{d}/r.json"]),
+    "bench model": ("lasnet_tvm.benchmarks.model", "run", ("r.json", "m.pt"),
+                    ["bench", "model", "--width-mult", "0.25", "--input-size", "64", "--out", "{d}/r.json",
+                     "--save-model", "{d}/m.pt"]),
+    "bench rate": ("lasnet_tvm.benchmarks.rate", "run",
+                   ("rate_las_resnet50_cpu_quick.json", "rate_las_resnet50_cpu_quick.png"),
+                   ["bench", "rate", "--quick", "--device", "xeon-6248", "--target", "llvm", "--out", "{d}"]),
+}
+
+
+@pytest.mark.parametrize("command", list(INTERRUPTED))
+def test_interrupted_command_keeps_earlier_results(tmp_path, monkeypatch, command):
+    import importlib
+
+    module, function, files, args = INTERRUPTED[command]
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(C, "measure", interrupted)
-    before = fill(tmp_path, "p.yaml", "r.json")
-    res = invoke("calibrate", "--device", "xeon-6248", "--quick", "-o", tmp_path / "p.yaml",
-                 "--json", tmp_path / "r.json")
-    assert_one_line_error(res, "interrupted", progress=True)
-    assert snapshot(tmp_path) == before
-
-
-def test_interrupted_bench_keeps_earlier_results(tmp_path, monkeypatch):
-    import lasnet_tvm.benchmarks.model as bm
-
-    def interrupted(*a, **k):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(bm, "run", interrupted)
-    before = fill(tmp_path, "r.json", "m.pt")
-    res = invoke("bench", "model", "--width-mult", "0.25", "--input-size", "64", "--out", tmp_path / "r.json",
-                 "--save-model", tmp_path / "m.pt")
-    assert_one_line_error(res, "interrupted", progress=True)
-    assert snapshot(tmp_path) == before
-
-
-def test_interrupted_sweep_keeps_earlier_json_and_png(tmp_path, monkeypatch):
-    import lasnet_tvm.benchmarks.rate as R
-
-    def interrupted(*a, **k):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(R, "run", interrupted)
-    before = fill(tmp_path, "rate_las_resnet50_cpu_quick.json", "rate_las_resnet50_cpu_quick.png")
-    res = invoke("bench", "rate", "--quick", "--device", "xeon-6248", "--target", "llvm", "--out", tmp_path)
+    monkeypatch.setattr(importlib.import_module(module), function, interrupted)
+    before = fill(tmp_path, *files)
+    res = invoke(*[a.format(d=tmp_path) for a in args])
     assert_one_line_error(res, "interrupted", progress=True)
     assert snapshot(tmp_path) == before
 

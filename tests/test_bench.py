@@ -8,6 +8,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from _bench import shared_kernels  # noqa: F401  (autouse fixture: each kernel compiled once)
 from lasnet_tvm.records import write_json
 from lasnet_tvm.cli.bench import bench
 from lasnet_tvm.resources import hw_profiles_dir
@@ -121,22 +122,6 @@ def test_bench_model_quick(tmp_path):
 # bench fusion / rate / granularity: quick runs on a 32->8->32 12x12 block (input 48, width x0.125)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _shared_kernels():
-    """Compile each distinct kernel once in this module (the fusion variants share most of their kernels)."""
-    from lasnet_tvm import block_runtime
-
-    compile_module, cache = block_runtime.compile_kernel_module, {}
-
-    def cached(name, target, **params):
-        key = (name, str(target), tuple(sorted(params.items())))
-        if key not in cache:
-            cache[key] = compile_module(name, target, **params)
-        return cache[key]
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(block_runtime, "compile_kernel_module", cached)
-        yield
 
 
 TINY = ["--quick", "--input-size", "48", "--repeats", "1", "--device", "xeon-6248"]
