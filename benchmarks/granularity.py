@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from ..archs import BlockSpec
 from ..predictor import stage_candidates
-from ..timing import progress
-from .rate import accuracy_section, format_accuracy, format_excluded, measure_stage, work_units
+from .rate import accuracy_section, format_accuracy, format_excluded, measure_stages
 
 
 def candidates(blocks: list[BlockSpec], S_list=None) -> list[list[int]]:
@@ -53,19 +52,8 @@ def run(blocks: list[BlockSpec], S_lists, rates, hw, target, repeats: int, kerne
     """Measure every block at its S list and rates (on ``board`` if given, see
     :func:`~lasnet_tvm.benchmarks.rate.measure_stage`); returns ``stages``, ``points``, ``best``, ``agreement``,
     ``accuracy``."""
-    bar = progress(work_units(S_lists, rates), "bench granularity")
-    stages = []
-    try:
-        for spec, S_list in zip(blocks, S_lists):
-            if not S_list:
-                log(f"skipping {spec.name}: no S fits its output size {spec.out_size}")
-                continue
-            log(f"{spec.name} (stage {spec.stage}): static + S={','.join(map(str, S_list))} at "
-                f"r={','.join(map(str, rates))}, {repeats} rounds")
-            stages.append(measure_stage(spec, S_list, rates, hw, target, repeats, kernel_repeat, min_repeat_ms,
-                                        seed, bar, exclude_mismatch, board))
-    finally:
-        bar.close()
+    stages = measure_stages("bench granularity", blocks, S_lists, rates, hw, target, repeats, kernel_repeat,
+                            min_repeat_ms, seed, log, exclude_mismatch, board)
     best = best_S(stages, tolerance)
     n = len(best)
     return {"stages": stages, "points": [p for st in stages for p in st["points"]], "best": best,

@@ -187,13 +187,14 @@ def accuracy_section(stages: list[dict]) -> dict:
     return sec
 
 
-def run(blocks: list[BlockSpec], S_lists, rates, hw, target, repeats: int, kernel_repeat: int = 5,
-        min_repeat_ms: float = 5, seed: int = 0, log=print, exclude_mismatch: bool = False, board=None) -> dict:
-    """Measure every block (on ``board`` if given, see :func:`measure_stage`); returns ``stages`` (one
-    :func:`measure_stage` result each), ``points``, ``accuracy``."""
+def measure_stages(title: str, blocks: list[BlockSpec], S_lists, rates, hw, target, repeats: int,
+                   kernel_repeat: int, min_repeat_ms: float, seed: int, log, exclude_mismatch: bool,
+                   board) -> list[dict]:
+    """:func:`measure_stage` for every block at its S list (blocks with an empty list are skipped), with one
+    progress bar titled ``title``."""
     from ..timing import progress
 
-    bar = progress(work_units(S_lists, rates), "bench rate")
+    bar = progress(work_units(S_lists, rates), title)
     stages = []
     try:
         for spec, S_list in zip(blocks, S_lists):
@@ -201,11 +202,20 @@ def run(blocks: list[BlockSpec], S_lists, rates, hw, target, repeats: int, kerne
                 log(f"skipping {spec.name}: no S fits its output size {spec.out_size}")
                 continue
             log(f"{spec.name} (stage {spec.stage}): static + S={','.join(map(str, S_list))} at "
-                f"{len(rates)} rates, {repeats} rounds")
+                f"r={','.join(map(str, rates))}, {repeats} rounds")
             stages.append(measure_stage(spec, S_list, rates, hw, target, repeats, kernel_repeat, min_repeat_ms,
                                         seed, bar, exclude_mismatch, board))
     finally:
         bar.close()
+    return stages
+
+
+def run(blocks: list[BlockSpec], S_lists, rates, hw, target, repeats: int, kernel_repeat: int = 5,
+        min_repeat_ms: float = 5, seed: int = 0, log=print, exclude_mismatch: bool = False, board=None) -> dict:
+    """Measure every block (on ``board`` if given, see :func:`measure_stage`); returns ``stages`` (one
+    :func:`measure_stage` result each), ``points``, ``accuracy``."""
+    stages = measure_stages("bench rate", blocks, S_lists, rates, hw, target, repeats, kernel_repeat, min_repeat_ms,
+                            seed, log, exclude_mismatch, board)
     return {"stages": stages, "points": [p for st in stages for p in st["points"]],
             "excluded": [e for st in stages for e in st["excluded"]], "accuracy": accuracy_section(stages),
             "max_rel_err": max(st["max_rel_err"] for st in stages)}
