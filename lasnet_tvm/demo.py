@@ -23,10 +23,12 @@ from .train.data import SYNTHETIC_SETS
 from .visualize import plot_mask_rows
 
 # A shallow LAS-ResNet (one bottleneck block per stage, quarter width) on 128 px objects on clutter: it learns in
-# about a minute on 2 cores, and its blocks are large enough for the sparse kernels to pay off on a CPU.
+# about a minute on 2 cores, and its blocks are large enough for the sparse kernels to pay off on a CPU. The maskers
+# learn at 0.3x the backbone's rate: at 10x they switch the object's patches off first (2% of the active area on
+# the objects, against 15% at 0.3x; the objects cover 22% of the image).
 DEMO_TRAIN = dict(arch="las_resnet50", depths=(1, 1, 1, 1), width_mult=0.25, input_size=128, granularity="4-4-2-1",
                   num_classes=4, data="clutter", train_size=1000, val_size=300, static_epochs=1, epochs=3,
-                  batch_size=32, lr=0.1, warmup_epochs=0.3, target=0.6)
+                  batch_size=32, lr=0.1, warmup_epochs=0.3, target=0.6, masker_lr_mult=0.3)
 MASK_FIGURE_IMAGES = 4
 
 
