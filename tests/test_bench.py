@@ -247,7 +247,16 @@ def test_git_revision_ignores_an_enclosing_foreign_repository(tmp_path):
 
     from lasnet_tvm import records
 
-    assert records.git_revision() is not None  # this checkout
+    checkout = tmp_path / "checkout"  # a source checkout: setup.py and the package at its top level
+    (checkout / "lasnet_tvm").mkdir(parents=True)
+    (checkout / "setup.py").write_text("")
+    (checkout / "lasnet_tvm" / "__init__.py").write_text("")
+    git = ["git", "-C", str(checkout), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(checkout)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "c"], check=True)
+    assert records.git_revision(checkout / "lasnet_tvm") is not None
+    assert records.git_dirty_files(checkout / "lasnet_tvm") == []
     for top in (tmp_path / "prefix", tmp_path / "prefix" / "site-packages"):
         installed = tmp_path / "prefix" / "site-packages" / "lasnet_tvm"
         installed.mkdir(parents=True, exist_ok=True)
