@@ -23,7 +23,9 @@ def test_full_size_macs_match_published(arch):
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("gran,size", [("4-4-2-1", 64), ("3-3-3-1", 96), ("1", 64)])
 def test_sparse_reference_equals_dense_masked(arch, gran, size):
-    model = randomize_(build_model(arch, gran, input_size=size, num_classes=7, **SMALL), seed=1)
+    with torch.random.fork_rng():  # the conv weights come from the global RNG: fixed here, whatever ran before
+        torch.manual_seed(size)
+        model = randomize_(build_model(arch, gran, input_size=size, num_classes=7, **SMALL), seed=1)
     # a fixed input: a masker logit that the two paths' rounding puts on either side of 0 would flip a mask
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(size))
     with torch.no_grad():
@@ -31,7 +33,10 @@ def test_sparse_reference_equals_dense_masked(arch, gran, size):
         sparse_logits, masks = SparseLASNet(model)(x, return_masks=True)
     for m_dense, m_sparse in zip(stats["masks"], masks):
         assert torch.equal(m_dense[:, 0].bool(), m_sparse)
-    torch.testing.assert_close(sparse_logits, logits, rtol=1e-4, atol=1e-4)
+    # float32 rounding grows with the activations' scale (logits of these random deep stacks reach ~1e3), so
+    # the error is measured against the logits' scale, as `lasnet-tvm verify` does: 1e-4 of max |logit|
+    scale = logits.abs().max().item()
+    torch.testing.assert_close(sparse_logits, logits, rtol=1e-4, atol=1e-4 * max(1.0, scale))
     rates = stats["rates"]
     assert rates.shape == (2, len(model.blocks))
     assert 0.0 < rates.mean().item() < 1.0  # masks are mixed, so the test exercises gather and scatter
