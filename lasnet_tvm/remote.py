@@ -67,12 +67,12 @@ def connect(tracker: str, key: str, target, session_timeout: float = 0) -> Board
         The board's target (:func:`lasnet_tvm.targets.resolve_target`); ``cuda``/``nvptx`` runs on the board's
         GPU, anything else on its CPU.
     session_timeout : float
-        Seconds the board's server keeps the session (0: until this process lets it go).
+        Seconds the board's server stays reserved for this process (0: until the process lets it go).
 
     Raises
     ------
     LasnetError
-        Malformed ``tracker``, tracker not answering, no free board with ``key``, or the session refused.
+        Malformed ``tracker``, tracker not answering, no free board with ``key``, or the board refused the connection.
     """
     from tvm import rpc
 
@@ -85,12 +85,12 @@ def connect(tracker: str, key: str, target, session_timeout: float = 0) -> Board
     try:
         sess = rpc.connect_tracker(host, port).request(key, session_timeout=session_timeout)
     except Exception as e:  # noqa: BLE001 - TVM raises RPCError / TVMError / OSError with long texts
-        raise LasnetError(f"RPC tracker {host}:{port}: no session with board {key!r} ({_last_line(e)})") from None
+        raise LasnetError(f"RPC tracker {host}:{port}: no connection to a board {key!r} ({_last_line(e)})") from None
     return Board(sess, f"{host}:{port}", key, target)
 
 
 class Board:
-    """An RPC session with one board: compiles, uploads and loads kernels (each distinct one once).
+    """An RPC connection to one board: compiles, uploads and loads kernels (each distinct one once).
 
     Build with :func:`connect`. ``kind`` is ``"cpu"`` or ``"cuda"``; ``dev`` the remote device.
     """

@@ -184,7 +184,7 @@ class IndexArgAllocator:
 class RPCIndexArgAllocator(IndexArgAllocator):
     """``f_alloc_argument`` for :class:`ms.runner.RPCRunner` (arrays copied to the remote device)."""
 
-    def __call__(self, session, device, args_info, alloc_repeat):  # noqa: D102
+    def __call__(self, remote, device, args_info, alloc_repeat):  # noqa: D102
         import tvm
 
         out = []
