@@ -16,10 +16,15 @@ LASNet masker (``adaptive_avg_pool2d`` to ``H_out // S`` then nearest upsampling
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 from .errors import LasnetError
+
+#: A granularity written as text: positive integers joined by one kind of separator, '-' (one S per stage)
+#: or ',' (one S per block), or a single S.
+GRANULARITY_TEXT = re.compile(r"^[1-9]\d*(?:(?:-[1-9]\d*)*|(?:,[1-9]\d*)*)$")
 
 ARCHS = ("las_resnet50", "las_resnet101", "las_regnety_400mf", "las_regnety_800mf")
 
@@ -145,10 +150,10 @@ def parse_granularity(granularity: str | int | Sequence[int], depths: Sequence[i
     if isinstance(granularity, int):
         values: list[int] = [granularity]
     elif isinstance(granularity, str):
-        try:
-            values = [int(v) for v in granularity.replace(",", "-").split("-") if v.strip()]
-        except ValueError:
-            raise LasnetError(f"granularity {granularity!r}: expected integers like '4-4-2-1'") from None
+        if not GRANULARITY_TEXT.match(granularity.strip()):
+            raise LasnetError(f"granularity {granularity!r}: expected positive integers joined by '-' (per stage, "
+                              "e.g. 4-4-2-1) or ',' (per block)")
+        values = [int(v) for v in re.split("[-,]", granularity.strip())]
     else:
         values = [int(v) for v in granularity]
     if any(v < 1 for v in values):

@@ -127,6 +127,10 @@ def test_granularity_forms_and_errors():
     assert parse_granularity(list(range(1, 17)), depths) == tuple(range(1, 17))
     with pytest.raises(LasnetError, match="expected 1, 4"):
         parse_granularity("4-4-2", depths)
+    assert parse_granularity("1,2" + ",1" * 14, depths) == (1, 2) + (1,) * 14
+    for malformed in ("-1-4-2-1", "4--4-2-1", "4-4,2-1", "4-4-2-", "four", "0"):
+        with pytest.raises(LasnetError, match="positive integers joined by"):
+            parse_granularity(malformed, depths)
     with pytest.raises(LasnetError, match="exceeds its feature size"):
         arch_spec("las_resnet50", "4-4-2-8")
     with pytest.raises(LasnetError, match="unknown arch"):

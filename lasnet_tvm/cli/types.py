@@ -4,9 +4,10 @@ lists checked for their syntax. A bad value is a usage error (exit code 2) namin
 from __future__ import annotations
 
 import math
-import re
 
 import click
+
+from ..archs import GRANULARITY_TEXT
 
 
 class FiniteFloat(click.FloatRange):
@@ -30,7 +31,6 @@ NON_NEGATIVE = FiniteFloat(0.0)
 #: A count of at least one (samples, images, repeats, threads, sizes).
 COUNT = click.IntRange(min=1)
 
-_GRANULARITY = re.compile(r"^[1-9]\d*(?:(?:-[1-9]\d*)*|(?:,[1-9]\d*)*)$")
 
 
 class Granularity(click.ParamType):
@@ -41,7 +41,7 @@ class Granularity(click.ParamType):
 
     def convert(self, value, param, ctx):
         text = str(value).strip()
-        if not _GRANULARITY.match(text):
+        if not GRANULARITY_TEXT.match(text):
             self.fail(f"{value!r}: expected positive integers joined by '-' (per stage, e.g. 4-4-2-1) or ',' "
                       "(per block)", param, ctx)
         return text
