@@ -21,7 +21,16 @@ extent itself, so that a latency never rises when an extent shrinks) and minimiz
   byte weighted by ``1 / e(run)`` with ``onchip_half_bytes``.
 * ``compute``: a PE works on ``lanes`` output elements at a time, one FMA (or add) per lane and cycle, at
   ``efficiency.compute``; tiles go to PEs in waves of ``pes``.
-* ``launch``: ``efficiency.launch_us`` per kernel.
+* ``launch``: ``efficiency.launch_us`` per launch: a CPU kernel launches one parallel region per parallel loop
+  nest, a GPU kernel one grid per stage (``Op.launches``). Ops that are parts of one compiled kernel (the stages
+  of SE, a fused epilogue) carry that kernel's launches between them. An op with no work (no active patches)
+  launches nothing: it costs ``efficiency.call_us`` per kernel call (``Op.calls``), a function call that returns.
+
+Cache residency: when the input a tile's row band needs (its channels x its input rows x the whole row width
+of a densely read map) fits in half of the PE-local memory, the tiles along a row share it, so a tile reads its
+unique columns only, in runs of whole rows (a grouped 3x3 conv reads its few channels once, as lines, not as
+``(T_W - 1) * stride + 3``-float runs). Windows read out of a larger map (gather, gather-conv) keep their run
+length: their neighbours on a cache line are other patches.
 
 An output tile must fit in PE-local memory (``local_kb``). Results are cached per (op, profile).
 """
@@ -80,6 +89,11 @@ class Op:
         convolutions give each patch its own task (``1``), so each patch reads the whole weight tensor. Applied
         only for profiles with ``schedule: default``; ``search`` (the paper's model, tuned kernels) searches
         every tile.
+    launches : tuple of (float, float)
+        Parallel regions launched on a CPU and kernel grids launched on a GPU by this op (0 for a stage that
+        runs inside another op's region, e.g. a fused epilogue or SE's serial FCs).
+    calls : int
+        Kernel calls this op starts (1; 0 for every op of a compiled kernel but its first).
     """
 
     name: str
@@ -108,6 +122,12 @@ class Op:
     dram_out_run: float = 1e12
     flops: float = 0.0
     max_tile_p: int = 0
+    launches: tuple = (1.0, 1.0)
+    calls: int = 1
+
+
+#: Share of PE-local memory that a tile's input row band may fill to stay resident between tiles.
+RESIDENT_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -175,6 +195,12 @@ def _terms(op: Op, pes: int, lanes: int, local_kb: float, persistent: bool, max_
     map_w = op.in_map_w or op.in_w
     in_run = np.where(cols >= map_w, rows * cols, cols) * F32
     in_bytes = tp * op.item_fan * in_ch * rows * cols * F32
+    if not op.in_map_w:  # a dense map: resident row bands are read once, as whole rows (module docstring)
+        band = tp * op.item_fan * in_ch * rows * op.in_w * F32
+        resident = band <= local_kb * 1024 * RESIDENT_SHARE
+        unique = tp * op.item_fan * in_ch * rows * np.minimum(cols, tw * op.stride) * F32
+        in_bytes = np.where(resident, unique, in_bytes)
+        in_run = np.where(resident, rows * op.in_w * F32, in_run)
     w_bytes = tc * op.weights * F32
     w_all = op.C * op.weights * F32
     if persistent and 0 < w_all <= local_kb * 1024 / 2:  # weights stay in local memory: loaded once per PE
@@ -195,9 +221,10 @@ def _terms(op: Op, pes: int, lanes: int, local_kb: float, persistent: bool, max_
 def op_latency(op: Op, hw: HardwareProfile) -> OpLatency:
     """Predicted latency of ``op`` on ``hw``: the best tile of the search space (see the module docstring)."""
     e = hw.efficiency
-    launch = e.launch_us * 1e-6
-    if op.P == 0 or op.C == 0:
-        return OpLatency(op.name, op.kind, launch, 0.0, 0.0, 0.0, launch, (0, 0, 0, 0), 0.0)
+    if op.P == 0 or op.C == 0:  # no work: the kernel is called and returns
+        call = op.calls * e.call_us * 1e-6
+        return OpLatency(op.name, op.kind, call, 0.0, 0.0, 0.0, call, (0, 0, 0, 0), 0.0)
+    launch = op.launches[hw.kind == "gpu"] * e.launch_us * 1e-6
     t = _terms(op, hw.pes, hw.lanes, hw.local_kb, hw.kind == "cpu", op.max_tile_p if hw.schedule == "default" else 0)
     clock = hw.clock_mhz * 1e6
     compute = t.waves * t.cycles / (clock * e.compute)
@@ -324,7 +351,7 @@ def scatter_add(name: str, P: int, C: int, S: int, out_size: int) -> Op:
 
 def se_pool(name: str, B: int, P: int, C: int, S: int) -> Op:
     """Squeeze-excitation average over the active patches ``[P, C, S, S] -> [B, C]``."""
-    fan = max(1, P // max(B, 1))
+    fan = P // max(B, 1)  # 0 without active patches: the pool's region runs over no patch
     return Op(name, "se_pool", B, C, 1, 1, S * S * fan, C, 1, 1, S, S, S, S, item_fan=fan,
               dram_in=P * C * S * S * F32, dram_out=B * C * F32, flops=float(P * C * S * S))
 

@@ -1,0 +1,72 @@
+"""The latency model prices kernels as they are compiled: calls and launches, SE as one kernel, kernels
+without active patches, cache residency of a grouped conv's input (hand-computed values)."""
+
+import pytest
+
+from lasnet_tvm.predictor import ops
+from lasnet_tvm.predictor.kernel_ops import kernel_ops, step_latencies
+from lasnet_tvm.predictor.ops import _terms, op_latency
+from lasnet_tvm.predictor.profiles import profile_from_dict
+
+CPU = profile_from_dict({"kind": "cpu", "target": "llvm", "pes": 2, "lanes": 16, "clock_mhz": 2400,
+                         "dram_gbps": 10.0, "l2_kb": 32768, "local_kb": 512,
+                         "efficiency": {"launch_us": 20.0, "call_us": 3.0}}, "cpu")
+GPU = profile_from_dict({"kind": "gpu", "target": "cuda", "pes": 16, "lanes": 64, "clock_mhz": 1000,
+                         "dram_gbps": 100.0, "l2_kb": 4096, "local_kb": 64,
+                         "efficiency": {"launch_us": 8.0, "call_us": 2.0}}, "gpu")
+
+
+class _Step:
+    def __init__(self, kernel, params, out="x"):
+        self.kernel, self.params, self.outputs = kernel, params, ((out, None),)
+
+
+@pytest.mark.parametrize("kernel,params", [
+    ("gather_conv3x3", dict(C=64, H=14, W=14, S=2, padded=True)), ("patch_conv1x1", dict(C_in=64, C_out=256, S=2)),
+    ("window_conv3x3", dict(C=64, S=2)), ("gather", dict(C=64, H=14, W=14, S=2))])
+def test_zero_patches_cost_one_call(kernel, params):
+    """A kernel with no active patches is called and returns: call_us, not a launch."""
+    assert sum(op_latency(o, CPU).total for o in kernel_ops(kernel, params, 0)) == pytest.approx(3e-6)
+    assert sum(op_latency(o, CPU).launch for o in kernel_ops(kernel, params, 5)) == pytest.approx(20e-6)
+
+
+@pytest.mark.parametrize("hw,launches", [(CPU, 2), (GPU, 6)])
+def test_se_is_one_kernel(hw, launches):
+    """SE on patches is one call: on a CPU two parallel regions (pool, scaling), on a GPU six grids."""
+    lat = step_latencies(_Step("se", dict(C=104, R=26, Ho=14, S=2)), 20, hw)
+    assert [o.name for o in lat] == ["se_pool", "se_fc1", "se_fc2", "se_scale"]
+    assert sum(o.launch for o in lat) == pytest.approx(launches * hw.efficiency.launch_us * 1e-6)
+    dense = step_latencies(_Step("se_dense", dict(C=104, R=26, H=14, W=14)), 0, hw)
+    assert sum(o.launch for o in dense) == pytest.approx((2 if hw is CPU else 5) * hw.efficiency.launch_us * 1e-6)
+
+
+def test_se_without_patches_runs_its_pool_region_only():
+    lat = step_latencies(_Step("se", dict(C=104, R=26, Ho=14, S=2)), 0, CPU)
+    assert sum(o.launch for o in lat) == pytest.approx(20e-6)  # the pool's region over C (no patch); scaling: none
+    assert lat[0].memory == pytest.approx(lat[0].dram + lat[0].onchip) and lat[3].total == 0.0
+
+
+def _tile(terms, tile):
+    """Index of a tile ``(T_P, T_C, T_H, T_W)`` in the candidate grid of ``_terms``."""
+    return tuple(int(list(a.ravel()).index(t)) for a, t in zip(terms.tiles, tile))
+
+
+def test_grouped_conv_reads_its_resident_band_once():
+    # grouped 3x3 conv, 16 -> 16 channels in 2 groups (8 per group), 8 x 8 map; tile: 8 channels x 1 x 1 pixel
+    op = ops.conv("c", 1, 16, 16, 8, k=3, groups=2)
+    far = _terms(op, 2, 16, 0.5, False, 0)  # 512 B local memory: the 8-channel band of 3 rows (768 B) spills
+    near = _terms(op, 2, 16, 64.0, False, 0)  # 64 KiB: it stays
+    i = _tile(far, (1, 8, 1, 1))
+    w, out = 8 * 72 * 4, 8 * 4  # the tile's weights and output
+    # spilled: a 3 x 3 window of 8 channels, 288 B in 12-byte runs (24 runs); weights 1 run, output 8 runs of 4 B
+    assert far.tile_bytes[i] == 288 + w + out and far.tile_runs[i] == pytest.approx(24 + 1 + 8)
+    # resident: the tile's own column of 3 rows x 8 channels (96 B) in runs of whole 3-row bands (96 B): 1 run
+    assert near.tile_bytes[i] == 96 + w + out and near.tile_runs[i] == pytest.approx(1 + 1 + 8)
+
+
+def test_windows_from_a_map_keep_their_runs():
+    """A gather-conv reads windows out of a larger map: residency does not merge its runs."""
+    (op,) = kernel_ops("gather_conv3x3", dict(C=16, H=8, W=8, S=1, padded=True), 6)
+    a, b = _terms(op, 2, 16, 0.5, False, 0), _terms(op, 2, 16, 64.0, False, 0)
+    i = _tile(a, (1, 16, 1, 1))
+    assert a.tile_bytes[i] == b.tile_bytes[i] and a.tile_runs[i] == b.tile_runs[i]
