@@ -70,3 +70,41 @@ def test_windows_from_a_map_keep_their_runs():
     a, b = _terms(op, 2, 16, 0.5, False, 0), _terms(op, 2, 16, 64.0, False, 0)
     i = _tile(a, (1, 16, 1, 1))
     assert a.tile_bytes[i] == b.tile_bytes[i] and a.tile_runs[i] == b.tile_runs[i]
+
+
+def test_compile_granularity_auto_writes_the_choice(tmp_path, monkeypatch):
+    """compile --granularity auto picks S per stage with the predictor and records the predicted ms per option."""
+    import json
+
+    import yaml
+    from click.testing import CliRunner
+
+    from _compiler import small_model
+
+    from lasnet_tvm.checkpoint import save_checkpoint
+    from lasnet_tvm.cli.main import cli
+    from lasnet_tvm.predictor.search import search_spec
+
+    cache = tmp_path / "cache" / "lasnet-tvm"
+    cache.mkdir(parents=True)
+    (cache / "local.yaml").write_text(yaml.safe_dump({"name": "local", "kind": "cpu", "target": "llvm", "pes": 2,
+                                                      "lanes": 16, "clock_mhz": 2400, "dram_gbps": 10.0,
+                                                      "l2_kb": 32768, "local_kb": 512}))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    model = small_model(gran="1-1-1-1")
+    pt = save_checkpoint(tmp_path / "model.pt", model)
+    r = CliRunner().invoke(cli, ["compile", str(pt), "-o", str(tmp_path / "m.so"), "--granularity", "auto",
+                                 "--rate", "0.3"])
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "m.json").read_text())
+    g = m["granularity_choice"]
+    from lasnet_tvm.predictor.profiles import get_profile
+
+    expect = search_spec(model.spec, get_profile("local"), 0.3)
+    assert g["profile"] == "local" and g["rate"] == 0.3 and g["chosen"] == expect.granularity
+    assert [s["S"] for s in g["per_stage"]] == list(expect.per_stage)
+    assert m["granularity"] == [expect.per_stage[b.stage - 1] for b in model.spec.blocks]
+    for s, scores in zip(g["per_stage"], expect.scores):
+        assert s["predicted_ms"] == {str(k): round(v * 1e3, 4) for k, v in scores.items()}
+        assert s["predicted_ms"][str(s["S"])] <= min(s["predicted_ms"].values()) * 1.05
+    assert len(g["per_stage"][0]["predicted_ms"]) > 1  # stage 1 had options to choose from
