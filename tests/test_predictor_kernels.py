@@ -64,12 +64,22 @@ def test_grouped_conv_reads_its_resident_band_once():
     assert near.tile_bytes[i] == 96 + w + out and near.tile_runs[i] == pytest.approx(1 + 1 + 8)
 
 
-def test_windows_from_a_map_keep_their_runs():
-    """A gather-conv reads windows out of a larger map: residency does not merge its runs."""
+def test_windows_from_a_resident_map_are_read_once():
+    """A gather-conv reads 3 x 3 windows out of an 8 x 8 map: when the map's planes of a tile's channels fit in
+    local memory, a tile reads its own pixels only, as whole planes; off-chip, at most the map once."""
     (op,) = kernel_ops("gather_conv3x3", dict(C=16, H=8, W=8, S=1, padded=True), 6)
-    a, b = _terms(op, 2, 16, 0.5, False, 0), _terms(op, 2, 16, 64.0, False, 0)
-    i = _tile(a, (1, 16, 1, 1))
-    assert a.tile_bytes[i] == b.tile_bytes[i] and a.tile_runs[i] == b.tile_runs[i]
+    far = _terms(op, 2, 16, 0.5, False, 0)  # 16 planes of 8 x 8 (4 KiB) do not fit in 256 B
+    near = _terms(op, 2, 16, 64.0, False, 0)
+    i = _tile(far, (1, 16, 1, 1))
+    w, out = 16 * 144 * 4, 16 * 4  # weights of 16 output channels; one output pixel x 16 channels, 4-byte runs
+    assert far.tile_bytes[i] == 16 * 9 * 4 + w + out and far.tile_runs[i] == pytest.approx(48 + 1 + 16)
+    assert near.tile_bytes[i] == 16 * 4 + w + out and near.tile_runs[i] == pytest.approx(16 * 4 / 256 + 1 + 16)
+    # off-chip: 6 windows x 9 pixels x 16 channels in 12-byte runs cost 3456 x (1 + 60 / 12) = 20736 B; the
+    # whole map (4096 B in 256-byte planes) 4096 x (1 + 60 / 256) = 5056 B: the map wins
+    hw = CPU.with_(dram=1.0)
+    moved = 5056 + w + 6 * 16 * 4 * (1 + 60 / 1e12)  # map, weights, output written densely
+    assert op_latency(op, hw).dram == pytest.approx(moved / 10e9, rel=1e-9)
+    assert op_latency(op, hw.with_(l2_kb=4.0)).dram == pytest.approx((20736 + w + 384) / 10e9, rel=1e-6)
 
 
 def test_compile_granularity_auto_writes_the_choice(tmp_path, monkeypatch):

@@ -26,11 +26,13 @@ extent itself, so that a latency never rises when an extent shrinks) and minimiz
   of SE, a fused epilogue) carry that kernel's launches between them. An op with no work (no active patches)
   launches nothing: it costs ``efficiency.call_us`` per kernel call (``Op.calls``), a function call that returns.
 
-Cache residency: when the input a tile's row band needs (its channels x its input rows x the whole row width
-of a densely read map) fits in half of the PE-local memory, the tiles along a row share it, so a tile reads its
-unique columns only, in runs of whole rows (a grouped 3x3 conv reads its few channels once, as lines, not as
-``(T_W - 1) * stride + 3``-float runs). Windows read out of a larger map (gather, gather-conv) keep their run
-length: their neighbours on a cache line are other patches.
+Cache residency of the working set (``RESIDENT_SHARE`` of a memory): when the input row band of a tile (its
+channels x its input rows x the row width of a densely read map) fits in PE-local memory, the tiles along a row
+share it, so a tile reads its unique columns only, in runs of whole rows; when a tile reads windows out of a
+larger map (gather-conv) and the map's planes of its channels fit, it reads its own pixels only (the halo is a
+neighbour's), in runs of whole planes. A grouped 3x3 conv reads its few channels once, as lines, not as
+``(T_W - 1) * stride + 3``-float runs. Off-chip, windows out of a map that fits in the on-chip global memory
+cost at most the map read once (``Op.in_map_bytes``).
 
 An output tile must fit in PE-local memory (``local_kb``). Results are cached per (op, profile).
 """
@@ -89,6 +91,9 @@ class Op:
         convolutions give each patch its own task (``1``), so each patch reads the whole weight tensor. Applied
         only for profiles with ``schedule: default``; ``search`` (the paper's model, tuned kernels) searches
         every tile.
+    in_map_bytes : float
+        Bytes of the whole map that windows are read from (0: none). When it fits in the on-chip global
+        memory, the input's off-chip traffic is at most this map read once as whole channel planes.
     launches : tuple of (float, float)
         Parallel regions launched on a CPU and kernel grids launched on a GPU by this op (0 for a stage that
         runs inside another op's region, e.g. a fused epilogue or SE's serial FCs).
@@ -122,6 +127,7 @@ class Op:
     dram_out_run: float = 1e12
     flops: float = 0.0
     max_tile_p: int = 0
+    in_map_bytes: float = 0.0
     launches: tuple = (1.0, 1.0)
     calls: int = 1
 
@@ -164,7 +170,8 @@ class _Terms:
     """The efficiency-independent parts of an op's cost on a device, per candidate tile (arrays) and off-chip.
 
     On-chip bytes of a tile weighted by ``1 / e(run)`` are ``tile_bytes + onchip_half_bytes * tile_runs``;
-    off-chip bytes are ``dram_bytes + dram_half_bytes * dram_runs``.
+    off-chip bytes are ``dram_bytes + dram_half_bytes * dram_runs``, of which the input's are ``dram_in_bytes +
+    dram_half_bytes * dram_in_runs``.
     """
 
     n_tiles: np.ndarray
@@ -176,6 +183,8 @@ class _Terms:
     tiles: tuple
     dram_bytes: float
     dram_runs: float
+    dram_in_bytes: float
+    dram_in_runs: float
 
 
 @functools.lru_cache(maxsize=65536)
@@ -195,9 +204,14 @@ def _terms(op: Op, pes: int, lanes: int, local_kb: float, persistent: bool, max_
     map_w = op.in_map_w or op.in_w
     in_run = np.where(cols >= map_w, rows * cols, cols) * F32
     in_bytes = tp * op.item_fan * in_ch * rows * cols * F32
-    if not op.in_map_w:  # a dense map: resident row bands are read once, as whole rows (module docstring)
-        band = tp * op.item_fan * in_ch * rows * op.in_w * F32
-        resident = band <= local_kb * 1024 * RESIDENT_SHARE
+    local = local_kb * 1024 * RESIDENT_SHARE
+    if op.in_map_w > op.in_w:  # windows out of a larger map: resident channel planes are read once, whole
+        resident = op.item_fan * in_ch * op.in_map_w * op.in_map_w * F32 <= local
+        own = np.minimum(rows, th * op.stride) * np.minimum(cols, tw * op.stride)  # the halo is a neighbour's
+        in_bytes = np.where(resident, tp * op.item_fan * in_ch * own * F32, in_bytes)
+        in_run = np.where(resident, op.in_map_w * op.in_map_w * F32, in_run)
+    else:  # a dense map: resident row bands are read once, as whole rows
+        resident = tp * op.item_fan * in_ch * rows * op.in_w * F32 <= local
         unique = tp * op.item_fan * in_ch * rows * np.minimum(cols, tw * op.stride) * F32
         in_bytes = np.where(resident, unique, in_bytes)
         in_run = np.where(resident, rows * op.in_w * F32, in_run)
@@ -214,7 +228,8 @@ def _terms(op: Op, pes: int, lanes: int, local_kb: float, persistent: bool, max_
     fits = t_out * F32 <= local_kb * 1024  # an output tile must fit in local memory
     dram_bytes = op.dram_in + op.C * op.weights * F32 + op.dram_out + op.dram_extra
     dram_runs = op.dram_in / op.dram_in_run + (op.dram_out + op.dram_extra) / op.dram_out_run
-    return _Terms(n_tiles, waves, cycles, tile_bytes, tile_runs, fits, (tp, tc, th, tw), dram_bytes, dram_runs)
+    return _Terms(n_tiles, waves, cycles, tile_bytes, tile_runs, fits, (tp, tc, th, tw), dram_bytes, dram_runs,
+                  op.dram_in, op.dram_in / op.dram_in_run)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -236,7 +251,12 @@ def op_latency(op: Op, hw: HardwareProfile) -> OpLatency:
     i = np.unravel_index(int(np.argmin(total)), total.shape)
     if not np.isfinite(total[i]):  # nothing fits (huge local tiles only): fall back to the smallest tile
         i = (0, 0, 0, 0)
-    dram = (t.dram_bytes + e.dram_half_bytes * t.dram_runs) / (hw.dram_gbps * 1e9 * e.dram)
+    half = e.dram_half_bytes
+    moved = t.dram_bytes + half * t.dram_runs
+    if 0 < op.in_map_bytes <= hw.l2_kb * 1024 * RESIDENT_SHARE:  # each line of a cached map is fetched once
+        whole = op.in_map_bytes * (1.0 + half / (op.in_map_w * op.in_map_w * F32))
+        moved -= max(0.0, t.dram_in_bytes + half * t.dram_in_runs - whole)
+    dram = moved / (hw.dram_gbps * 1e9 * e.dram)
     tile = tuple(int(a.flat[k]) for a, k in zip(t.tiles, i))
     c, o = float(compute[i]), float(onchip[i])
     scale = hw.kernel_scale_of(op.kind)
@@ -300,6 +320,7 @@ def _window_bytes(P: int, B: int, C: int, L: int, map_size: int) -> float:
 def gather(name: str, B: int, P: int, C: int, map_size: int, L: int) -> Op:
     """Copy P windows ``[C, L, L]`` (patch + halo) of a ``[C, map, map]`` map into a dense ``[P, C, L, L]``."""
     return Op(name, "gather", P, C, L, L, 0.0, C, 1, 1, 1, 1, map_size, map_size, in_map_w=map_size,
+              in_map_bytes=B * C * map_size * map_size * F32,
               dram_in=_window_bytes(P, B, C, L, map_size), dram_in_run=min(L, map_size) * F32,
               dram_out=P * C * L * L * F32)
 
@@ -312,7 +333,8 @@ def patch_conv3x3(name: str, B: int, P: int, cin: int, cout: int, S: int, stride
     cin_pg, cout_pg = cin // groups, cout // groups
     macs = cin_pg * 9
     if fused_gather:
-        src = dict(in_map_w=map_size, dram_in=_window_bytes(P, B, cin, L, map_size), dram_in_run=min(L, map_size) * F32)
+        src = dict(in_map_w=map_size, dram_in=_window_bytes(P, B, cin, L, map_size), dram_in_run=min(L, map_size) * F32,
+                   in_map_bytes=B * cin * map_size * map_size * F32)
     else:
         src = dict(in_map_w=L, dram_in=P * cin * L * L * F32)
     return Op(name, "gather_conv3x3" if fused_gather else "conv3x3_patches", P, cout, S, S, macs, cin, cin_pg,
