@@ -27,7 +27,7 @@ class _Step:
 def test_zero_patches_cost_one_call(kernel, params):
     """A kernel with no active patches is called and returns: call_us, not a launch."""
     assert sum(op_latency(o, CPU).total for o in kernel_ops(kernel, params, 0)) == pytest.approx(3e-6)
-    assert sum(op_latency(o, CPU).launch for o in kernel_ops(kernel, params, 5)) == pytest.approx(20e-6)
+    assert sum(op_latency(o, CPU).launch for o in kernel_ops(kernel, params, 5)) == pytest.approx(23e-6)
 
 
 @pytest.mark.parametrize("hw,launches", [(CPU, 2), (GPU, 6)])
@@ -35,14 +35,15 @@ def test_se_is_one_kernel(hw, launches):
     """SE on patches is one call: on a CPU two parallel regions (pool, scaling), on a GPU six grids."""
     lat = step_latencies(_Step("se", dict(C=104, R=26, Ho=14, S=2)), 20, hw)
     assert [o.name for o in lat] == ["se_pool", "se_fc1", "se_fc2", "se_scale"]
-    assert sum(o.launch for o in lat) == pytest.approx(launches * hw.efficiency.launch_us * 1e-6)
+    e = hw.efficiency
+    assert sum(o.launch for o in lat) == pytest.approx((e.call_us + launches * e.launch_us) * 1e-6)
     dense = step_latencies(_Step("se_dense", dict(C=104, R=26, H=14, W=14)), 0, hw)
-    assert sum(o.launch for o in dense) == pytest.approx((2 if hw is CPU else 5) * hw.efficiency.launch_us * 1e-6)
+    assert sum(o.launch for o in dense) == pytest.approx((e.call_us + (2 if hw is CPU else 5) * e.launch_us) * 1e-6)
 
 
 def test_se_without_patches_runs_its_pool_region_only():
     lat = step_latencies(_Step("se", dict(C=104, R=26, Ho=14, S=2)), 0, CPU)
-    assert sum(o.launch for o in lat) == pytest.approx(20e-6)  # the pool's region over C (no patch); scaling: none
+    assert sum(o.launch for o in lat) == pytest.approx(23e-6)  # one call, the pool's region over C; scaling: none
     assert lat[0].memory == pytest.approx(lat[0].dram + lat[0].onchip) and lat[3].total == 0.0
 
 
@@ -118,3 +119,13 @@ def test_compile_granularity_auto_writes_the_choice(tmp_path, monkeypatch):
         assert s["predicted_ms"] == {str(k): round(v * 1e3, 4) for k, v in scores.items()}
         assert s["predicted_ms"][str(s["S"])] <= min(s["predicted_ms"].values()) * 1.05
     assert len(g["per_stage"][0]["predicted_ms"]) > 1  # stage 1 had options to choose from
+
+
+def test_se_fcs_run_serially_on_a_cpu():
+    """SE's FCs are scalar loops outside any parallel region: R x C FMAs on one lane of one core."""
+    lat = step_latencies(_Step("se", dict(C=104, R=26, Ho=14, S=2)), 20, CPU)
+    fc1, fc2 = lat[1], lat[2]
+    per_fma = 1 / (2400e6 * CPU.efficiency.compute)
+    assert fc1.compute == pytest.approx(104 * 26 * per_fma) and fc2.compute == pytest.approx(26 * 104 * per_fma)
+    gpu = step_latencies(_Step("se", dict(C=104, R=26, Ho=14, S=2)), 20, GPU)
+    assert gpu[1].compute < 104 * 26 / (1000e6 * GPU.efficiency.compute) / 8  # spread over lanes there

@@ -52,11 +52,11 @@ _CONV1X1_NAMES = {"ident": "downsample", "f1": "conv1", "f3": "conv3"}
 def _se(B: int, P: int, C: int, R: int, S: int, patches: bool) -> list[Op]:
     """SE on ``P`` items ``[C, S, S]`` (patches, or ``P = B`` whole maps with ``S`` = map size), one kernel
     (``kernels/se.py``, ``kernels/se_dense.py``): the pool starts the call and launches its parallel region (on a
-    GPU the patch kernel's count and pool grids); the FCs run serially inside the call on a CPU (fc2 and the
-    sigmoid: two GPU grids); the scaling launches the second parallel region."""
+    GPU the patch kernel's count and pool grids); the FCs run serially inside the call on a CPU, one core, one
+    lane (fc2 and the sigmoid: two GPU grids); the scaling launches the second parallel region."""
     return [replace(ops.se_pool("se_pool", B, P, C, S), launches=(1.0, 2.0 if patches else 1.0)),
-            replace(ops.fc("se_fc1", B, C, R), launches=(0.0, 1.0), calls=0),
-            replace(ops.fc("se_fc2", B, R, C), launches=(0.0, 2.0), calls=0),
+            replace(ops.fc("se_fc1", B, C, R), launches=(0.0, 1.0), calls=0, serial=True),
+            replace(ops.fc("se_fc2", B, R, C), launches=(0.0, 2.0), calls=0, serial=True),
             replace(ops.se_scale("se_scale", P, C, S), launches=(1.0, 1.0), calls=0)]
 
 

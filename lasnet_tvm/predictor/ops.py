@@ -20,11 +20,12 @@ extent itself, so that a latency never rises when an extent shrinks) and minimiz
   ``onchip_gbps * efficiency.onchip``, per-PE bytes of the busiest PE at ``pe_bytes_per_cycle * clock``), each
   byte weighted by ``1 / e(run)`` with ``onchip_half_bytes``.
 * ``compute``: a PE works on ``lanes`` output elements at a time, one FMA (or add) per lane and cycle, at
-  ``efficiency.compute``; tiles go to PEs in waves of ``pes``.
-* ``launch``: ``efficiency.launch_us`` per launch: a CPU kernel launches one parallel region per parallel loop
-  nest, a GPU kernel one grid per stage (``Op.launches``). Ops that are parts of one compiled kernel (the stages
-  of SE, a fused epilogue) carry that kernel's launches between them. An op with no work (no active patches)
-  launches nothing: it costs ``efficiency.call_us`` per kernel call (``Op.calls``), a function call that returns.
+  ``efficiency.compute``; tiles go to PEs in waves of ``pes`` (a ``serial`` op: one PE, one lane, on a CPU).
+* ``launch``: ``efficiency.call_us`` per kernel call (``Op.calls``) and ``efficiency.launch_us`` per launch: a
+  CPU kernel launches one parallel region per parallel loop nest, a GPU kernel one grid per stage
+  (``Op.launches``). Ops that are parts of one compiled kernel (the stages of SE, a fused epilogue) carry that
+  kernel's call and launches between them. An op with no work (no active patches) launches nothing: it costs
+  its calls only.
 
 Cache residency of the working set (``RESIDENT_SHARE`` of a memory): when the input row band of a tile (its
 channels x its input rows x the row width of a densely read map) fits in PE-local memory, the tiles along a row
@@ -94,6 +95,9 @@ class Op:
     in_map_bytes : float
         Bytes of the whole map that windows are read from (0: none). When it fits in the on-chip global
         memory, the input's off-chip traffic is at most this map read once as whole channel planes.
+    serial : bool
+        On a CPU the op runs on one core, one lane (a scalar reduction loop outside any parallel region, as
+        SE's FCs).
     launches : tuple of (float, float)
         Parallel regions launched on a CPU and kernel grids launched on a GPU by this op (0 for a stage that
         runs inside another op's region, e.g. a fused epilogue or SE's serial FCs).
@@ -128,6 +132,7 @@ class Op:
     flops: float = 0.0
     max_tile_p: int = 0
     in_map_bytes: float = 0.0
+    serial: bool = False
     launches: tuple = (1.0, 1.0)
     calls: int = 1
 
@@ -239,8 +244,10 @@ def op_latency(op: Op, hw: HardwareProfile) -> OpLatency:
     if op.P == 0 or op.C == 0:  # no work: the kernel is called and returns
         call = op.calls * e.call_us * 1e-6
         return OpLatency(op.name, op.kind, call, 0.0, 0.0, 0.0, call, (0, 0, 0, 0), 0.0)
-    launch = op.launches[hw.kind == "gpu"] * e.launch_us * 1e-6
-    t = _terms(op, hw.pes, hw.lanes, hw.local_kb, hw.kind == "cpu", op.max_tile_p if hw.schedule == "default" else 0)
+    launch = (op.calls * e.call_us + op.launches[hw.kind == "gpu"] * e.launch_us) * 1e-6
+    cpu = hw.kind == "cpu"
+    pes, lanes = (1, 1) if (op.serial and cpu) else (hw.pes, hw.lanes)
+    t = _terms(op, pes, lanes, hw.local_kb, cpu, op.max_tile_p if hw.schedule == "default" else 0)
     clock = hw.clock_mhz * 1e6
     compute = t.waves * t.cycles / (clock * e.compute)
     tile_cost = t.tile_bytes + e.onchip_half_bytes * t.tile_runs

@@ -15,9 +15,10 @@ PE-local memory = shared memory / L1+L2 of a core) and efficiency parameters tha
     transfer units of ``g`` bytes, hence the defaults ``half = g - 4``: 28 for GPUs (32-byte sectors), 60 for
     CPUs (64-byte cache lines). This is how small, scattered accesses at small S get slow.
 ``efficiency.launch_us``
-    Fixed cost of one kernel launch (GPU) or parallel region (CPU), the call included.
+    Fixed cost of one kernel launch (GPU) or parallel region (CPU).
 ``efficiency.call_us``
-    Cost of calling a kernel that has no work and launches nothing (no active patches).
+    Fixed cost of one kernel call, on top of its launches; all that a kernel with no work (no active
+    patches), which launches nothing, costs.
 
 A calibrated profile (``lasnet-tvm calibrate``) has ``schedule: default`` (tiles as the toolkit's default
 schedules run them; ``search``, the default, takes every op's best tile) and may also hold ``kernel_scale``
