@@ -74,9 +74,9 @@ def summary(cal) -> list[str]:
                         f"{_fmt(a, 'spearman'):>6}   ->  {_fmt(b, 'mape'):>7} {_fmt(b, 'share_within'):>7} "
                         f"{_fmt(b, 'spearman'):>6}")
     e0, e1 = cal.source.efficiency, cal.calibrated.efficiency
-    rows.append("efficiency: " + ", ".join(f"{k} {getattr(e0, k):.4g} -> {getattr(e1, k):.4g}"
-                                          for k in ("compute", "dram", "onchip", "dram_half_bytes",
-                                                    "onchip_half_bytes", "launch_us")))
+    from ..predictor.calibrate import PARAMS
+
+    rows.append("efficiency: " + ", ".join(f"{k} {getattr(e0, k):.4g} -> {getattr(e1, k):.4g}" for k in PARAMS))
     if cal.calibrated.kernel_scale:
         rows.append("kernel_scale: " + ", ".join(f"{k} {v:.3g}" for k, v in cal.calibrated.kernel_scale))
     for arch, a in (cal.loao or {}).items():
