@@ -5,14 +5,17 @@ fused dynamic block for every S of a stage, timed in one interleaved run, checke
 the candidate S of each stage (:func:`lasnet_tvm.predictor.stage_candidates`: powers of two and divisors of
 the output size, below the size). For every stage and rate the best S by measurement and by prediction are
 compared twice: the fastest S (``best``), and the paper's trade-off choice, the smallest S whose latency is
-within ``tolerance`` of the fastest (``choice``, as :func:`lasnet_tvm.predictor.search_granularity` picks).
+within ``tolerance`` of the fastest (``choice``, as :func:`lasnet_tvm.predictor.search_granularity` picks);
+and how much slower the predicted fastest S measured than the measured fastest (``regret``, ``best_within``:
+at most 5 %) (:func:`lasnet_tvm.benchmarks.rate.best_S`).
 """
 
 from __future__ import annotations
 
 from ..archs import BlockSpec
 from ..predictor import stage_candidates
-from .rate import accuracy_section, format_accuracy, format_excluded, measure_stages
+from .rate import (accuracy_section, agreement, best_S, format_accuracy, format_agreement, format_excluded,
+                   measure_stages)
 
 
 def candidates(blocks: list[BlockSpec], S_list=None) -> list[list[int]]:
@@ -20,30 +23,6 @@ def candidates(blocks: list[BlockSpec], S_list=None) -> list[list[int]]:
     if S_list is None:
         return [stage_candidates(b.out_size) for b in blocks]
     return [[S for S in S_list if S <= b.out_size] for b in blocks]
-
-
-def _pick(by_S: dict[int, float], tolerance: float) -> tuple[int, int]:
-    best = min(by_S, key=by_S.get)
-    choice = min(S for S, v in by_S.items() if v <= by_S[best] * (1.0 + tolerance))
-    return best, choice
-
-
-def best_S(stages: list[dict], tolerance: float) -> list[dict]:
-    """Per stage and rate: measured and predicted ``r_l`` by S, the best S of each and whether they agree."""
-    out = []
-    for st in stages:
-        for r in sorted({p["rate"] for p in st["points"]}):
-            pts = sorted((p for p in st["points"] if p["rate"] == r), key=lambda p: p["S"])
-            meas = {p["S"]: p["measured_ratio"] for p in pts}
-            pred = {p["S"]: p["predicted_ratio"] for p in pts}
-            (mb, mc), (pb, pc) = _pick(meas, tolerance), _pick(pred, tolerance)
-            out.append({"block": st["block"]["block"], "stage": st["block"]["stage"], "rate": r,
-                        "S": [p["S"] for p in pts], "measured_ratio": list(meas.values()),
-                        "predicted_ratio": list(pred.values()),
-                        "measured_best_S": mb, "predicted_best_S": pb, "best_agree": mb == pb,
-                        "measured_choice_S": mc, "predicted_choice_S": pc, "choice_agree": mc == pc,
-                        "tolerance": tolerance})
-    return out
 
 
 def run(blocks: list[BlockSpec], S_lists, rates, hw, target, repeats: int, kernel_repeat: int = 5,
@@ -55,11 +34,9 @@ def run(blocks: list[BlockSpec], S_lists, rates, hw, target, repeats: int, kerne
     stages = measure_stages("bench granularity", blocks, S_lists, rates, hw, target, repeats, kernel_repeat,
                             min_repeat_ms, seed, log, exclude_mismatch, board)
     best = best_S(stages, tolerance)
-    n = len(best)
     return {"stages": stages, "points": [p for st in stages for p in st["points"]], "best": best,
             "excluded": [e for st in stages for e in st["excluded"]],
-            "agreement": {"best": sum(b["best_agree"] for b in best) / n if n else None,
-                          "choice": sum(b["choice_agree"] for b in best) / n if n else None, "n": n},
+            "agreement": agreement(best),
             "accuracy": accuracy_section(stages), "max_rel_err": max(st["max_rel_err"] for st in stages)}
 
 
@@ -73,11 +50,8 @@ def format_table(res: dict) -> str:
         lines.append("  meas r_l " + " ".join(f"{v:5.2f}" for v in b["measured_ratio"]))
         lines.append("  pred r_l " + " ".join(f"{v:5.2f}" for v in b["predicted_ratio"]))
         lines.append(f"  fastest S: measured {b['measured_best_S']}, predicted {b['predicted_best_S']} "
-                     f"({'agree' if b['best_agree'] else 'differ'}); within {100 * b['tolerance']:.0f}%: "
+                     f"({'agree' if b['best_agree'] else 'differ'}, measured {100 * b['regret']:+.1f}%); within {100 * b['tolerance']:.0f}%: "
                      f"measured {b['measured_choice_S']}, predicted {b['predicted_choice_S']} "
                      f"({'agree' if b['choice_agree'] else 'differ'})")
-    a = res["agreement"]
-    if a["n"]:
-        lines.append(f"best-S agreement: fastest {100 * a['best']:.0f}%, within-tolerance choice "
-                     f"{100 * a['choice']:.0f}% of {a['n']} stage/rate pairs")
+    lines += format_agreement(res["agreement"])
     return "\n".join(lines + format_excluded(res) + format_accuracy(res["accuracy"]))

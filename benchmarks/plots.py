@@ -68,6 +68,22 @@ def _scatter(ax, stages: list[dict]) -> None:
     ax.legend(fontsize=7)
 
 
+def _rho(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def _accuracy_note(fig, res: dict) -> None:
+    """Block MAPE and Spearman per stage (dynamic, active patches) and the best-S agreement, bottom left."""
+    acc, a = res.get("accuracy") or {}, res.get("agreement") or {}
+    lines = [f"{k}: MAPE {100 * v['mape']:.1f}%, Spearman {_rho(v['spearman'])}"
+             for k, v in (acc.get("per_stage") or {}).items()]
+    if a.get("n"):
+        lines.append(f"predicted fastest S within {100 * a['within']:.0f}% of the measured fastest: "
+                     f"{100 * a['best_within']:.0f}% of {a['n']} (exact {100 * a['best']:.0f}%)")
+    if lines:
+        fig.text(0.01, 0.01, "\n".join(lines), fontsize=7, ha="left", va="bottom")
+
+
 def _excluded_note(fig, res: dict) -> None:
     """Name the variants left out (``--exclude-mismatch``) at the figure's bottom right."""
     by = {}
@@ -98,6 +114,7 @@ def plot_rate(res: dict, path) -> Path:
         ax.legend(handles, labels + ["measured", "predicted"], fontsize=7)
     _scatter(axes[-1], stages)
     _excluded_note(fig, res)
+    _accuracy_note(fig, res)
     fig.suptitle(f"latency ratio vs activation rate: {_title(res)}", fontsize=10)
     return _save(fig, path)
 
@@ -134,6 +151,7 @@ def plot_granularity(res: dict, path) -> Path:
     fig.legend(key, ["measured", "predicted", "fastest S (measured)", "fastest S (predicted)"], loc="lower right",
                fontsize=9, frameon=False, bbox_to_anchor=(0.98, 0.05))
     _excluded_note(fig, res)
+    _accuracy_note(fig, res)
     fig.suptitle(f"latency ratio vs granularity: {_title(res)}", fontsize=10)
     return _save(fig, path)
 

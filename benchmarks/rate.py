@@ -181,10 +181,76 @@ def accuracy_section(stages: list[dict]) -> dict:
                 by_kernel[k["kernel"]][0].append(k["measured_ms"])
                 by_kernel[k["kernel"]][1].append(k["predicted_ms"])
     sec["per_kernel"] = {k: accuracy(*v) for k, v in sorted(by_kernel.items())} or None
+    sec["per_stage"] = stage_accuracy(stages) or None
     sec["notes"] = ("block: full-call medians (static and dynamic) vs the model; ratio: r_l measured vs predicted; "
                     "kernel_sum: sum of time_evaluator kernel medians vs the model"
-                    + "; per_kernel: time_evaluator kernel medians vs predict_step, by kernel name")
+                    + "; per_kernel: time_evaluator kernel medians vs predict_step, by kernel name"
+                    + "; per_stage: dynamic blocks with active patches, full-call medians vs the model")
     return sec
+
+
+def stage_accuracy(stages: list[dict]) -> dict:
+    """Per stage: :func:`~lasnet_tvm.predictor.accuracy.accuracy` of the dynamic block latencies with active
+    patches (``active_patches > 0``), the figures the predictor is held to on every stage."""
+    out = {}
+    for st in stages:
+        pts = [p for p in st["points"] if p["active_patches"] > 0]
+        if pts:
+            out[f"stage {st['block']['stage']} {st['block']['block']}"] = accuracy(
+                [p["measured_ms"] for p in pts], [p["predicted_ms"] for p in pts])
+    return out
+
+
+def _pick(by_S: dict[int, float], tolerance: float) -> tuple[int, int]:
+    best = min(by_S, key=by_S.get)
+    choice = min(S for S, v in by_S.items() if v <= by_S[best] * (1.0 + tolerance))
+    return best, choice
+
+
+def best_S(stages: list[dict], tolerance: float = 0.05, within: float = 0.05) -> list[dict]:
+    """Per stage and rate with two or more S: measured and predicted ``r_l`` by S, the fastest S of each
+    (``*_best_S``; ``best_agree``), how much slower the predicted-best S measured than the measured best
+    (``regret``; ``best_within``: at most ``within``), and the paper's trade-off choice, the smallest S within
+    ``tolerance`` of the fastest (``*_choice_S``; ``choice_agree``)."""
+    out = []
+    for st in stages:
+        for r in sorted({p["rate"] for p in st["points"]}):
+            pts = sorted((p for p in st["points"] if p["rate"] == r), key=lambda p: p["S"])
+            if len(pts) < 2:
+                continue
+            meas = {p["S"]: p["measured_ratio"] for p in pts}
+            pred = {p["S"]: p["predicted_ratio"] for p in pts}
+            (mb, mc), (pb, pc) = _pick(meas, tolerance), _pick(pred, tolerance)
+            regret = meas[pb] / meas[mb] - 1.0
+            out.append({"block": st["block"]["block"], "stage": st["block"]["stage"], "rate": r,
+                        "S": [p["S"] for p in pts], "measured_ratio": list(meas.values()),
+                        "predicted_ratio": list(pred.values()),
+                        "measured_best_S": mb, "predicted_best_S": pb, "best_agree": mb == pb,
+                        "regret": regret, "best_within": regret <= within,
+                        "measured_choice_S": mc, "predicted_choice_S": pc, "choice_agree": mc == pc,
+                        "tolerance": tolerance, "within": within})
+    return out
+
+
+def agreement(best: list[dict]) -> dict:
+    """Shares of :func:`best_S` rows where the predicted fastest S is the measured one (``best``), measures within
+    ``within`` of it (``best_within``), and where the trade-off choices agree (``choice``)."""
+    n = len(best)
+
+    def share(key):
+        return sum(b[key] for b in best) / n if n else None
+
+    return {"best": share("best_agree"), "best_within": share("best_within"), "choice": share("choice_agree"),
+            "n": n, "within": best[0]["within"] if best else None}
+
+
+def format_agreement(a: dict) -> list[str]:
+    """Text line of an :func:`agreement`."""
+    if not a["n"]:
+        return []
+    return [f"best-S agreement: fastest {100 * a['best']:.0f}%, within {100 * a['within']:.0f}% of the measured "
+            f"fastest {100 * a['best_within']:.0f}%, trade-off choice {100 * a['choice']:.0f}% of {a['n']} "
+            f"stage/rate pairs"]
 
 
 def measure_stages(title: str, blocks: list[BlockSpec], S_lists, rates, hw, target, repeats: int,
@@ -216,9 +282,10 @@ def run(blocks: list[BlockSpec], S_lists, rates, hw, target, repeats: int, kerne
     :func:`measure_stage` result each), ``points``, ``accuracy``."""
     stages = measure_stages("bench rate", blocks, S_lists, rates, hw, target, repeats, kernel_repeat, min_repeat_ms,
                             seed, log, exclude_mismatch, board)
-    return {"stages": stages, "points": [p for st in stages for p in st["points"]],
-            "excluded": [e for st in stages for e in st["excluded"]], "accuracy": accuracy_section(stages),
-            "max_rel_err": max(st["max_rel_err"] for st in stages)}
+    best = best_S(stages)
+    return {"stages": stages, "points": [p for st in stages for p in st["points"]], "best": best,
+            "agreement": agreement(best), "excluded": [e for st in stages for e in st["excluded"]],
+            "accuracy": accuracy_section(stages), "max_rel_err": max(st["max_rel_err"] for st in stages)}
 
 
 def _acc_line(name: str, a: dict) -> str:
@@ -236,6 +303,9 @@ def format_accuracy(acc: dict) -> list[str]:
     """Text lines of an :func:`accuracy_section`."""
     lines = ["accuracy of the predictions (block level):"]
     lines += [_acc_line(k, acc[k]) for k in ("block", "dynamic", "static", "ratio", "kernel_sum") if acc[k]]
+    if acc.get("per_stage"):
+        lines.append("per stage (dynamic, active patches > 0):")
+        lines += [_acc_line(k, v) for k, v in acc["per_stage"].items()]
     if acc["per_kernel"]:
         lines.append("per kernel type:")
         lines += [_acc_line(k, v) for k, v in acc["per_kernel"].items()]
@@ -260,4 +330,5 @@ def format_table(res: dict) -> str:
             row = {p["rate"]: p for p in st["points"] if p["S"] == S}
             lines.append(f"  S={S:<2} meas   " + " ".join(_cell(row, r, "measured_ratio") for r in rates))
             lines.append("        pred   " + " ".join(_cell(row, r, "predicted_ratio") for r in rates))
-    return "\n".join(lines + format_excluded(res) + format_accuracy(res["accuracy"]))
+    return "\n".join(lines + format_agreement(res.get("agreement") or {"n": 0}) + format_excluded(res)
+                     + format_accuracy(res["accuracy"]))

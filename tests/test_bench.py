@@ -185,6 +185,10 @@ def test_bench_rate_quick(tmp_path):
     _check_kernels(data["stages"][0]["static"]["kernels"])
     _check_accuracy(data["accuracy"])
     assert data["accuracy"]["block"]["n"] == 5  # 4 dynamic points + the static block
+    # per stage: the dynamic points with active patches (rate 1); best S per rate with two S
+    assert [a["n"] for a in data["accuracy"]["per_stage"].values()] == [2]
+    assert data["agreement"]["n"] == 2 and 0 <= data["agreement"]["best_within"] <= 1
+    assert "best-S agreement" in res.output and "per stage" in res.output
 
 
 def test_bench_granularity_quick(tmp_path):
@@ -197,6 +201,7 @@ def test_bench_granularity_quick(tmp_path):
     assert best["S"] == [1, 2] and best["measured_best_S"] in (1, 2) and best["predicted_best_S"] in (1, 2)
     assert best["best_agree"] == (best["measured_best_S"] == best["predicted_best_S"])
     assert data["agreement"]["n"] == 1 and data["profile"]["name"] == "xeon-6248"
+    assert best["best_within"] == (best["regret"] <= 0.05) and best["regret"] >= 0
     assert all(p["measured_ratio"] > 0 and p["predicted_ratio"] > 0 for p in data["points"])
     _check_accuracy(data["accuracy"])
 

@@ -16,19 +16,20 @@ CPU = {"name": "testcpu", "kind": "cpu", "target": "llvm", "pes": 2, "lanes": 16
        "dram_gbps": 10.0, "onchip_gbps": 40.0, "pe_bytes_per_cycle": 64, "l2_kb": 32768, "local_kb": 512}
 
 
-def synthetic_points(truth, heldout_stage=2, noise=0.02, seed=0):
-    """Points of the full resnet50 case list whose 'measurements' are the model's own predictions on ``truth``."""
+def synthetic_points(truth, heldout_stage=2, noise=0.02, seed=0, archs=("las_resnet50",), rates=(0.25, 0.75)):
+    """Points of the full case list of ``archs`` whose 'measurements' are the model's own predictions on ``truth``."""
     pts = []
-    for case in C.default_cases(["las_resnet50"], heldout_stage=heldout_stage):
+    for case in C.default_cases(archs, heldout_stage=heldout_stage):
         from lasnet_tvm.block_plan import block_plan
 
         s = case.spec
         for v in ("static", "all", "none"):
-            for rate in (0.25, 0.75):
+            for rate in rates:
                 P = round(rate * s.num_patches)
                 for st in block_plan(s, "all" if v == "static" else v, v == "static"):
                     p = P if v != "static" and st.kernel in PATCH_KERNELS else None
-                    pts.append(C.Point(case.label, case.heldout, v, rate, st.kernel, st.params, p, st.outputs[0][0]))
+                    pts.append(C.Point(case.label, case.heldout, v, rate, st.kernel, st.params, p, st.outputs[0][0],
+                                       arch=case.arch))
     uniq = {(p.kernel, json.dumps(p.params, sort_keys=True), p.P): p for p in pts}
     pts = list(uniq.values())
     rng = np.random.default_rng(seed)
@@ -110,10 +111,13 @@ def test_schedule_thresholds_match_kernels():
     assert K.kernel_ops("gather_conv3x3", params, 6)[0].flops < K.kernel_ops("gather_conv3x3", params, 7)[0].flops
     assert not K.one_patch_per_task("patch_conv1x1", dict(C_in=64, C_out=256))
     assert K.one_patch_per_task("window_conv3x3", dict(C=256))  # stage 3: 2.3 MiB of weights
-    # conv3 with the in-place scatter-add in its epilogue costs both kernels' ops
+    # conv3 with the in-place scatter-add in its epilogue costs both kernels' work, one call and one launch
+    from dataclasses import replace
+
     fused = K.kernel_ops("patch_conv1x1", dict(C_in=64, C_out=256, S=4, Ho=56), 20)
+    epilogue = K.kernel_ops("scatter_add", dict(C=256, Ho=56, Wo=56, S=4, inplace=True), 20)
     assert fused == (K.kernel_ops("patch_conv1x1", dict(C_in=64, C_out=256, S=4), 20)
-                     + K.kernel_ops("scatter_add", dict(C=256, Ho=56, Wo=56, S=4, inplace=True), 20))
+                     + [replace(o, launches=(0.0, 0.0), calls=0) for o in epilogue])
     assert not K.one_patch_per_task("window_conv3x3", dict(C=512))  # stage 4: 9 MiB
     assert not K.one_patch_per_task("gather_conv3x3", dict(C=256, padded=True))  # patch blocks per channel tile
     assert K.one_patch_per_task("gather_conv3x3", dict(C=256, padded=False))  # per-patch window staging
@@ -179,3 +183,56 @@ def test_bad_inputs_one_line(tmp_path, local_cache):
     _one_line_error(["--device", "local", "-o", str(tmp_path)], "is a directory")
     _one_line_error(["--device", "local", "-o", str(out), "--target", "cuda"], "profile")
     assert out.read_text() == "keep me"  # a failed run leaves an existing file alone
+
+
+def test_fit_recovers_call_cost_from_zero_patch_points():
+    """call_us is fitted only when kernels without active patches were measured."""
+    source = profile_from_dict(dict(CPU, schedule="default"), "testcpu")
+    truth = source.with_(launch_us=20.0, call_us=4.0, compute=0.4)
+    with_zero = [p for p in synthetic_points(truth, noise=0.0, rates=(0.0, 0.5)) if not p.heldout]
+    assert any(p.P == 0 for p in with_zero) and "call_us" in C.fitted_params(with_zero)
+    got = C.fit_efficiency(with_zero, source, starts=1).efficiency
+    assert got.call_us == pytest.approx(4.0, rel=0.05) and got.launch_us == pytest.approx(20.0, rel=0.05)
+    without = [p for p in with_zero if p.P != 0]
+    assert "call_us" not in C.fitted_params(without)
+    assert C.fit_efficiency(without, source, starts=1).efficiency.call_us == source.efficiency.call_us
+
+
+def test_leave_one_arch_out_and_spread():
+    source = profile_from_dict(dict(CPU, schedule="default"), "testcpu")
+    truth = source.with_(compute=0.3, onchip=0.3, launch_us=15.0)
+    pts = synthetic_points(truth, noise=0.01, archs=("las_resnet50", "las_regnety_400mf"), rates=(0.5,))
+    for i, p in enumerate(pts):  # two rounds 4 % apart: spread 0.04 / 1.02
+        p.rounds = {0: [p.samples_ms[0] * 1.0], 1: [p.samples_ms[0] * 1.04]}
+    assert C.repeat_spread(pts) == pytest.approx(0.04 / 1.02)
+    cal = C.calibrate(pts, source, {"target": "llvm", "archs": ["las_resnet50", "las_regnety_400mf"],
+                                    "heldout": "stage 2"}, kernel_scale="off")
+    assert set(cal.loao) == {"las_resnet50", "las_regnety_400mf"}
+    for arch, a in cal.loao.items():
+        assert a["fitted_on"] == sorted({"las_resnet50", "las_regnety_400mf"} - {arch})
+        assert a["overall"]["mape"] < 0.05  # the model is exact on its own predictions: only the noise is left
+    section = cal.calibrated.calibration
+    assert section["repeat_spread"] == pytest.approx(0.0392, abs=1e-4) and set(section["leave_one_arch_out"]) == set(cal.loao)
+
+
+def test_calibrate_refuses_a_noisy_measurement(tmp_path, local_cache, monkeypatch):
+    """A measurement whose rounds disagree by more than --max-spread writes nothing, in one line."""
+    source = profile_from_dict(dict(CPU, schedule="default"), "testcpu")
+    pts = [p for p in synthetic_points(source, noise=0.0) if not p.heldout][:20]
+    pts += [p for p in synthetic_points(source, noise=0.0) if p.heldout][:5]
+    for p in pts:
+        p.rounds = {0: [1.0], 1: [1.5], 2: [1.2]}  # spread 0.5 / 1.2
+
+    monkeypatch.setattr(C, "measure", lambda *a, **k: pts)
+    out = tmp_path / "p.yaml"
+    out.write_text("keep me")
+    r = CliRunner().invoke(cli, ["calibrate", "--device", "local", "-o", str(out), "--max-spread", "0.2"])
+    lines = r.output.strip().splitlines()
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert lines[-1].startswith("Error: repeat spread 41.7% exceeds --max-spread 20.0%"), r.output
+    assert sum(l.startswith("Error") for l in lines) == 1
+    assert out.read_text() == "keep me"
+    r = CliRunner().invoke(cli, ["calibrate", "--device", "local", "-o", str(out), "--max-spread", "0.5",
+                                 "--kernel-scale", "off"])
+    assert r.exit_code == 0, r.output
+    assert load_profile(out).calibration["repeat_spread"] == pytest.approx(0.5 / 1.2, abs=1e-4)

@@ -17,7 +17,7 @@ TOY = profile_from_dict({
     "kind": "gpu", "target": "cuda", "pes": 16, "lanes": 1, "clock_mhz": 1000, "dram_gbps": 100,
     "onchip_gbps": 400, "pe_bytes_per_cycle": 64, "l2_kb": 512, "local_kb": 64,
     "efficiency": {"compute": 0.5, "dram": 1.0, "onchip": 1.0, "dram_half_bytes": 28, "onchip_half_bytes": 0,
-                   "launch_us": 1.0},
+                   "launch_us": 1.0, "call_us": 0.5},
 }, "toy")
 
 
@@ -36,7 +36,7 @@ def test_compute_bound_op_by_hand():
     assert r.compute == pytest.approx(compute, rel=1e-9)
     assert r.dram == pytest.approx(dram, rel=1e-6)
     assert r.onchip == pytest.approx(onchip, rel=1e-9)
-    assert r.total == pytest.approx(1e-6 + dram + onchip + compute, rel=1e-6)
+    assert r.total == pytest.approx(1.5e-6 + dram + onchip + compute, rel=1e-6)
     assert r.dominant == "compute"
 
 
@@ -51,7 +51,7 @@ def test_memory_bound_op_by_hand():
     assert r.compute == 0.0 and r.dominant == "memory"
     assert r.dram == pytest.approx(dram, rel=1e-9)
     assert r.onchip == pytest.approx(onchip, rel=1e-9)
-    assert r.total == pytest.approx(1e-6 + dram + onchip, rel=1e-9)
+    assert r.total == pytest.approx(1.5e-6 + dram + onchip, rel=1e-9)
 
 
 def test_small_runs_cost_more():

@@ -74,11 +74,15 @@ def summary(cal) -> list[str]:
                         f"{_fmt(a, 'spearman'):>6}   ->  {_fmt(b, 'mape'):>7} {_fmt(b, 'share_within'):>7} "
                         f"{_fmt(b, 'spearman'):>6}")
     e0, e1 = cal.source.efficiency, cal.calibrated.efficiency
-    rows.append("efficiency: " + ", ".join(f"{k} {getattr(e0, k):.4g} -> {getattr(e1, k):.4g}"
-                                          for k in ("compute", "dram", "onchip", "dram_half_bytes",
-                                                    "onchip_half_bytes", "launch_us")))
+    from ..predictor.calibrate import PARAMS
+
+    rows.append("efficiency: " + ", ".join(f"{k} {getattr(e0, k):.4g} -> {getattr(e1, k):.4g}" for k in PARAMS))
     if cal.calibrated.kernel_scale:
         rows.append("kernel_scale: " + ", ".join(f"{k} {v:.3g}" for k, v in cal.calibrated.kernel_scale))
+    for arch, a in (cal.loao or {}).items():
+        o = a["overall"]
+        rows.append(f"left out {arch} (fitted on {', '.join(a['fitted_on'])}): n={o['n']} MAPE {_fmt(o, 'mape')}, "
+                    f"Spearman {_fmt(o, 'spearman')}")
     if cal.cv is not None:
         rows.append(f"leave-one-block-out MAPE (fit set): efficiency only {cal.cv['mape_efficiency_only'] * 100:.1f}%, "
                     f"with kernel scales {cal.cv['mape_with_kernel_scale'] * 100:.1f}%")
@@ -95,7 +99,7 @@ def summary(cal) -> list[str]:
               help="Calibrated profile YAML to write; as NAME.yaml in the user profile folder "
               "(~/.lasnet-tvm/hw_profiles/, or $LASNET_TVM_PROFILES) every command finds it as --device NAME.")
 @click.option("--arch", "-a", "archs", multiple=True, type=click.Choice(ARCHS),
-              help="Backbone whose blocks are measured (repeatable; default las_resnet50).")
+              help="Backbone whose blocks are measured (repeatable; default las_resnet50 and las_regnety_400mf).")
 @click.option("--quick", is_flag=True, help="Tiny blocks, one round: a smoke test, not a calibration.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write the full report (every point, accuracy per kernel) as JSON.")
@@ -106,8 +110,13 @@ def summary(cal) -> list[str]:
 @click.option("--rounds", default=None, type=click.IntRange(1, 20), help="Timing rounds (default 3, quick 1).")
 @click.option("--kernel-scale", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="Per-op-kind latency factors: kept when cross-validation within the fit set prefers them.")
+@click.option("--max-spread", default=None, type=click.FloatRange(min=0),
+              help="Refuse to write the profile when the repeat spread of the timings (median over kernels of "
+                   "(max - min) / median of the round medians) exceeds this fraction (default 0.10; quick: no "
+                   "limit).")
 @click.option("--seed", default=0, show_default=True, type=int)
-def calibrate(device, profile, output, archs, quick, json_path, target, heldout_stage, rounds, kernel_scale, seed):
+def calibrate(device, profile, output, archs, quick, json_path, target, heldout_stage, rounds, kernel_scale,
+              max_spread, seed):
     """Measure kernels of LAS blocks, fit the profile's efficiency parameters, write the calibrated profile."""
     import time
 
@@ -120,7 +129,7 @@ def calibrate(device, profile, output, archs, quick, json_path, target, heldout_
     if json_path:
         check_output(Path(json_path))
     hw, default_target = _source_profile(device, profile)
-    archs = archs or ("las_resnet50",)
+    archs = archs or C.DEFAULT_ARCHS
     tgt = target or default_target
     from ..targets import resolve_target, target_kind
 
@@ -144,12 +153,26 @@ def calibrate(device, profile, output, archs, quick, json_path, target, heldout_
                            seed=seed, progress=bar.update)
     finally:
         bar.close()
-    click.echo(f"{len(points)} kernel points measured; fitting ...", err=True)
+    load_after = os.getloadavg()
+    spread = C.repeat_spread(points)
+    limit = max_spread if max_spread is not None else (None if quick else C.MAX_SPREAD)
+    load = f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after, {os.cpu_count()} CPUs"
+    if load_after[0] > 0.5 * (os.cpu_count() or 1):
+        click.echo(f"warning: the machine was busy while measuring ({load})", err=True)
+    if spread is not None and limit is not None and spread > limit:
+        raise LasnetError(f"repeat spread {spread:.1%} exceeds --max-spread {limit:.1%} ({load}): timings too "
+                          f"noisy, no profile written; rerun on a quiet machine or with more --rounds")
+    if spread is not None and limit is not None and spread > limit / 2:
+        click.echo(f"warning: repeat spread {spread:.1%} of the kernel timings is over half the limit "
+                   f"{limit:.1%}: the fitted parameters may move between calibrations", err=True)
+    click.echo(f"{len(points)} kernel points measured (repeat spread "
+               f"{'-' if spread is None else f'{spread:.1%}'}, {load}); fitting ...", err=True)
     settings = {"device": device, "target": str(tgt), "archs": list(archs), "quick": quick, "rounds": rounds,
                 "heldout": f"stage {heldout_stage} blocks", "seed": seed, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "measured_on": records.cpu_model() if kind == "cpu" else "cuda",
                 "load_average": {"before": [round(v, 2) for v in load_before],
-                                 "after": [round(v, 2) for v in os.getloadavg()]},
+                                 "after": [round(v, 2) for v in load_after]},
+                "repeat_spread": spread, "max_spread": limit,
                 "cases": [{"label": c.label, "heldout": c.heldout, "variants": list(c.variants), "rates": list(c.rates)}
                           for c in cases]}
     cal = C.calibrate(points, hw, settings, kernel_scale)

@@ -78,8 +78,13 @@ def resolve_compile_options(ctx, target, device, fusion, no_fuse, static, schedu
 @click.option("--dump-ir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write the module (TVMScript) after import and after each compiler pass into this folder: "
               "00_import.py, 01_legalize_ops.py, ...")
+@click.option("--granularity", type=click.Choice(["checkpoint", "auto"]), default="checkpoint", show_default=True,
+              help="auto: S per stage chosen by the latency predictor for --device's profile (else this machine's, "
+              "'local'), at --rate; the predicted ms of every option goes into the manifest.")
+@click.option("--rate", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
+              help="Activation rate the predictor assumes for --granularity auto.")
 @click.pass_context
-def compile_cmd(ctx, model_path, output, dump_ir, **options):
+def compile_cmd(ctx, model_path, output, dump_ir, granularity, rate, **options):
     """Compile MODEL.pt into a shared library (plus a JSON manifest beside it)."""
     from ..compiler import compile_checkpoint
     from ..compiler.artifact import manifest_path, params_path
@@ -87,12 +92,22 @@ def compile_cmd(ctx, model_path, output, dump_ir, **options):
 
     check_writable(output, "compiled library")
     check_writable(manifest_path(output), "manifest")
-    result = compile_checkpoint(model_path, output=output, dump_ir=dump_ir, **resolve_compile_options(ctx, **options))
+    chooser = None
+    if granularity == "auto":
+        from ..predictor.search import auto_granularity
+
+        chooser = auto_granularity(options["device"], rate, options["fusion"] if not options["no_fuse"] else "none")
+    result = compile_checkpoint(model_path, output=output, dump_ir=dump_ir, granularity=chooser,
+                                **resolve_compile_options(ctx, **options))
     static = options["static"]
     m = result.manifest
     click.echo(f"wrote {output} ({m['arch']}, {m['target']['kind']}"
                f"{' ' + m['target'].get('arch', m['target'].get('mcpu', '')) if m['target']['kind'] != 'llvm' else ''}, "
                f"fusion {m['fusion']}{', static' if static else ''}) in {m['compile_seconds']:.1f} s")
+    if "granularity_choice" in m:
+        g = m["granularity_choice"]
+        click.echo(f"granularity {g['chosen']} chosen by the predictor ({g['profile']}, rate {g['rate']}): "
+                   f"{g['predicted_network_ms']:.2f} ms predicted; per-option ms in the manifest")
     if "params" in m:
         click.echo(f"weights beside it: {params_path(output)}")
     if "tuned_schedules" in m:

@@ -43,18 +43,42 @@ def build_target(spec) -> tvm.target.Target:
 
 
 def compile_checkpoint(path, target="llvm", fusion: Fusion | str = Fusion.ALL, static: bool = False, output=None,
-                       database: ScheduleDatabase | None = None, params: str = "embed", dump_ir=None) -> CompileResult:
+                       database: ScheduleDatabase | None = None, params: str = "embed", dump_ir=None,
+                       granularity=None) -> CompileResult:
     """Compile a ``model.pt`` for ``target``; with ``output``, also write the library and its manifest (and
     the weights beside them, with ``params="separate"``); with ``dump_ir`` (a folder), the module after each
-    pass phase (:func:`.pipeline.apply_passes`)."""
+    pass phase (:func:`.pipeline.apply_passes`).
+
+    ``granularity``: None compiles the checkpoint's own S; a function ``spec -> (S per block, note)`` (e.g. the
+    predictor's choice) rebuilds the model at the S it returns (the masker pools to any grid: same weights) and
+    records ``note`` in the manifest as ``granularity_choice``."""
     from ..checkpoint import load_checkpoint
 
-    model, _ = load_checkpoint(path)
+    model, ckpt = load_checkpoint(path)
+    note = None
+    if granularity is not None:
+        per_block, note = granularity(model.spec)
+        model = _regranulated(model, ckpt, per_block)
     result = compile_model(model, build_target(target), fusion, static, database, source=str(path), params=params,
                            dump_ir=dump_ir)
+    if note is not None:
+        result.manifest["granularity_choice"] = note
     if output is not None:
         save_artifact(result.executable, output, result.manifest, result.params)
     return result
+
+
+def _regranulated(model, ckpt: dict, per_block):
+    """``model`` (loaded from ``ckpt``) rebuilt at granularity ``per_block`` with the same weights."""
+    from ..models import build_model
+
+    s = model.spec
+    if tuple(per_block) == s.granularity:
+        return model
+    out = build_model(s.arch, list(per_block), s.input_size, s.num_classes, s.width_mult, ckpt.get("se_pool", "active"),
+                      depths=s.depths)
+    out.load_state_dict(model.state_dict())
+    return out.eval()
 
 
 @dataclass

@@ -1,15 +1,22 @@
 """Calibrate a hardware profile against kernel measurements (``lasnet-tvm calibrate``).
 
-1. **Cases**: LAS blocks of one or more backbones (an identity block per stage at one or two S, and the
-   first block of each stage), random weights. Every block is compiled static and dynamic (fusion ``all``
-   at two activation rates, ``none`` at one) and each kernel is timed alone with
-   :meth:`~lasnet_tvm.block_runtime.CompiledBlock.time_steps`, in a few rounds spread over the run; a
-   point is one distinct kernel call ``(kernel, shape, P)`` with the **median** of all its samples.
+1. **Cases**: LAS blocks of a mix of backbones (default LAS-ResNet-50 and LAS-RegNetY-400MF: dense and
+   grouped 3x3 convs, SE; an identity block per stage at one or two S, and the first block of each stage),
+   random weights. Every block is compiled static and dynamic (fusion ``all`` at activation rates 0 (no
+   active patch), 0.25 and 0.75, ``none`` at 0.5) and each kernel is timed alone with
+   :meth:`~lasnet_tvm.block_runtime.CompiledBlock.time_steps`, in rounds interleaved over all blocks; a point
+   is one distinct kernel call ``(kernel, shape, P)`` with the **median** of all its samples and the median of
+   each round (:attr:`Point.round_ms`). The **repeat spread** of a calibration
+   (:func:`repeat_spread`: the median over points of ``(max - min) / median`` of their round medians) says
+   how much the machine disturbed the timings; ``lasnet-tvm calibrate`` refuses to write a profile above a
+   limit.
 2. **Split**: whole blocks of one stage (``heldout_stage``, default 2: shapes and channel counts no other
-   stage has) are held out; the fit never sees them.
-3. **Fit**: with ``schedule: default`` (the tiles the default schedules use), the six ``efficiency``
-   parameters minimize a robust sum of squared ``log(pred / meas)`` over the fit set
-   (``scipy.optimize.least_squares``, log-parameters with bounds, a few starts). Then, optionally,
+   stage has) are held out; the fit never sees them. With two or more backbones, each is also left out in
+   turn (:func:`leave_one_arch_out`: fitted on the others' fit points, scored on all of its points).
+3. **Fit**: with ``schedule: default`` (the tiles the default schedules use), the ``efficiency`` parameters
+   minimize a robust sum of squared ``log(pred / meas)`` over the fit set (``scipy.optimize.least_squares``,
+   log-parameters with bounds, a few starts); ``call_us`` (a kernel without active patches) only when the fit
+   set has such points, else it keeps the source profile's value. Then, optionally,
    one latency factor per op kind (``kernel_scale``, ridge-regularized in log space) for kernels whose
    schedule does better or worse than the model's best tile. The factors are kept only when they lower the
    leave-one-block-out MAPE within the fit set; the held-out set is not used for any choice.
@@ -34,10 +41,14 @@ from .kernel_ops import PATCH_KERNELS, kernel_ops
 from .ops import Op, op_latency
 from .profiles import HardwareProfile, profile_to_dict
 
-PARAMS = ("compute", "dram", "onchip", "dram_half_bytes", "onchip_half_bytes", "launch_us")
+PARAMS = ("compute", "dram", "onchip", "dram_half_bytes", "onchip_half_bytes", "launch_us", "call_us")
 #: Bounds of the fitted efficiency parameters.
 BOUNDS = {"compute": (0.005, 1.0), "dram": (0.02, 1.0), "onchip": (0.005, 1.0), "dram_half_bytes": (1.0, 4096.0),
-          "onchip_half_bytes": (1.0, 4096.0), "launch_us": (0.05, 500.0)}
+          "onchip_half_bytes": (1.0, 4096.0), "launch_us": (0.05, 500.0), "call_us": (0.05, 500.0)}
+#: Backbones a calibration measures by default: dense and grouped 3x3 convs, blocks with and without SE.
+DEFAULT_ARCHS = ("las_resnet50", "las_regnety_400mf")
+#: Largest repeat spread (:func:`repeat_spread`) at which ``lasnet-tvm calibrate`` writes a profile.
+MAX_SPREAD = 0.10
 SCALE_PRIOR = 0.5  # ridge weight on log(kernel_scale), in units of one point's log residual
 LOSS_SCALE = 0.1  # soft-L1 threshold of the log residuals (about 10 %): noisy points weigh less
 
@@ -50,7 +61,8 @@ class Case:
     spec: BlockSpec
     heldout: bool
     variants: tuple = ("static", "all", "none")
-    rates: tuple = (0.25, 0.75)  # fusion "all"; other dynamic variants run at the middle rate
+    rates: tuple = (0.0, 0.25, 0.75)  # fusion "all"; other dynamic variants run at the median non-zero rate
+    arch: str = ""
 
 
 @dataclass
@@ -66,10 +78,23 @@ class Point:
     P: int | None
     out: str
     samples_ms: list = field(default_factory=list)
+    arch: str = ""
+    rounds: dict = field(default_factory=dict)  # round -> its samples (ms)
 
     @property
     def measured_ms(self) -> float:
         return float(np.median(self.samples_ms))
+
+    @property
+    def round_ms(self) -> list[float]:
+        """Median of each round's samples."""
+        return [float(np.median(v)) for _, v in sorted(self.rounds.items())]
+
+    @property
+    def spread(self) -> float | None:
+        """``(max - min) / median`` of the round medians (None with fewer than two rounds)."""
+        r = self.round_ms
+        return (max(r) - min(r)) / float(np.median(r)) if len(r) >= 2 else None
 
     def ops(self) -> list[Op]:
         return kernel_ops(self.kernel, self.params, self.P or 0, out=self.out)
@@ -110,7 +135,7 @@ def default_cases(archs: Sequence[str], quick: bool = False, heldout_stage: int 
             if quick:
                 b = _tiny(plain or first)
                 cases.setdefault((arch, stage), Case(
-                    f"{arch} {b.name} tiny S=2", b, held, ("static", "all"), (0.5,)))
+                    f"{arch} {b.name} tiny S=2", b, held, ("static", "all"), (0.5,), arch))
                 continue
             todo = [(plain, S) for S in per_stage[stage] if plain is not None]
             if first is not None and first is not plain:
@@ -118,7 +143,7 @@ def default_cases(archs: Sequence[str], quick: bool = False, heldout_stage: int 
             for b, S in todo:
                 s = replace(b, S=min(S, b.out_size))
                 key = (s.c_in, s.c_mid, s.c_out, s.stride, s.groups, s.se_channels, s.in_size, s.S)
-                cases.setdefault(key, Case(f"{arch} {s.name} S={s.S}", s, held))
+                cases.setdefault(key, Case(f"{arch} {s.name} S={s.S}", s, held, arch=arch))
     return list(cases.values())
 
 
@@ -154,10 +179,11 @@ def measure(cases: Sequence[Case], target="llvm", rounds: int = 3, repeat: int =
         for v in case.variants:
             blk = CompiledBlock.build(fb, target, fusion="all" if v == "static" else v, static=v == "static")
             tick(1)
-            rates = (1.0,) if v == "static" else case.rates if v == "all" else (float(np.median(case.rates)),)
+            mid = float(np.median([r for r in case.rates if r > 0] or case.rates))
+            rates = (1.0,) if v == "static" else case.rates if v == "all" else (mid,)
             runs += [(case, v, r, blk, input_at_rate(case.spec, r, seed)[0].to(blk.device)) for r in rates]
     points: dict[tuple, Point] = {}
-    for _ in range(rounds):
+    for rnd in range(rounds):
         for case, v, rate, blk, x in runs:
             timed = blk.time_steps(x, repeat=repeat, min_repeat_ms=min_repeat_ms)
             P = None if v == "static" else blk.active_count()  # scatter(-add) read P patches too
@@ -166,10 +192,17 @@ def measure(cases: Sequence[Case], target="llvm", rounds: int = 3, repeat: int =
                 key = (res["kernel"], json.dumps(res["params"], sort_keys=True), p)
                 if key not in points:
                     points[key] = Point(case.label, case.heldout, v, rate, res["kernel"], dict(res["params"]), p,
-                                        st.outputs[0][0])
+                                        st.outputs[0][0], arch=case.arch)
                 points[key].samples_ms += res["samples_ms"]
+                points[key].rounds.setdefault(rnd, []).extend(res["samples_ms"])
             tick(1)
     return [p for p in points.values() if p.measured_ms > 0]
+
+
+def repeat_spread(points: Sequence[Point]) -> float | None:
+    """Median over points of their :attr:`Point.spread` (None with fewer than two rounds)."""
+    sp = [p.spread for p in points if p.spread is not None]
+    return float(np.median(sp)) if sp else None
 
 
 def work_units(cases: Sequence[Case], rounds: int) -> int:
@@ -188,8 +221,10 @@ def _params(hw: HardwareProfile) -> dict[str, float]:
     return {k: float(getattr(hw.efficiency, k)) for k in PARAMS}
 
 
-def _at(hw: HardwareProfile, x: np.ndarray) -> HardwareProfile:
-    return hw.with_(**{k: float(v) for k, v in zip(PARAMS, np.exp(x))})
+def fitted_params(points: Sequence[Point]) -> tuple[str, ...]:
+    """The efficiency parameters the points constrain: ``call_us`` only with points without active patches."""
+    zero = any(p.P == 0 for p in points)
+    return tuple(k for k in PARAMS if k != "call_us" or zero)
 
 
 def fit_efficiency(points: Sequence[Point], hw: HardwareProfile, starts: int = 3) -> HardwareProfile:
@@ -199,14 +234,18 @@ def fit_efficiency(points: Sequence[Point], hw: HardwareProfile, starts: int = 3
     if len(points) < len(PARAMS):
         raise LasnetError(f"calibration needs at least {len(PARAMS)} fit points, got {len(points)}")
     hw = hw.with_(kernel_scale=())
+    names = fitted_params(points)
     meas = np.log([p.measured_ms for p in points])
-    lo = np.log([BOUNDS[k][0] for k in PARAMS])
-    hi = np.log([BOUNDS[k][1] for k in PARAMS])
+    lo = np.log([BOUNDS[k][0] for k in names])
+    hi = np.log([BOUNDS[k][1] for k in names])
+
+    def at(x):
+        return hw.with_(**{k: float(v) for k, v in zip(names, np.exp(x))})
 
     def resid(x):
-        return np.log(predict_ms(points, _at(hw, x))) - meas
+        return np.log(predict_ms(points, at(x))) - meas
 
-    x0 = np.clip(np.log([max(v, 1e-9) for v in _params(hw).values()]), lo + 1e-6, hi - 1e-6)
+    x0 = np.clip(np.log([max(_params(hw)[k], 1e-9) for k in names]), lo + 1e-6, hi - 1e-6)
     inits = [x0, (lo + hi) / 2, lo + 0.25 * (hi - lo)][:max(1, starts)]
     best = None
     for x in inits:
@@ -214,7 +253,7 @@ def fit_efficiency(points: Sequence[Point], hw: HardwareProfile, starts: int = 3
                           max_nfev=200)
         if best is None or r.cost < best.cost:
             best = r
-    return _at(hw, best.x)
+    return at(best.x)
 
 
 def fit_kernel_scale(points: Sequence[Point], hw: HardwareProfile) -> HardwareProfile:
@@ -266,6 +305,24 @@ def cross_validate(points: Sequence[Point], hw: HardwareProfile, fitted: Hardwar
             "mape_with_kernel_scale": _mape(points, pred_s)}
 
 
+def leave_one_arch_out(points: Sequence[Point], fitted: HardwareProfile) -> dict | None:
+    """Each backbone left out in turn: efficiency fitted (one start from ``fitted``) on the other backbones' fit
+    points, scored on all points of the one left out. None with fewer than two backbones."""
+    archs = sorted({p.arch for p in points if p.arch})
+    if len(archs) < 2:
+        return None
+    out = {}
+    for arch in archs:
+        train = [p for p in points if p.arch != arch and not p.heldout]
+        test = [p for p in points if p.arch == arch]
+        if len(train) < len(PARAMS) or not test:
+            continue
+        g = fit_efficiency(train, fitted, starts=1)
+        out[arch] = {"fitted_on": sorted({p.arch for p in train}), "parameters": _params(g),
+                     **_acc(test, predict_ms(test, g))}
+    return out or None
+
+
 # ------------------------------------------------------------------------------------------------ report
 def _acc(points: Sequence[Point], pred: np.ndarray) -> dict | None:
     if not points:
@@ -295,6 +352,7 @@ class Calibration:
     cv: dict | None
     accuracy: dict  # profile label -> accuracy_table
     settings: dict
+    loao: dict | None = None  # leave_one_arch_out
 
     def report(self) -> dict:
         """JSON-ready report (points included)."""
@@ -305,12 +363,14 @@ class Calibration:
             pts.append({"case": p.case, "heldout": p.heldout, "variant": p.variant, "rate": p.rate,
                         "kernel": p.kernel, "params": p.params, "P": p.P, "measured_ms": round(p.measured_ms, 5),
                         "predicted_ms_uncalibrated": round(float(a), 5), "predicted_ms_calibrated": round(float(b), 5),
+                        "arch": p.arch, "round_ms": [round(s, 5) for s in p.round_ms],
                         "samples_ms": [round(s, 5) for s in p.samples_ms]})
         return {"settings": self.settings,
                 "profile": {"source": {"name": src.name, "file": src.source}, "calibrated_name": cal.name},
                 "parameters": {"uncalibrated": _params(src), "calibrated": _params(cal),
                                "kernel_scale": dict(cal.kernel_scale)},
                 "model_selection": {"cross_validation": self.cv, "kernel_scale_used": bool(cal.kernel_scale)},
+                "leave_one_arch_out": self.loao, "repeat_spread": repeat_spread(self.points),
                 "calibrated_profile": profile_to_dict(cal), "accuracy": self.accuracy,
                 "n_points": {"fit": sum(not p.heldout for p in self.points),
                              "heldout": sum(p.heldout for p in self.points)},
@@ -333,7 +393,14 @@ class Calibration:
                 "n_points": len(self.points), "n_fit": sum(not p.heldout for p in self.points),
                 "n_heldout": sum(p.heldout for p in self.points),
                 "kernel_scale_used": bool(self.calibrated.kernel_scale), "accuracy": acc,
-                "heldout_mape_per_kernel": per}
+                "heldout_mape_per_kernel": per, "repeat_spread": _round(repeat_spread(self.points)),
+                "leave_one_arch_out": {a: {"mape": round(v["overall"]["mape"], 4),
+                                           "spearman": _round(v["overall"]["spearman"])}
+                                       for a, v in (self.loao or {}).items()} or None}
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 4)
 
 
 def calibrate(points: Sequence[Point], source: HardwareProfile, settings: dict, kernel_scale: str = "auto",
@@ -361,6 +428,7 @@ def calibrate(points: Sequence[Point], source: HardwareProfile, settings: dict, 
     else:
         acc["with_kernel_scale"] = accuracy_table(points, replace(scaled, name=label))
     settings = dict(settings, date=settings.get("date") or time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    out = Calibration(source, cal, eff, list(points), cv, acc, settings)
+    loao = leave_one_arch_out(points, eff)
+    out = Calibration(source, cal, eff, list(points), cv, acc, settings, loao)
     out.calibrated = replace(cal, calibration=out.section())
     return out

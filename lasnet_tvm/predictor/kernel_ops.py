@@ -2,8 +2,11 @@
 
 :func:`lasnet_tvm.block_plan.block_plan` lists the kernels (``Step``) of a compiled block; :func:`step_ops`
 maps one step, at ``P`` active patches, to the :class:`~.ops.Op` list the latency model prices, and
-:func:`predict_step` gives its predicted latency in **seconds**. A step may map to several ops (the unfused
-masker is pool + 1x1 conv + index; SE is pool + two FCs + scaling), each costing one launch.
+:func:`predict_step` gives its predicted latency in **seconds**. A step may map to several ops, priced as the
+kernel is compiled: the unfused masker is three kernels (pool, 1x1 conv, index), each one call and launch;
+SE is **one** kernel (pool, FCs, scaling: one call; on a CPU two parallel regions, pool and scaling, with the
+FCs serial between them; on a GPU one grid per stage); conv3 with the in-place scatter-add as its epilogue is
+one kernel and one launch.
 
 The block op lists of :mod:`.network` are built from the same functions (:func:`kernel_ops`), in the plan's
 order, so that ``sum(predict_step(s, P, hw) for s in block_plan(...))`` equals
@@ -46,10 +49,15 @@ _CONV1X1_NAMES = {"ident": "downsample", "f1": "conv1", "f3": "conv3"}
 
 
 
-def _se(B: int, P: int, C: int, R: int, S: int) -> list[Op]:
-    """SE on ``P`` items ``[C, S, S]`` (patches, or ``P = B`` whole maps with ``S`` = map size)."""
-    return [ops.se_pool("se_pool", B, P, C, S), ops.fc("se_fc1", B, C, R), ops.fc("se_fc2", B, R, C),
-            ops.se_scale("se_scale", P, C, S)]
+def _se(B: int, P: int, C: int, R: int, S: int, patches: bool) -> list[Op]:
+    """SE on ``P`` items ``[C, S, S]`` (patches, or ``P = B`` whole maps with ``S`` = map size), one kernel
+    (``kernels/se.py``, ``kernels/se_dense.py``): the pool starts the call and launches its parallel region (on a
+    GPU the patch kernel's count and pool grids); the FCs run serially inside the call on a CPU, one core, one
+    lane (fc2 and the sigmoid: two GPU grids); the scaling launches the second parallel region."""
+    return [replace(ops.se_pool("se_pool", B, P, C, S), launches=(1.0, 2.0 if patches else 1.0)),
+            replace(ops.fc("se_fc1", B, C, R), launches=(0.0, 1.0), calls=0, serial=True),
+            replace(ops.fc("se_fc2", B, R, C), launches=(0.0, 2.0), calls=0, serial=True),
+            replace(ops.se_scale("se_scale", P, C, S), launches=(1.0, 1.0), calls=0)]
 
 
 def kernel_ops(kernel: str, params: Mapping[str, Any], P: int = 0, batch: int = 1, out: str = "") -> list[Op]:
@@ -82,7 +90,8 @@ def kernel_ops(kernel: str, params: Mapping[str, Any], P: int = 0, batch: int = 
         Ho = params["Ho"]
         conv3 = {k: v for k, v in params.items() if k != "Ho"}
         scatter = dict(C=params["C_out"], Ho=Ho, Wo=Ho, S=params["S"], inplace=True)
-        return kernel_ops(kernel, conv3, P, batch, out) + kernel_ops("scatter_add", scatter, P, batch, out)
+        epilogue = [replace(o, launches=(0.0, 0.0), calls=0) for o in kernel_ops("scatter_add", scatter, P, batch, out)]
+        return kernel_ops(kernel, conv3, P, batch, out) + epilogue
     if kernel == "patch_conv1x1" or (kernel == "gather_conv3x3" and params.get("padded", False)):
         P = computed_patches(P, params["S"])  # these kernels compute P rounded up to whole patch blocks
     ops_ = _kernel_ops(kernel, params, P, batch, out)
@@ -101,7 +110,7 @@ def _kernel_ops(kernel: str, p: Mapping[str, Any], P: int, B: int, out: str) -> 
     if kernel == "conv3x3":
         return [ops.conv("conv2", B, p["C"], p["C"], p["H"], 3, get("stride", 1), get("groups", 1))]
     if kernel == "se_dense":
-        return _se(B, B, p["C"], p["R"], p["H"])
+        return _se(B, B, p["C"], p["R"], p["H"], patches=False)
     if kernel == "add_relu":
         return [ops.add("add", B, p["C"], p["H"])]
     st = get("stride", 1)
@@ -121,7 +130,7 @@ def _kernel_ops(kernel: str, p: Mapping[str, Any], P: int, B: int, out: str) -> 
     if kernel == "gather_conv3x3":
         return [ops.patch_conv3x3("conv2", B, P, p["C"], p["C"], p["S"], st, get("groups", 1), p["H"], True)]
     if kernel == "se":
-        return _se(B, P, p["C"], p["R"], p["S"])
+        return _se(B, P, p["C"], p["R"], p["S"], patches=True)
     if kernel == "patch_conv1x1":
         return [ops.patch_conv1x1("conv3", P, p["C_in"], p["C_out"], p["S"])]
     if kernel == "scatter":

@@ -163,6 +163,7 @@ def measure_local() -> dict[str, Any]:
             "dram_half_bytes": 60,
             "onchip_half_bytes": 60,
             "launch_us": 5,
+            "call_us": 1,
         },
         "measured": {"peak_gflops": round(gflops, 2), "copy_gbps": round(dram, 2),
                      "nominal_gflops": round(nominal, 2)},

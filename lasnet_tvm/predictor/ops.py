@@ -20,8 +20,20 @@ extent itself, so that a latency never rises when an extent shrinks) and minimiz
   ``onchip_gbps * efficiency.onchip``, per-PE bytes of the busiest PE at ``pe_bytes_per_cycle * clock``), each
   byte weighted by ``1 / e(run)`` with ``onchip_half_bytes``.
 * ``compute``: a PE works on ``lanes`` output elements at a time, one FMA (or add) per lane and cycle, at
-  ``efficiency.compute``; tiles go to PEs in waves of ``pes``.
-* ``launch``: ``efficiency.launch_us`` per kernel.
+  ``efficiency.compute``; tiles go to PEs in waves of ``pes`` (a ``serial`` op: one PE, one lane, on a CPU).
+* ``launch``: ``efficiency.call_us`` per kernel call (``Op.calls``) and ``efficiency.launch_us`` per launch: a
+  CPU kernel launches one parallel region per parallel loop nest, a GPU kernel one grid per stage
+  (``Op.launches``). Ops that are parts of one compiled kernel (the stages of SE, a fused epilogue) carry that
+  kernel's call and launches between them. An op with no work (no active patches) launches nothing: it costs
+  its calls only.
+
+Cache residency of the working set (``RESIDENT_SHARE`` of a memory): when the input row band of a tile (its
+channels x its input rows x the row width of a densely read map) fits in PE-local memory, the tiles along a row
+share it, so a tile reads its unique columns only, in runs of whole rows; when a tile reads windows out of a
+larger map (gather-conv) and the map's planes of its channels fit, it reads its own pixels only (the halo is a
+neighbour's), in runs of whole planes. A grouped 3x3 conv reads its few channels once, as lines, not as
+``(T_W - 1) * stride + 3``-float runs. Off-chip, windows out of a map that fits in the on-chip global memory
+cost at most the map read once (``Op.in_map_bytes``).
 
 An output tile must fit in PE-local memory (``local_kb``). Results are cached per (op, profile).
 """
@@ -80,6 +92,17 @@ class Op:
         convolutions give each patch its own task (``1``), so each patch reads the whole weight tensor. Applied
         only for profiles with ``schedule: default``; ``search`` (the paper's model, tuned kernels) searches
         every tile.
+    in_map_bytes : float
+        Bytes of the whole map that windows are read from (0: none). When it fits in the on-chip global
+        memory, the input's off-chip traffic is at most this map read once as whole channel planes.
+    serial : bool
+        On a CPU the op runs on one core, one lane (a scalar reduction loop outside any parallel region, as
+        SE's FCs).
+    launches : tuple of (float, float)
+        Parallel regions launched on a CPU and kernel grids launched on a GPU by this op (0 for a stage that
+        runs inside another op's region, e.g. a fused epilogue or SE's serial FCs).
+    calls : int
+        Kernel calls this op starts (1; 0 for every op of a compiled kernel but its first).
     """
 
     name: str
@@ -108,6 +131,14 @@ class Op:
     dram_out_run: float = 1e12
     flops: float = 0.0
     max_tile_p: int = 0
+    in_map_bytes: float = 0.0
+    serial: bool = False
+    launches: tuple = (1.0, 1.0)
+    calls: int = 1
+
+
+#: Share of PE-local memory that a tile's input row band may fill to stay resident between tiles.
+RESIDENT_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -144,7 +175,8 @@ class _Terms:
     """The efficiency-independent parts of an op's cost on a device, per candidate tile (arrays) and off-chip.
 
     On-chip bytes of a tile weighted by ``1 / e(run)`` are ``tile_bytes + onchip_half_bytes * tile_runs``;
-    off-chip bytes are ``dram_bytes + dram_half_bytes * dram_runs``.
+    off-chip bytes are ``dram_bytes + dram_half_bytes * dram_runs``, of which the input's are ``dram_in_bytes +
+    dram_half_bytes * dram_in_runs``.
     """
 
     n_tiles: np.ndarray
@@ -156,6 +188,8 @@ class _Terms:
     tiles: tuple
     dram_bytes: float
     dram_runs: float
+    dram_in_bytes: float
+    dram_in_runs: float
 
 
 @functools.lru_cache(maxsize=65536)
@@ -175,6 +209,17 @@ def _terms(op: Op, pes: int, lanes: int, local_kb: float, persistent: bool, max_
     map_w = op.in_map_w or op.in_w
     in_run = np.where(cols >= map_w, rows * cols, cols) * F32
     in_bytes = tp * op.item_fan * in_ch * rows * cols * F32
+    local = local_kb * 1024 * RESIDENT_SHARE
+    if op.in_map_w > op.in_w:  # windows out of a larger map: resident channel planes are read once, whole
+        resident = op.item_fan * in_ch * op.in_map_w * op.in_map_w * F32 <= local
+        own = np.minimum(rows, th * op.stride) * np.minimum(cols, tw * op.stride)  # the halo is a neighbour's
+        in_bytes = np.where(resident, tp * op.item_fan * in_ch * own * F32, in_bytes)
+        in_run = np.where(resident, op.in_map_w * op.in_map_w * F32, in_run)
+    else:  # a dense map: resident row bands are read once, as whole rows
+        resident = tp * op.item_fan * in_ch * rows * op.in_w * F32 <= local
+        unique = tp * op.item_fan * in_ch * rows * np.minimum(cols, tw * op.stride) * F32
+        in_bytes = np.where(resident, unique, in_bytes)
+        in_run = np.where(resident, rows * op.in_w * F32, in_run)
     w_bytes = tc * op.weights * F32
     w_all = op.C * op.weights * F32
     if persistent and 0 < w_all <= local_kb * 1024 / 2:  # weights stay in local memory: loaded once per PE
@@ -188,17 +233,21 @@ def _terms(op: Op, pes: int, lanes: int, local_kb: float, persistent: bool, max_
     fits = t_out * F32 <= local_kb * 1024  # an output tile must fit in local memory
     dram_bytes = op.dram_in + op.C * op.weights * F32 + op.dram_out + op.dram_extra
     dram_runs = op.dram_in / op.dram_in_run + (op.dram_out + op.dram_extra) / op.dram_out_run
-    return _Terms(n_tiles, waves, cycles, tile_bytes, tile_runs, fits, (tp, tc, th, tw), dram_bytes, dram_runs)
+    return _Terms(n_tiles, waves, cycles, tile_bytes, tile_runs, fits, (tp, tc, th, tw), dram_bytes, dram_runs,
+                  op.dram_in, op.dram_in / op.dram_in_run)
 
 
 @functools.lru_cache(maxsize=65536)
 def op_latency(op: Op, hw: HardwareProfile) -> OpLatency:
     """Predicted latency of ``op`` on ``hw``: the best tile of the search space (see the module docstring)."""
     e = hw.efficiency
-    launch = e.launch_us * 1e-6
-    if op.P == 0 or op.C == 0:
-        return OpLatency(op.name, op.kind, launch, 0.0, 0.0, 0.0, launch, (0, 0, 0, 0), 0.0)
-    t = _terms(op, hw.pes, hw.lanes, hw.local_kb, hw.kind == "cpu", op.max_tile_p if hw.schedule == "default" else 0)
+    if op.P == 0 or op.C == 0:  # no work: the kernel is called and returns
+        call = op.calls * e.call_us * 1e-6
+        return OpLatency(op.name, op.kind, call, 0.0, 0.0, 0.0, call, (0, 0, 0, 0), 0.0)
+    launch = (op.calls * e.call_us + op.launches[hw.kind == "gpu"] * e.launch_us) * 1e-6
+    cpu = hw.kind == "cpu"
+    pes, lanes = (1, 1) if (op.serial and cpu) else (hw.pes, hw.lanes)
+    t = _terms(op, pes, lanes, hw.local_kb, cpu, op.max_tile_p if hw.schedule == "default" else 0)
     clock = hw.clock_mhz * 1e6
     compute = t.waves * t.cycles / (clock * e.compute)
     tile_cost = t.tile_bytes + e.onchip_half_bytes * t.tile_runs
@@ -209,7 +258,12 @@ def op_latency(op: Op, hw: HardwareProfile) -> OpLatency:
     i = np.unravel_index(int(np.argmin(total)), total.shape)
     if not np.isfinite(total[i]):  # nothing fits (huge local tiles only): fall back to the smallest tile
         i = (0, 0, 0, 0)
-    dram = (t.dram_bytes + e.dram_half_bytes * t.dram_runs) / (hw.dram_gbps * 1e9 * e.dram)
+    half = e.dram_half_bytes
+    moved = t.dram_bytes + half * t.dram_runs
+    if 0 < op.in_map_bytes <= hw.l2_kb * 1024 * RESIDENT_SHARE:  # each line of a cached map is fetched once
+        whole = op.in_map_bytes * (1.0 + half / (op.in_map_w * op.in_map_w * F32))
+        moved -= max(0.0, t.dram_in_bytes + half * t.dram_in_runs - whole)
+    dram = moved / (hw.dram_gbps * 1e9 * e.dram)
     tile = tuple(int(a.flat[k]) for a, k in zip(t.tiles, i))
     c, o = float(compute[i]), float(onchip[i])
     scale = hw.kernel_scale_of(op.kind)
@@ -273,6 +327,7 @@ def _window_bytes(P: int, B: int, C: int, L: int, map_size: int) -> float:
 def gather(name: str, B: int, P: int, C: int, map_size: int, L: int) -> Op:
     """Copy P windows ``[C, L, L]`` (patch + halo) of a ``[C, map, map]`` map into a dense ``[P, C, L, L]``."""
     return Op(name, "gather", P, C, L, L, 0.0, C, 1, 1, 1, 1, map_size, map_size, in_map_w=map_size,
+              in_map_bytes=B * C * map_size * map_size * F32,
               dram_in=_window_bytes(P, B, C, L, map_size), dram_in_run=min(L, map_size) * F32,
               dram_out=P * C * L * L * F32)
 
@@ -285,7 +340,8 @@ def patch_conv3x3(name: str, B: int, P: int, cin: int, cout: int, S: int, stride
     cin_pg, cout_pg = cin // groups, cout // groups
     macs = cin_pg * 9
     if fused_gather:
-        src = dict(in_map_w=map_size, dram_in=_window_bytes(P, B, cin, L, map_size), dram_in_run=min(L, map_size) * F32)
+        src = dict(in_map_w=map_size, dram_in=_window_bytes(P, B, cin, L, map_size), dram_in_run=min(L, map_size) * F32,
+                   in_map_bytes=B * cin * map_size * map_size * F32)
     else:
         src = dict(in_map_w=L, dram_in=P * cin * L * L * F32)
     return Op(name, "gather_conv3x3" if fused_gather else "conv3x3_patches", P, cout, S, S, macs, cin, cin_pg,
@@ -324,7 +380,7 @@ def scatter_add(name: str, P: int, C: int, S: int, out_size: int) -> Op:
 
 def se_pool(name: str, B: int, P: int, C: int, S: int) -> Op:
     """Squeeze-excitation average over the active patches ``[P, C, S, S] -> [B, C]``."""
-    fan = max(1, P // max(B, 1))
+    fan = P // max(B, 1)  # 0 without active patches: the pool's region runs over no patch
     return Op(name, "se_pool", B, C, 1, 1, S * S * fan, C, 1, 1, S, S, S, S, item_fan=fan,
               dram_in=P * C * S * S * F32, dram_out=B * C * F32, flops=float(P * C * S * S))
 

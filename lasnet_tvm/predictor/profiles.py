@@ -16,6 +16,9 @@ PE-local memory = shared memory / L1+L2 of a core) and efficiency parameters tha
     CPUs (64-byte cache lines). This is how small, scattered accesses at small S get slow.
 ``efficiency.launch_us``
     Fixed cost of one kernel launch (GPU) or parallel region (CPU).
+``efficiency.call_us``
+    Fixed cost of one kernel call, on top of its launches; all that a kernel with no work (no active
+    patches), which launches nothing, costs.
 
 A calibrated profile (``lasnet-tvm calibrate``) has ``schedule: default`` (tiles as the toolkit's default
 schedules run them; ``search``, the default, takes every op's best tile) and may also hold ``kernel_scale``
@@ -46,8 +49,10 @@ SCHEDULES = ("search", "default")
 
 #: Defaults of the efficiency parameters per device kind (documented in the YAML files).
 EFFICIENCY_DEFAULTS: dict[str, dict[str, float]] = {
-    "gpu": dict(compute=0.8, dram=0.8, onchip=0.8, dram_half_bytes=28.0, onchip_half_bytes=28.0, launch_us=8.0),
-    "cpu": dict(compute=0.7, dram=0.7, onchip=0.8, dram_half_bytes=60.0, onchip_half_bytes=60.0, launch_us=5.0),
+    "gpu": dict(compute=0.8, dram=0.8, onchip=0.8, dram_half_bytes=28.0, onchip_half_bytes=28.0, launch_us=8.0,
+                call_us=2.0),
+    "cpu": dict(compute=0.7, dram=0.7, onchip=0.8, dram_half_bytes=60.0, onchip_half_bytes=60.0, launch_us=5.0,
+                call_us=1.0),
 }
 
 
@@ -61,6 +66,7 @@ class Efficiency:
     dram_half_bytes: float
     onchip_half_bytes: float
     launch_us: float
+    call_us: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -203,6 +209,7 @@ def profile_from_dict(raw: Any, name: str, source: str = "<dict>") -> HardwarePr
         dram_half_bytes=_num(eff_raw, "dram_half_bytes", ew, lo=-1e-12, default=d["dram_half_bytes"]),
         onchip_half_bytes=_num(eff_raw, "onchip_half_bytes", ew, lo=-1e-12, default=d["onchip_half_bytes"]),
         launch_us=_num(eff_raw, "launch_us", ew, lo=-1e-12, default=d["launch_us"]),
+        call_us=_num(eff_raw, "call_us", ew, lo=-1e-12, default=d["call_us"]),
     )
     scale_raw = raw.get("kernel_scale", {}) or {}
     if not isinstance(scale_raw, dict):

@@ -10,10 +10,10 @@ picks the fastest S). The last stage is fixed at S=1, as in the paper (7x7 featu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
-from ..archs import arch_spec, depths_of, format_granularity
+from ..archs import ArchSpec, arch_spec, format_granularity
 from ..errors import LasnetError
 from .network import NetworkLatency, predict_block, predict_spec
 from .profiles import HardwareProfile
@@ -40,7 +40,7 @@ class SearchResult:
 def search_granularity(arch: str, hw: HardwareProfile, rate: float | Sequence[float] = 0.5, fusion: str = "all",
                        batch: int = 1, input_size: int = 224, tolerance: float = 0.05,
                        fixed_last: bool = True, include_full: bool = False) -> SearchResult:
-    """Choose S per stage for ``arch`` on ``hw``.
+    """Choose S per stage for ``arch`` on ``hw`` (:func:`search_spec` of the backbone at ``input_size``).
 
     Parameters
     ----------
@@ -53,28 +53,63 @@ def search_granularity(arch: str, hw: HardwareProfile, rate: float | Sequence[fl
     include_full : bool
         Also try S equal to the stage's feature size (whole-block skipping).
     """
+    return search_spec(arch_spec(arch, 1, input_size), hw, rate, fusion, batch, tolerance, fixed_last, include_full)
+
+
+def search_spec(base: ArchSpec, hw: HardwareProfile, rate: float | Sequence[float] = 0.5, fusion: str = "all",
+                batch: int = 1, tolerance: float = 0.05, fixed_last: bool = True,
+                include_full: bool = False) -> SearchResult:
+    """Choose S per stage for the backbone ``base`` (its own granularity is ignored; see
+    :func:`search_granularity` for the parameters)."""
     if tolerance < 0:
         raise LasnetError(f"tolerance must be >= 0, got {tolerance}")
-    depths = depths_of(arch)
-    base = arch_spec(arch, 1, input_size)
+    depths = base.depths
     n = len(base.blocks)
     rates = [float(rate)] * n if isinstance(rate, (int, float)) else [float(r) for r in rate]
     if len(rates) == 1:
         rates = rates * n
     if len(rates) != n:
         raise LasnetError(f"expected 1 activation rate or {n} (one per block), got {len(rates)}")
+
+    def at(per_stage: Sequence[int]) -> ArchSpec:
+        return replace(base, blocks=tuple(replace(b, S=per_stage[b.stage - 1]) for b in base.blocks))
+
     chosen: list[int] = []
     scores: list[dict[int, float]] = []
     for stage, size in enumerate(base.stage_sizes(), start=1):
         cands = [1] if (fixed_last and stage == 4) else stage_candidates(size, include_full)
         score: dict[int, float] = {}
         for S in cands:
-            spec = arch_spec(arch, [S if s == stage else 1 for s in range(1, 5)], input_size)
+            spec = at([S if s == stage else 1 for s in range(1, 5)])
             score[S] = sum(predict_block(b, hw, r, fusion, batch).dynamic_s
                            for b, r in zip(spec.blocks, rates) if b.stage == stage)
         best = min(score.values())
         chosen.append(min(S for S, v in score.items() if v <= best * (1.0 + tolerance)))
         scores.append(score)
-    spec = arch_spec(arch, chosen, input_size)
+    spec = at(chosen)
     pred = predict_spec(spec, hw, rates, fusion, batch)
     return SearchResult(format_granularity(spec.granularity, depths), tuple(chosen), tuple(scores), pred)
+
+
+def granularity_manifest(result: SearchResult, hw: HardwareProfile, rate: float, tolerance: float) -> dict:
+    """Why ``compile --granularity auto`` chose its S: the predicted stage latency (ms) of every option."""
+    return {"method": "predictor", "profile": hw.name, "rate": rate, "tolerance": tolerance,
+            "chosen": result.granularity, "per_stage": [
+                {"stage": i, "S": S, "predicted_ms": {str(k): round(v * 1e3, 4) for k, v in sc.items()}}
+                for i, (S, sc) in enumerate(zip(result.per_stage, result.scores), start=1)],
+            "predicted_network_ms": round(result.prediction.dynamic_s * 1e3, 4)}
+
+
+def auto_granularity(device: str | None, rate: float = 0.5, fusion: str = "all", tolerance: float = 0.05):
+    """The ``granularity`` function of :func:`lasnet_tvm.compiler.compile_checkpoint` for ``compile
+    --granularity auto``: ``spec -> (S per block, manifest note)`` from :func:`search_spec` on ``device``'s
+    profile (``local``, this machine's, when None)."""
+    from .profiles import get_profile
+
+    hw = get_profile(device or "local")
+
+    def choose(spec: ArchSpec):
+        res = search_spec(spec, hw, rate, fusion, tolerance=tolerance)
+        return [res.per_stage[b.stage - 1] for b in spec.blocks], granularity_manifest(res, hw, rate, tolerance)
+
+    return choose
