@@ -382,8 +382,23 @@ def read_device_modules(path) -> list[CudaModuleImage]:
         raise LasnetError(f"{path}: corrupt TVM module table ({e})") from None
 
 
+def fatbin_images(data: bytes) -> list[str]:
+    """The kinds of the images in a fatbin (``"ptx"``, ``"cubin"``), in order; empty for anything else."""
+    if data[:4] != FATBIN_MAGIC:
+        return []
+    _, _, header, size = struct.unpack_from("<IHHQ", data, 0)
+    kinds, off = [], header
+    while off + 16 <= min(header + size, len(data)):
+        kind, _, entry_header, payload = struct.unpack_from("<HHIQ", data, off)
+        kinds.append({1: "ptx", 2: "cubin"}.get(kind, str(kind)))
+        off += entry_header + payload
+    return kinds
+
+
 def binary_kind(image: CudaModuleImage) -> str:
     """``"cubin"`` (a fatbin or cubin holding machine code), ``"ptx"`` or ``"source"`` (CUDA C)."""
-    if image.fmt in ("fatbin", "cubin") and (image.data[:4] in (FATBIN_MAGIC, ELF_MAGIC)):
+    if (image.fmt == "cubin" and image.data[:4] == ELF_MAGIC) or "cubin" in fatbin_images(image.data):
         return "cubin"
+    if "ptx" in fatbin_images(image.data):
+        return "ptx"
     return {"ptx": "ptx", "cuda": "source"}.get(image.fmt, image.fmt)
