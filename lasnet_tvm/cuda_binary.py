@@ -31,9 +31,6 @@ from .errors import LasnetError
 from .targets import NVCC_MIN_ARCH, arch_number
 
 LEGACY_EXTRA = "cuda-legacy"
-#: The pip packages of the ``cuda-legacy`` extra (NVRTC 12, CUDA 12 headers, ptxas 12, CCCL headers).
-LEGACY_PACKAGES = ["nvidia-cuda-nvrtc-cu12>=12.4,<13", "nvidia-cuda-runtime-cu12>=12.4,<13",
-                   "nvidia-cuda-nvcc-cu12>=12.4,<13", "nvidia-cuda-cccl-cu12>=12.4,<13"]
 #: Symbol under which an exported library holds its serialized modules (tvm_ffi's library module).
 LIBRARY_BIN_SYMBOL = "__tvm_ffi__library_bin"
 FATBIN_MAGIC = b"\x50\xed\x55\xba"
