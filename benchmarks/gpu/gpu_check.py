@@ -194,8 +194,8 @@ def run(upload: Path, outdir: Path, repeats: int, dry_run: bool) -> dict:
     with torch.no_grad():
         from lasnet_tvm.models import build_model
 
-        static = build_model(m["arch"], m["granularity"], m["input_size"], m["num_classes"], m["width"]) \
-            .static_counterpart().eval().to(dev)
+        static = build_model(m["arch"], m["granularity"], m["input_size"], m["num_classes"], m["width"],
+                             depths=m.get("depths")).static_counterpart().eval().to(dev)
         xt = torch.from_numpy(x_np).to(dev)
         calls = torch_static_calls(torch, static, xt, cuda)
         if cuda:

@@ -7,7 +7,8 @@ The folder is a runtime-only bundle (:func:`lasnet_tvm.deploy.build_bundle`, no 
 of the same shapes and statistics) of LAS-ResNet-50 compiled for ``--arch``, with the static counterpart's
 library in ``static/`` and ``prep.json``: what was built, the predictor's latencies on the GPU's hardware
 profile (LAS at a grid of activation rates, static), and the block specs of the torch baselines.
-``--reduced`` builds a small model (width 0.25, 64 x 64 inputs, LAS library only) for the CPU dry run.
+``--reduced`` builds a small model (one block per stage, width 0.25, 64 x 64 inputs, LAS library only) for the
+CPU dry run.
 The upload must fit ``LIMIT_BYTES``; a larger one is refused.
 """
 
@@ -32,7 +33,7 @@ def folder_bytes(path: Path) -> int:
 
 
 def predictions(arch: str, granularity: str, size: int, profile: str) -> dict:
-    """The predictor's LAS (per rate) and static latencies in ms on ``profile``."""
+    """The predictor's LAS (per rate) and static latencies in ms on ``profile`` (of the full-depth backbone)."""
     from lasnet_tvm.predictor.network import predict_network
     from lasnet_tvm.predictor.profiles import load_profile
     from lasnet_tvm.resources import hw_profiles_dir
@@ -53,10 +54,11 @@ def prepare(upload: Path, arch: str, python: str, reduced: bool, profile: str) -
     from lasnet_tvm.models import build_model
 
     model_arch, granularity = "las_resnet50", "4-4-2-1"
-    size, classes, width = (64, 10, 0.25) if reduced else (224, 1000, 1.0)
+    size, classes, width, depths = (64, 10, 0.25, "1-1-1-1") if reduced else (224, 1000, 1.0, None)
     t0 = time.time()
     with tempfile.TemporaryDirectory() as d:
-        pt = save_checkpoint(Path(d) / "model.pt", build_model(model_arch, granularity, size, classes, width))
+        pt = save_checkpoint(Path(d) / "model.pt", build_model(model_arch, granularity, size, classes, width,
+                                                                     depths=depths))
         target = f"cuda -arch={arch}"
         bundle = build_bundle(pt, upload, target=target, python=python, no_weights=True)
         if not reduced:
@@ -72,7 +74,8 @@ def prepare(upload: Path, arch: str, python: str, reduced: bool, profile: str) -
             params.unlink()
             (static / "random_weights.json").write_text(json.dumps({"seed": 0, "params": stats}) + "\n")
     info = {"arch": arch, "python": python, "reduced": reduced, "model": {
-        "arch": model_arch, "granularity": granularity, "input_size": size, "num_classes": classes, "width": width},
+        "arch": model_arch, "granularity": granularity, "input_size": size, "num_classes": classes, "width": width,
+        "depths": depths},
         "libraries": {"las": "model.so", **({} if reduced else {"static": "static/model.so"})},
         "blocks": [{"arch": a, "stage": s} for a, s in BLOCKS], "rates": list(RATES),
         "prediction": predictions(model_arch, granularity, size, profile),

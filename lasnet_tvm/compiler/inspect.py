@@ -16,8 +16,10 @@ from ..errors import LasnetError
 CONV_MARKERS = ("conv",)
 
 
-def is_conv_kernel(name: str) -> bool:
-    return any(m in name for m in CONV_MARKERS)
+def is_conv_kernel(name: str, launch: dict) -> bool:
+    """The convolution kernel of a convolution function: its first kernel (``<func>_kernel``; the later ones of
+    masker_conv1x1 are the mask's reduction and compaction), when it accumulates."""
+    return any(m in name for m in CONV_MARKERS) and name.endswith("_kernel") and launch.get("reduction", True)
 
 
 def inspect_library(path) -> dict:
@@ -51,7 +53,7 @@ def inspect_library(path) -> dict:
         for name, tags in image.kernels.items():
             res, geo = resources.get(name, {}), launch.get(name, {})
             kernels.append({
-                "name": name, "conv": is_conv_kernel(name),
+                "name": name, "conv": is_conv_kernel(name, geo),
                 "grid": geo.get("grid"), "block": geo.get("block"), "launch_tags": list(tags),
                 "registers": res.get("registers"), "shared_bytes": res.get("shared_bytes"),
                 "spills": res.get("spills"), "stack_bytes": res.get("stack_bytes"),

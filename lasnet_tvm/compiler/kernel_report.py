@@ -39,6 +39,7 @@ class _Kernel:
     def __init__(self):
         self.extents: dict[str, object] = {}
         self.outputs_per_thread = 1
+        self.reduction = False  # a block with a reduction axis (a convolution or a matmul accumulates)
 
 
 def _product(exprs):
@@ -67,6 +68,7 @@ def _walk(stmt, kernels: list, current: _Kernel | None, loops: list) -> None:
         return
     if isinstance(stmt, SBlockRealize) and current is not None:
         block = stmt.block
+        current.reduction |= any(int(iv.iter_type) == 2 for iv in block.iter_vars)  # IterVar.CommReduce
         if any(region.source.scope() == "global" for region in block.writes):
             spatial = [v for iv, v in zip(block.iter_vars, stmt.iter_values) if int(iv.iter_type) == 0]
             used = {var for v in spatial for var in undefined_vars(v)}
@@ -82,7 +84,8 @@ def _dims(extents: dict, tags, rename: dict) -> list[str]:
     ana = Analyzer()
     out = []
     for t in tags:
-        text = str(ana.simplify(extents[t])) if t in extents else "1"
+        e = ana.simplify(extents[t]) if t in extents else 1
+        text = str(int(e.value)) if isinstance(e, tvm.tirx.IntImm) else str(e)
         for old, new in rename.items():
             text = re.sub(rf"\b{re.escape(old)}\b", new, text)
         out.append(text)
@@ -90,7 +93,7 @@ def _dims(extents: dict, tags, rename: dict) -> list[str]:
 
 
 def launch_report(mod: tvm.IRModule) -> dict[str, dict]:
-    """``{kernel name: {"grid": [x, y, z], "block": [x, y, z], "outputs_per_thread": n}}`` of every GPU kernel
+    """``{kernel name: {"grid": [x, y, z], "block": [x, y, z], "outputs_per_thread": n, "reduction": bool}}`` of every GPU kernel
     in the PrimFuncs of ``mod`` (extents as expressions of the functions' symbolic sizes)."""
     report = {}
     for gv, func in mod.functions.items():
@@ -103,5 +106,5 @@ def launch_report(mod: tvm.IRModule) -> dict[str, dict]:
         for i, k in enumerate(kernels):
             name = f"{gv.name_hint}_kernel" + (f"_{i}" if i else "")
             report[name] = {"grid": _dims(k.extents, _GRID, rename), "block": _dims(k.extents, _BLOCK, rename),
-                            "outputs_per_thread": k.outputs_per_thread}
+                            "outputs_per_thread": k.outputs_per_thread, "reduction": k.reduction}
     return report
