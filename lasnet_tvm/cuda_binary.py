@@ -309,9 +309,13 @@ def rewrite_cuda_modules(blob: bytes, convert) -> bytes:
     return struct.pack("<Q", len(out)) + out
 
 
-def binary_pack_imports(arch: str, binaries: list[DeviceBinary]):
+def binary_pack_imports(arch: str, binaries: list[DeviceBinary], inline: bool = False):
     """An ``fpack_imports`` for ``export_library``: serialize the imports with every CUDA module's source
-    compiled to a fatbin for ``arch`` (appended to ``binaries``), as an assembler file holding the blob."""
+    compiled to a fatbin for ``arch`` (appended to ``binaries``), as an assembler file holding the blob.
+
+    The assembler file includes the blob from the workspace (fast for a model's megabytes of weights);
+    ``inline`` writes its bytes into the file instead, for a ``.tar`` export that is linked on another machine.
+    """
     import tvm_ffi
 
     def convert(image: CudaModuleImage) -> CudaModuleImage:
@@ -325,11 +329,16 @@ def binary_pack_imports(arch: str, binaries: list[DeviceBinary]):
         if is_system_lib or prefix:
             raise LasnetError("CUDA libraries are exported as shared libraries, not system libraries")
         blob = bytes(tvm_ffi.get_global_func("runtime.ModulePackImportsToTensor")(mod).numpy().tobytes())
-        blob_path = Path(workspace_dir) / "devc.bin"
-        blob_path.write_bytes(rewrite_cuda_modules(blob, convert))
+        blob = rewrite_cuda_modules(blob, convert)
+        if inline:
+            data = "\n".join("\t.byte " + ",".join(map(str, blob[i:i + 64])) for i in range(0, len(blob), 64))
+        else:
+            blob_path = Path(workspace_dir) / "devc.bin"
+            blob_path.write_bytes(blob)
+            data = f'\t.incbin "{blob_path}"'
         asm = Path(workspace_dir) / "devc.s"
         asm.write_text(f'\t.section .rodata\n\t.globl {LIBRARY_BIN_SYMBOL}\n\t.type {LIBRARY_BIN_SYMBOL}, %object\n'
-                       f'\t.balign 16\n{LIBRARY_BIN_SYMBOL}:\n\t.incbin "{blob_path}"\n'
+                       f'\t.balign 16\n{LIBRARY_BIN_SYMBOL}:\n{data}\n'
                        f'\t.size {LIBRARY_BIN_SYMBOL}, .-{LIBRARY_BIN_SYMBOL}\n'
                        '\t.section .note.GNU-stack,"",%progbits\n')
         return str(asm)

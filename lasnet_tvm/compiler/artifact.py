@@ -227,11 +227,11 @@ class CompiledModel:
         from tvm import relax
 
         device = device or tvm.cpu()
-        nvptx = manifest.get("target", {}).get("kind") == "nvptx"
-        if nvptx and device.dlpack_device_type() != tvm.cpu().dlpack_device_type() and isinstance(executable, relax.VMExecutable):
+        gpu = manifest.get("target", {}).get("kind") in ("cuda", "nvptx")
+        if gpu and device.dlpack_device_type() != tvm.cpu().dlpack_device_type() and isinstance(executable, relax.VMExecutable):
             import tempfile
 
-            with tempfile.TemporaryDirectory() as d:  # the PTX entry fix works on the exported library
+            with tempfile.TemporaryDirectory() as d:  # the device code is compiled (fatbin, PTX fix) on export
                 path = save_artifact(executable, Path(d) / "model.so", manifest)
                 executable = tvm.runtime.load_module(str(path))
         weights = [tvm.runtime.tensor(params[name], device) for name in manifest.get("params", [])]
