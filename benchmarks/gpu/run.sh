@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The GPU check (see benchmarks/gpu/gpu_check.py).
-#   benchmarks/gpu/run.sh prepare [UPLOAD]    here, with lasnet-tvm installed: build the upload (<= 64 MiB)
+#   benchmarks/gpu/run.sh prepare [UPLOAD]    here, with lasnet-tvm installed: build the upload (<= 64 MiB, default gpu_upload/)
 #   benchmarks/gpu/run.sh OUTDIR              on the GPU machine (Python, numpy, torch): run it, write OUTDIR/gpu_check.json
 #   DRY_RUN=1 benchmarks/gpu/run.sh OUTDIR    on a CPU: prepare a reduced upload in OUTDIR/upload, then everything
 #                                             but the GPU part (TARGET_PYTHON: the upload's Python, default this one)
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 PY="${PYTHON:-python3}"
-UPLOAD="${UPLOAD:-$HERE/upload}"
+UPLOAD="${UPLOAD:-$(cd "$HERE/../.." && pwd)/gpu_upload}"  # ignored by git; carried to the GPU machine
 if [ "${1:-}" = prepare ]; then
     exec "$PY" "$HERE/prepare.py" "${2:-$UPLOAD}" --arch "${ARCH:-sm_90}" --python "${TARGET_PYTHON:-3.12}"
 fi
