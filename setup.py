@@ -25,6 +25,10 @@ INSTALL_REQUIRES = [
     "tornado>=6.4,<7",  # TVM's RPC tracker (lasnet-tvm tune --tracker)
 ]
 BENCH_EXTRAS = ["onnxruntime==1.32.0", "onnx==1.23.2", "onnxscript==0.7.2"]
+# CUDA archs older than sm_75 (V100, Jetson Nano/TX2/Xavier), which CUDA 13 refuses: NVRTC 12, CUDA 12's headers,
+# ptxas 12 (about 340 MB installed, so not part of "test")
+CUDA_LEGACY_EXTRAS = ["nvidia-cuda-nvrtc-cu12>=12.4,<13", "nvidia-cuda-runtime-cu12>=12.4,<13",
+                      "nvidia-cuda-nvcc-cu12>=12.4,<13", "nvidia-cuda-cccl-cu12>=12.4,<13"]
 
 setup(
     name="lasnet-tvm",
@@ -52,6 +56,8 @@ setup(
     extras_require={
         # other runtimes of `lasnet-tvm bench model --baseline` (the static model exported by torch.onnx)
         "bench": BENCH_EXTRAS,
+        # CUDA libraries for sm_53 ... sm_72 (`lasnet-tvm compile --target "cuda -arch=sm_72"`)
+        "cuda-legacy": CUDA_LEGACY_EXTRAS,
         "test": ["pytest==9.0.3", "pytest-timeout==2.4.0", "hypothesis>=6.100,<7", *BENCH_EXTRAS],
     },
     entry_points={"console_scripts": ["lasnet-tvm=lasnet_tvm.cli.main:main"]},

@@ -132,13 +132,17 @@ class Board:
         build_tgt = self.target
         try:
             mod = scheduled_kernel(name, self.target, **params)
+            extra = {}
             if self.kind == "cuda":
                 from .compiler import build_target
+                from .cuda_binary import binary_pack_imports
 
-                build_tgt = build_target(self.target)  # archs before sm_75: PTX through NVPTX
+                build_tgt = build_target(self.target)
+                if build_tgt.kind.name == "cuda":  # kernels as a fatbin: the board compiles nothing
+                    extra["fpack_imports"] = binary_pack_imports(str(build_tgt.attrs["arch"]), [], inline=True)
             path = os.path.join(self._tmp.name, f"k{len(self._mods)}_{name}.tar")
             pack = _tar_fixing_ptx if build_tgt.kind.name == "nvptx" else tar
-            tvm.compile(mod, target=build_tgt).export_library(path, fcompile=pack)
+            tvm.compile(mod, target=build_tgt).export_library(path, fcompile=pack, **extra)
         except LasnetError:
             raise
         except Exception as e:  # noqa: BLE001

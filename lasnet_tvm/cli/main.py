@@ -21,6 +21,7 @@ COMMANDS = {
     "profile-device": "lasnet_tvm.cli.predict:profile_device",
     "compile": "lasnet_tvm.cli.compile:compile_cmd",
     "bundle": "lasnet_tvm.cli.bundle:bundle",
+    "inspect": "lasnet_tvm.cli.inspect:inspect",
     "verify": "lasnet_tvm.cli.compile:verify",
     "bench": "lasnet_tvm.cli.bench:bench",
     "demo": "lasnet_tvm.cli.demo:demo",

@@ -27,18 +27,22 @@ __all__ = ["CompiledModel", "CompileResult", "compile_checkpoint", "compile_mode
 
 
 def build_target(spec) -> tvm.target.Target:
-    """The target to build with: CUDA archs older than sm_75 go through TVM's NVPTX backend (PTX)."""
+    """The target to build with. CUDA kernels are generated as CUDA C for every arch and compiled to a fatbin
+    when the library is saved (:mod:`lasnet_tvm.cuda_binary`); archs older than sm_75 need the ``cuda-legacy``
+    extra (NVRTC 12, ptxas 12), checked here before anything is compiled. ``nvptx -mcpu=sm_XX`` selects TVM's
+    NVPTX backend instead (PTX, kernels without barriers only)."""
     target = resolve_target(spec)
     if target.kind.name == "cuda":
         arch = str(target.attrs.get("arch", "sm_75"))
         if arch_number(arch) < NVCC_MIN_ARCH:
-            root = cuda_root()
-            if root is None:
-                raise LasnetError(f"{arch} is built through NVPTX: set CUDA_PATH to a CUDA root with nvvm/libdevice")
-            os.environ["CUDA_PATH"] = str(root)
-            host = target.host if target.host is not None else resolve_target("llvm")
-            return tvm.target.Target({"kind": "nvptx", "mcpu": arch}, host=host)
-        os.environ.setdefault("TVM_CUDA_COMPILE_MODE", "nvcc")
+            from ..cuda_binary import require_legacy_toolchain
+
+            require_legacy_toolchain()
+    elif target.kind.name == "nvptx":
+        root = cuda_root()
+        if root is None:
+            raise LasnetError("nvptx targets need libdevice: set CUDA_PATH to a CUDA root with nvvm/libdevice")
+        os.environ["CUDA_PATH"] = str(root)
     return target
 
 

@@ -51,8 +51,16 @@ def save_artifact(executable, path: str | Path, manifest: dict[str, Any], params
         with atomic_path(params_path(path), "weights") as ptmp, open(ptmp, "wb") as f:
             np.savez(f, **params)
     with atomic_path(manifest_path(path), "manifest") as mtmp, atomic_path(path, "compiled library") as tmp:
-        executable.export_library(str(tmp))
-        if manifest.get("target", {}).get("kind") == "nvptx":
+        target = manifest.get("target", {})
+        if target.get("kind") == "cuda":  # kernels as a fatbin (cubin + PTX), not CUDA C compiled at load time
+            from ..cuda_binary import binary_pack_imports, device_code_record
+
+            binaries = []
+            executable.export_library(str(tmp), fpack_imports=binary_pack_imports(str(target["arch"]), binaries))
+            manifest["device_code"] = device_code_record(binaries)
+        else:
+            executable.export_library(str(tmp))
+        if target.get("kind") == "nvptx":
             from ..targets import fix_ptx_entries_in_library
 
             fix_ptx_entries_in_library(tmp)  # TVM 0.27's NVPTX kernels are .func: make them launchable
@@ -219,11 +227,11 @@ class CompiledModel:
         from tvm import relax
 
         device = device or tvm.cpu()
-        nvptx = manifest.get("target", {}).get("kind") == "nvptx"
-        if nvptx and device.dlpack_device_type() != tvm.cpu().dlpack_device_type() and isinstance(executable, relax.VMExecutable):
+        gpu = manifest.get("target", {}).get("kind") in ("cuda", "nvptx")
+        if gpu and device.dlpack_device_type() != tvm.cpu().dlpack_device_type() and isinstance(executable, relax.VMExecutable):
             import tempfile
 
-            with tempfile.TemporaryDirectory() as d:  # the PTX entry fix works on the exported library
+            with tempfile.TemporaryDirectory() as d:  # the device code is compiled (fatbin, PTX fix) on export
                 path = save_artifact(executable, Path(d) / "model.so", manifest)
                 executable = tvm.runtime.load_module(str(path))
         weights = [tvm.runtime.tensor(params[name], device) for name in manifest.get("params", [])]

@@ -186,6 +186,10 @@ def compile_model(model: LASNet, target, fusion: Fusion | str = Fusion.ALL, stat
         "tuned": database is not None,
         "compile_seconds": round(time.perf_counter() - t0, 2),
     }
+    if target.kind.name == "cuda":
+        from .kernel_report import launch_report
+
+        manifest["kernel_launch"] = launch_report(mod)
     if database is not None:
         manifest["tuned_schedules"] = {**database.describe(), "applied": applied}
     if values is not None:
