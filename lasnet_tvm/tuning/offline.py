@@ -260,6 +260,9 @@ def build_offline(tasks: list, device: str, output, max_candidates: int = 8, fro
         total = sum(1 + len(p[1]) for p in plans)
         t0 = time.perf_counter()
         probe = _build(default_schedule(tasks[0], symbolic_func(tasks[0]), dt.target), dt.target) if tasks else None
+        if probe is not None:
+            probe.export_library(str(tmp / "probe.so"))
+            (tmp / "probe.so").unlink()
         per = time.perf_counter() - t0
         echo(f"{len(tasks)} tasks, {total} candidates for {device} ({dt.target.kind.name}): about "
              f"{per * (total + len(tasks)):.0f} s to build ({per:.1f} s per library here)")

@@ -87,8 +87,9 @@ def _task_of(entry: dict, folder: Path):
 
 
 def winners(results: dict, manifest: dict, margin: float) -> dict:
-    """Per task key: ``{"default_ms", "best"}`` (``best``: the fastest correct candidate, default included)
-    and ``"faster"`` (a non-default best that beats the default by ``margin``)."""
+    """Per task key with a correct candidate: ``best`` (the fastest correct candidate, default included) and
+    ``best_ms``, ``default_ms``, ``other_ms`` (the fastest correct non-default candidate) and ``faster`` (a
+    non-default best that beats the default by ``margin``)."""
     out = {}
     for e in manifest["tasks"]:
         timed = results["tasks"].get(e["key"], {}).get("candidates", [])
@@ -98,7 +99,8 @@ def winners(results: dict, manifest: dict, margin: float) -> dict:
             continue
         best = min(ok, key=ok.get)
         dflt = ok.get("default")
-        out[e["key"]] = {"best": best, "best_ms": ok[best], "default_ms": dflt,
+        others = [v for k, v in ok.items() if k != "default"]
+        out[e["key"]] = {"best": best, "best_ms": ok[best], "default_ms": dflt, "other_ms": min(others, default=None),
                          "faster": best != "default" and dflt is not None and ok[best] <= (1 - margin) * dflt}
     return out
 
@@ -161,7 +163,7 @@ def import_results(path, device: str, work_dir=None) -> dict:
                     summary["default"].append(e["name"])
                     if known.get(key, {}).get("chosen") != "tuned":  # an earlier tuned choice stays
                         known[key] = {**known.get(key, {}), **_entry(e, task), "chosen": "default", "record": None,
-                                      "variant": None, "untuned_ms": w["default_ms"], "tuned_ms": w["best_ms"],
+                                      "variant": None, "untuned_ms": w["default_ms"], "tuned_ms": w["other_ms"],
                                       "imported": stamp}
                     continue
                 cand = next(c for c in e["candidates"] if c["id"] == w["best"])
