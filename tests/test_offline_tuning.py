@@ -113,8 +113,9 @@ def test_second_round_builds_neighbours_of_the_winners(measured, model, tmp_path
         top = sorted(ms, key=ms.get)[:2]
         origins = {c["id"]: c["origin"] for c in t["candidates"]}
         assert origins["default"] == "default" and [i for i, o in origins.items() if o == "winner"] == top
-        assert 1 + len(top) < len(origins) <= 4  # and at least one neighbour, a new trace
-        assert all(o in ("default", "winner", "neighbour") for o in origins.values())
+        assert len(origins) <= 4 and set(origins.values()) <= {"default", "winner", "neighbour", "sampled"}
+        if t["kernel"] == "patch_conv1x1":  # tiled: its winners have neighbours (new traces)
+            assert "neighbour" in origins.values()
 
 
 def _earlier_database(measured, tmp_path):

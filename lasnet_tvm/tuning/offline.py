@@ -124,6 +124,7 @@ def neighbour_traces(task, target, traces: list, n: int, seed: int) -> list:
     """Up to ``n`` distinct traces one MetaSchedule mutation away from ``traces`` (the mutators and
     probabilities of the target's default search; postprocessors applied)."""
     from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
 
     from .database import trace_id
 
@@ -131,18 +132,23 @@ def neighbour_traces(task, target, traces: list, n: int, seed: int) -> list:
         return []
     ctx = _tune_context(task, target, seed)
     gen = ctx.space_generator
-    mutators = list(gen.mutator_probs.items())
-    probs = np.array([float(p) for _, p in mutators])
+    mutators = {m: float(p) for m, p in gen.mutator_probs.items()}
     rng = np.random.default_rng(seed)
     seen = {trace_id(t) for t in traces}
-    out = []
+    out, misses = [], dict.fromkeys(mutators, 0)
     for attempt in range(20 * n):
-        if len(out) >= n:
+        if len(out) >= n or not mutators:
             break
         base = traces[attempt % len(traces)]
-        mutator = mutators[rng.choice(len(mutators), p=probs / probs.sum())][0]
-        new = mutator.apply(base.simplified(remove_postproc=True), int(rng.integers(1, 2**30)))
-        if new is None:
+        names = list(mutators)
+        probs = np.array([mutators[m] for m in names])
+        mutator = names[rng.choice(len(names), p=probs / probs.sum())]
+        # MutatorApply with a seed (Mutator.apply draws one at random): the same neighbours on every build
+        new = ms._ffi_api.MutatorApply(mutator, base.simplified(remove_postproc=True), int(rng.integers(1, 2**30)))
+        if new is None:  # nothing this mutator can change (e.g. no tile sizes): after 3 misses, stop asking it
+            misses[mutator] += 1
+            if misses[mutator] >= 3:
+                del mutators[mutator]
             continue
         sch = s_tir.Schedule(ctx.mod, seed=int(rng.integers(1, 2**30)))
         try:
@@ -249,14 +255,12 @@ def build_offline(tasks: list, device: str, output, max_candidates: int = 8, fro
         plans = []
         for i, t in enumerate(tqdm(tasks, desc="sampling", unit="task", disable=not progress)):
             winners = _earlier_winners(previous, t, top_k)
-            if previous is None:
-                extra = sampled_traces(t, dt.target, max_candidates - 1, seed + i)
-            else:
-                n = max(0, max_candidates - 1 - len(winners))
-                extra = neighbour_traces(t, dt.target, winners, n, seed + i) if winners else \
-                    sampled_traces(t, dt.target, n, seed + i)
-            origin = "neighbour" if winners else "sampled"
-            plans.append((t, [(w, "winner") for w in winners] + [(x, origin) for x in extra]))
+            n = max(0, max_candidates - 1 - len(winners))
+            near = neighbour_traces(t, dt.target, winners, n, seed + i)
+            # where the winners have fewer neighbours (no decision a mutator can change): fresh samples
+            far = sampled_traces(t, dt.target, n - len(near), seed + i) if len(near) < n else []
+            plans.append((t, [(w, "winner") for w in winners] + [(x, "neighbour") for x in near]
+                          + [(x, "sampled") for x in far]))
         total = sum(1 + len(p[1]) for p in plans)
         t0 = time.perf_counter()
         probe = _build(default_schedule(tasks[0], symbolic_func(tasks[0]), dt.target), dt.target) if tasks else None
