@@ -233,6 +233,7 @@ def build_offline(tasks: list, device: str, output, max_candidates: int = 8, fro
     from .. import __version__
     from ..deploy.bundle import _replace
     from ..deploy.runtime import copy_runtime, parse_python
+    from ..fsutil import check_dir_writable
     from .database import workload_hash, workload_mod
     from .offline_import import load_results
     from .select import default_schedule, symbolic_func
@@ -245,7 +246,7 @@ def build_offline(tasks: list, device: str, output, max_candidates: int = 8, fro
     previous = load_results(from_results, device) if from_results is not None else None
     output = Path(output)
     _check_output(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    check_dir_writable(output.parent, "offline folder")
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
     tmp.chmod(0o755)
     try:
