@@ -9,6 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from model_utils import randomize_
 from test_bundle import bare_python  # noqa: F401 - the numpy-only virtual environment fixture
 
 from lasnet_tvm.checkpoint import save_checkpoint
@@ -20,7 +21,6 @@ from lasnet_tvm.tuning.database import DB_FILES
 from lasnet_tvm.tuning.offline import build_offline
 from lasnet_tvm.tuning.offline_import import import_results
 from lasnet_tvm.tuning.select import MARGIN
-from model_utils import randomize_
 
 KERNELS = ("scatter_add", "patch_conv1x1")  # two small kernels of the last stage's LAS block
 

@@ -29,11 +29,16 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LasnetError
+from .offline_files import (
+    DEFAULT_ID,
+    FORMAT,
+    MANIFEST,
+    load_results,
+    target_json,
+    trace_from_json,
+)
 
-FORMAT = "lasnet-tvm/offline-tuning"
-MANIFEST = "offline.json"
 MEASURE_SCRIPT = Path(__file__).with_name("offline_measure.py")
-DEFAULT_ID = "default"  # the candidate id of each task's default schedule (candidate 0)
 
 
 @dataclass
@@ -164,17 +169,6 @@ def neighbour_traces(task, target, traces: list, n: int, seed: int) -> list:
     return out
 
 
-def trace_from_json(task, trace_json):
-    """The trace of a manifest (``as_json``) replayed onto ``task``'s workload."""
-    from tvm import s_tir
-
-    from .database import workload_mod
-
-    sch = s_tir.Schedule(workload_mod(task.func()))
-    s_tir.schedule.Trace.apply_json_to_schedule(trace_json, sch)
-    return sch.trace
-
-
 def _replayed(task, sym, trace, target, origin: str):
     """The candidate of ``trace`` on the symbolic kernel (first variant that builds), or None."""
     from .database import REPLAY_VARIANTS, apply_trace, trace_id
@@ -235,7 +229,6 @@ def build_offline(tasks: list, device: str, output, max_candidates: int = 8, fro
     from ..deploy.runtime import copy_runtime, parse_python
     from ..fsutil import check_dir_writable
     from .database import workload_hash, workload_mod
-    from .offline_import import load_results
     from .select import default_schedule, symbolic_func
     from .tune import device_target
 
@@ -299,7 +292,7 @@ def build_offline(tasks: list, device: str, output, max_candidates: int = 8, fro
                             "candidates": cands})
         bar.close()
         shutil.copy2(MEASURE_SCRIPT, tmp / "measure.py")
-        body = {"format": FORMAT, "device": device, "target": _target_json(dt.target), "kind": dt.target.kind.name,
+        body = {"format": FORMAT, "device": device, "target": target_json(dt.target), "kind": dt.target.kind.name,
                 "round": round_, "from": None if previous is None else previous[1]["id"], "python": python,
                 "lasnet_tvm": __version__, **versions,
                 "built": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -325,7 +318,3 @@ def _trace_json(trace):
     return _plain(trace.as_json(remove_postproc=False))
 
 
-def _target_json(target) -> dict:
-    from ..compiler.pipeline import _plain
-
-    return _plain(target.export())

@@ -20,51 +20,6 @@ from pathlib import Path
 
 from ..errors import LasnetError
 
-RESULTS_FORMAT = "lasnet-tvm/offline-results"
-
-
-def _read_json(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise LasnetError(f"{path}: no such file")
-    try:
-        data = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError):
-        raise LasnetError(f"{path}: not valid JSON (truncated?); measure again or copy the whole file") from None
-    if not isinstance(data, dict):
-        raise LasnetError(f"{path}: not {what}")
-    return data
-
-
-def load_results(path, device: str) -> tuple[dict, dict]:
-    """``(results, offline manifest)`` of ``path`` (a ``results.json`` in its offline folder), checked to belong
-    together and to ``device``.
-
-    Raises
-    ------
-    LasnetError
-        Missing, truncated or foreign file; no manifest beside it; another build; another device.
-    """
-    from .offline import FORMAT, MANIFEST
-
-    path = Path(path)
-    results = _read_json(path, "a results file of measure.py")
-    if results.get("format") != RESULTS_FORMAT or not isinstance(results.get("tasks"), dict):
-        raise LasnetError(f"{path}: not a results file of an offline folder's measure.py")
-    mpath = path.parent / MANIFEST
-    if not mpath.is_file():
-        raise LasnetError(f"{path}: no {MANIFEST} beside it; keep results.json in the offline folder it was "
-                          f"measured from")
-    manifest = _read_json(mpath, "an offline tuning manifest")
-    if manifest.get("format") != FORMAT:
-        raise LasnetError(f"{mpath}: not an offline tuning manifest")
-    if results.get("manifest_id") != manifest.get("id"):
-        raise LasnetError(f"{path} is of another offline build (manifest id {results.get('manifest_id')}); "
-                          f"{mpath} has id {manifest.get('id')}")
-    for name, what in ((manifest.get("device"), mpath), (results.get("device"), path)):
-        if name != device:
-            raise LasnetError(f"{what}: measured for device {name!r}, not {device!r}")
-    return results, manifest
-
 
 def _task_of(entry: dict, folder: Path):
     """The tuning task of a manifest entry, checked to be the workload this version of the kernels builds."""
@@ -118,9 +73,17 @@ def import_results(path, device: str, work_dir=None) -> dict:
     from tvm.s_tir import meta_schedule as ms
 
     from ..fsutil import atomic_write
-    from .database import DB_FILES, MANIFEST, WorkDirLock, open_database, ranked_records, read_manifest, trace_id
-    from .database import workload_mod
-    from .offline import _target_json, trace_from_json
+    from .database import (
+        DB_FILES,
+        MANIFEST,
+        WorkDirLock,
+        open_database,
+        ranked_records,
+        read_manifest,
+        trace_id,
+        workload_mod,
+    )
+    from .offline_files import load_results, target_json, trace_from_json
     from .schedules import device_dir_name
     from .select import MARGIN
     from .tune import _check_work_dir, device_target
@@ -132,7 +95,7 @@ def import_results(path, device: str, work_dir=None) -> dict:
         raise LasnetError(f"{path}: no candidate is correct (each failed its check against the reference, or was "
                           f"not timed): nothing to import")
     dt = device_target(device)
-    if json.dumps(manifest["target"], sort_keys=True) != json.dumps(_target_json(dt.target), sort_keys=True):
+    if json.dumps(manifest["target"], sort_keys=True) != json.dumps(target_json(dt.target), sort_keys=True):
         raise LasnetError(f"{path.parent}: built for target {manifest['target']}, but {device} is now "
                           f"{dt.target}; build the offline folder again")
     folder = path.parent
