@@ -36,13 +36,26 @@ from .types import COUNT, GRANULARITY, POSITIVE, FiniteFloat
 @click.option("--export", "export_dir", type=click.Path(path_type=Path), default=None,
               help="Then write only the chosen schedules and the manifest to this folder (what ships under "
               "schedules/<name>/).")
+@click.option("--offline", "offline_dir", type=click.Path(path_type=Path), default=None,
+              help="Air-gapped: build the candidates into this folder for `python DIR/measure.py` on the device.")
+@click.option("--max-candidates", type=COUNT, default=8, show_default=True,
+              help="--offline: candidates per task, the default schedule included.")
+@click.option("--from", "from_results", type=click.Path(path_type=Path), default=None,
+              help="--offline: a second round, around the winners of this results.json.")
+@click.option("--python", default=None, help="--offline: the device's Python version X.Y (default this one).")
+@click.option("--import", "import_results", type=click.Path(path_type=Path), default=None,
+              help="Commit the winners of an offline folder's results.json to the database.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
               help="Write the per-task timings, machine, versions and git revision as JSON.")
 def tune(device, model_path, arch, granularity, input_size, width_mult, num_classes, rate, trials, work_dir,
-         tracker, key, no_measure, timeout, stage, per_iter, export_dir, json_path):
+         tracker, key, no_measure, timeout, stage, per_iter, offline_dir, max_candidates, from_results, python,
+         import_results, export_dir, json_path):
     """Tune the kernels of a LAS network (and of its static counterpart, and its stem, pooling and
     classifier) for DEVICE with MetaSchedule; each task then keeps the faster of its tuned and default
-    schedules. `compile --schedules DIR` applies the result."""
+    schedules. `compile --schedules DIR` applies the result.
+
+    Air-gapped devices: `--offline DIR` builds the candidates, `python DIR/measure.py` times them there,
+    `--import DIR/results.json` commits the winners (see docs/tuning.md)."""
     from ..errors import LasnetError
     from ..tuning import device_dir_name, device_target, static_op_tasks, summary_table, tasks_of_block, tasks_of_spec
     from ..tuning import tune as run_tune
@@ -54,6 +67,17 @@ def tune(device, model_path, arch, granularity, input_size, width_mult, num_clas
     for folder, what in ((work_dir, "tuning database"), (export_dir, "exported schedules")):
         if folder is not None:
             check_dir_writable(folder, what)
+    if import_results is not None:
+        from ..tuning.offline_import import import_results as do_import
+
+        if offline_dir is not None:
+            raise LasnetError("give --offline DIR or --import RESULTS, not both")
+        s = do_import(import_results, device, work_dir)
+        click.echo(f"imported {len(s['imported'])} tuned schedules into {s['work_dir']} "
+                   f"({len(s['default'])} tasks keep the default, {len(s['failed'])} had no correct candidate)")
+        for name in s["imported"]:
+            click.echo(f"  {name}")
+        return
     if (model_path is None) == (arch is None):
         raise LasnetError("give --model MODEL.pt, or --arch A --granularity G")
     if model_path is not None:
@@ -77,6 +101,17 @@ def tune(device, model_path, arch, granularity, input_size, width_mult, num_clas
                               f"{sorted({b.stage for b in model.spec.blocks})}")
         tasks = list({t.key: t for b in blocks for t in tasks_of_block(b, rate, static=True)}.values())
         source += f" stage {stage}"
+    if offline_dir is not None:
+        from ..tuning.offline import build_offline
+
+        m = build_offline(tasks, device, offline_dir, max_candidates, from_results, python=python, echo=click.echo)
+        n = sum(len(t["candidates"]) for t in m["tasks"])
+        click.echo(f"round {m['round']}: {n} candidates of {len(tasks)} tasks in {offline_dir} (id {m['id']}); "
+                   f"on the device: python {offline_dir}/measure.py, then tune --device {device} --import "
+                   f"{offline_dir}/results.json")
+        return
+    if from_results is not None:
+        raise LasnetError("--from needs --offline DIR")
     click.echo(f"{len(tasks)} tasks for {device} ({source}), {trials} trials")
     t0 = time.perf_counter()
     manifest = run_tune(tasks, device, work_dir, trials, tracker, key, no_measure, timeout, source=source,

@@ -22,7 +22,7 @@ from ..models import LASNet
 from .export import export_model
 from .importer import import_exported
 from .params import separate_params
-from .passes.apply_tuned_schedules import ApplyTunedSchedules, ScheduleDatabase, tuned_functions
+from .passes.apply_tuned_schedules import IMPORTED_ATTR, ApplyTunedSchedules, ScheduleDatabase, tuned_functions
 from .passes.lower_las_blocks import LowerLASBlocks
 from .passes.schedule_kernels import ScheduleKernels
 from .passes.schedule_static_ops import ScheduleStaticOps
@@ -160,7 +160,7 @@ def compile_model(model: LASNet, target, fusion: Fusion | str = Fusion.ALL, stat
     t0 = time.perf_counter()
     mod = import_exported(export_model(model))
     mod = apply_passes(mod, lasnet_passes(target, fusion, static, database), dump_ir)
-    applied = tuned_functions(mod)
+    applied, imported = tuned_functions(mod), tuned_functions(mod, IMPORTED_ATTR)
     if params == "auto":
         size = sum(p.numel() * p.element_size() for p in model.parameters())
         params = "separate" if size > SEPARATE_PARAMS_BYTES else "embed"
@@ -191,7 +191,7 @@ def compile_model(model: LASNet, target, fusion: Fusion | str = Fusion.ALL, stat
 
         manifest["kernel_launch"] = launch_report(mod)
     if database is not None:
-        manifest["tuned_schedules"] = {**database.describe(), "applied": applied}
+        manifest["tuned_schedules"] = {**database.describe(), "applied": applied, "imported": imported}
     if values is not None:
         manifest["params"] = list(values)
     return CompileResult(executable, manifest, values)

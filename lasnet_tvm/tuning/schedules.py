@@ -114,6 +114,10 @@ class TunedSchedules:
                     tvm.compile(tvm.IRModule({"main": out}), target=target)  # host passes accept it?
             except Exception:  # noqa: BLE001 - try the next record, else the default schedule
                 continue
+            if chosen == "tuned" and entry.get("imported"):
+                from ..compiler.passes.apply_tuned_schedules import IMPORTED_ATTR
+
+                out = out.with_attr(IMPORTED_ATTR, str(entry["imported"]["offline"]))
             return out
         return None
 

@@ -19,6 +19,7 @@ from . import schedule_each
 from .lower_las_blocks import KERNEL_ATTR, PARAMS_ATTR
 
 TUNED_ATTR = "lasnet.tuned"  # on every PrimFunc given a tuned schedule
+IMPORTED_ATTR = "lasnet.imported"  # set by a database on a tuned schedule imported from an offline round
 
 
 class ScheduleDatabase(Protocol):
@@ -66,7 +67,8 @@ class ApplyTunedSchedules:
         return schedule_each(mod, lambda func: _tuned(self.database, func, self.target))
 
 
-def tuned_functions(mod: tvm.IRModule) -> list[str]:
-    """Names of the functions of ``mod`` that :class:`ApplyTunedSchedules` gave a tuned schedule."""
+def tuned_functions(mod: tvm.IRModule, attr: str = TUNED_ATTR) -> list[str]:
+    """Names of the functions of ``mod`` that :class:`ApplyTunedSchedules` gave a tuned schedule (``attr``
+    :data:`IMPORTED_ATTR`: those whose schedule was imported from offline tuning)."""
     return sorted(gv.name_hint for gv, f in mod.functions_items()
-                  if isinstance(f, tirx.PrimFunc) and f.attrs is not None and TUNED_ATTR in f.attrs)
+                  if isinstance(f, tirx.PrimFunc) and f.attrs is not None and attr in f.attrs)
