@@ -90,15 +90,16 @@ def test_offline_loop_import_compile_equals_pytorch(measured, bare_python, tmp_p
     rows = [c for t in results["tasks"].values() for c in t["candidates"]]
     assert len(rows) == sum(len(t["candidates"]) for t in manifest["tasks"])
     assert all(c["correct"] and c["median_ms"] > 0 for c in rows), rows  # every candidate computes the reference
-    # what should be imported, from the timings: a non-default winner at least MARGIN faster than the default
-    # (scatter_add's sampled schedules beat its default by about 15%; on a busy machine measure again)
+    # Which candidate is fastest is this machine's business (and its load's); the import's is to commit what
+    # results.json says. So one task's first sampled candidate is made clearly fastest in the measured results,
+    # and the others keep their measured timings.
+    task = next(t for t in manifest["tasks"] if t["kernel"] == "scatter_add")
+    cands = results["tasks"][task["key"]]["candidates"]
+    default_ms = next(c["median_ms"] for c in cands if c["id"] == "default")
+    next(c for c in cands if c["id"] != "default")["median_ms"] = 0.5 * default_ms
+    (d / "o1/results.json").write_text(json.dumps(results))
     expect = expected_imports(manifest, results)
-    for _ in range(2):
-        if expect:
-            break
-        results = measure(bare_python, d / "o1")
-        expect = expected_imports(manifest, results)
-    assert expect, results
+    assert task["name"] in expect
     w = tmp_path / "db"
     res = invoke("tune", "--device", "local", "--import", d / "o1/results.json", "--work-dir", w)
     assert res.exit_code == 0, res.output
