@@ -63,3 +63,74 @@ def test_compaction_against_torch(G):
         ref = torch.nonzero(mask).flatten().to(torch.int32)
         assert int(count[0]) == ref.numel()
         assert torch.equal(idx[: ref.numel()], ref)
+
+
+def _lowered(model, target, fusion="all", bounded=None):
+    from lasnet_tvm.compiler.export import export_model
+    from lasnet_tvm.compiler.importer import import_exported
+    from lasnet_tvm.compiler.pipeline import apply_passes, lasnet_passes
+
+    return apply_passes(import_exported(export_model(model)), lasnet_passes(target, fusion, bounded=bounded))
+
+
+def _relax_calls(mod, target) -> set:
+    """Names of the operators and runtime functions that ``main`` calls once Relax is lowered for ``target``."""
+    from tvm import relax
+
+    from lasnet_tvm.compiler.pipeline import relax_pipeline
+
+    names = set()
+
+    def visit(e):
+        if isinstance(e, relax.ExternFunc):
+            names.add(str(e.global_symbol))
+        elif isinstance(e, relax.Call) and isinstance(e.op, tvm.ir.Op):
+            names.add(str(e.op.name))
+
+    relax.analysis.post_order_visit(relax_pipeline(target)(mod)["main"], visit)
+    return names
+
+
+def test_cuda_main_never_reads_the_patch_count_on_the_host():
+    """On CUDA the patch buffers are sized for all patches: ``main`` has no data-dependent shape and no
+    device-to-host read of the count (capturable in a CUDA graph); the CPU form does read it (the check sees it)."""
+    from tvm import relax
+
+    from _compiler import small_model
+
+    model = small_model(seed=2)
+    cuda = _lowered(model, CUDA)
+    assert not relax.analysis.defined_symbolic_vars(cuda["main"])
+    calls = _relax_calls(cuda, CUDA)
+    assert not {c for c in calls if "tensor_to_shape" in c}
+    host_read = _lowered(model, CUDA, bounded=False)
+    assert relax.analysis.defined_symbolic_vars(host_read["main"])
+    assert "vm.builtin.tensor_to_shape" in _relax_calls(host_read, CUDA)
+    accessed, kernels = host_buffer_accesses(cuda, CUDA)
+    assert kernels == 1 and not accessed, sorted(accessed)
+
+
+@pytest.mark.parametrize("fusion,bias", [("all", -20.0), ("all", 20.0), ("all", None), ("none", None)])
+def test_bounded_model_matches_pytorch(fusion, bias):
+    """The CUDA form (all-patch buffers, count on the device) built for this CPU computes PyTorch's logits and
+    masks, at rate 0 (bias -20), rate 1 (bias 20) and the model's own random masks."""
+    import numpy as np
+    from tvm import relax
+
+    from _compiler import random_input, reference, small_model
+    from lasnet_tvm.compiler.pipeline import relax_pipeline
+
+    model = small_model(seed=5, bias=bias)
+    llvm = resolve_target("llvm")
+    mod = _lowered(model, llvm, fusion, bounded=True)
+    assert not relax.analysis.defined_symbolic_vars(mod["main"])
+    run = relax.VirtualMachine(tvm.compile(mod, target=llvm, relax_pipeline=relax_pipeline(llvm)), tvm.cpu())["main"]
+    for seed in (1, 2):
+        x = random_input(seed)
+        logits, counts, masks = (t.numpy() for t in run(tvm.runtime.tensor(x)))
+        ref_logits, ref_masks = reference(model, x)
+        np.testing.assert_allclose(logits, ref_logits, rtol=1e-4, atol=1e-4 * np.abs(ref_logits).max())
+        np.testing.assert_array_equal(counts, [m.sum() for m in ref_masks])
+        np.testing.assert_array_equal(masks != 0, np.concatenate([m.reshape(-1) for m in ref_masks]))
+        rate = counts.sum() / masks.size
+        assert rate == {-20.0: 0.0, 20.0: 1.0}.get(bias, rate) and (bias is not None or 0.0 < rate < 1.0)
