@@ -134,3 +134,41 @@ def test_bounded_model_matches_pytorch(fusion, bias):
         np.testing.assert_array_equal(masks != 0, np.concatenate([m.reshape(-1) for m in ref_masks]))
         rate = counts.sum() / masks.size
         assert rate == {-20.0: 0.0, 20.0: 1.0}.get(bias, rate) and (bias is not None or 0.0 < rate < 1.0)
+
+
+def _ptxas_report(func, tmp_path) -> dict:
+    """``registers``, ``shared_bytes`` and ``spill_bytes`` of ``func``'s kernels (the largest of each) from ptxas
+    (``nvcc -cubin -Xptxas -v`` for sm_90)."""
+    import re
+    import subprocess
+
+    from lasnet_tvm.targets import cuda_source
+
+    src = tmp_path / "k.cu"
+    src.write_text(cuda_source(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), "sm_90"))
+    res = subprocess.run(["nvcc", "-cubin", "-arch=sm_90", "-Xptxas", "-v", str(src), "-o", str(tmp_path / "k.cubin")],
+                         capture_output=True, text=True, check=True)
+    num = lambda pattern: max((int(v) for v in re.findall(pattern, res.stderr)), default=0)  # noqa: E731
+    return {"registers": num(r"Used (\d+) registers"), "shared_bytes": num(r"(\d+) bytes smem"),
+            "spill_bytes": num(r"(\d+) bytes spill (?:stores|loads)")}
+
+
+@pytest.mark.skipif(__import__("shutil").which("nvcc") is None, reason="needs nvcc (ptxas)")
+def test_static_convolution_stages_in_shared_memory(tmp_path):
+    """The legalized static convolution (the stem, bias and ReLU fused) gets the tiled CUDA schedule: input
+    windows and weights staged in shared memory, a register tile per thread, nothing spilled."""
+    from _compiler import small_model
+    from lasnet_tvm.compiler.passes import unscheduled
+    from lasnet_tvm.compiler.passes.schedule_static_ops import default_static_schedule
+    from lasnet_tvm.compiler.pipeline import apply_passes, lasnet_passes
+    from lasnet_tvm.compiler.export import export_model
+    from lasnet_tvm.compiler.importer import import_exported
+
+    mod = apply_passes(import_exported(export_model(small_model(seed=2))), lasnet_passes(CUDA, "all")[:-1])
+    convs = [f for gv, f in mod.functions_items() if unscheduled(f) and "conv2d" in gv.name_hint]
+    assert convs, "no static convolution left to schedule"
+    for func in convs:
+        scheduled = default_static_schedule(func, CUDA)
+        assert '"local"' in scheduled.script()  # the register tile
+        report = _ptxas_report(scheduled, tmp_path)
+        assert report["shared_bytes"] > 0 and report["spill_bytes"] == 0, report
