@@ -172,3 +172,32 @@ def test_static_convolution_stages_in_shared_memory(tmp_path):
         assert '"local"' in scheduled.script()  # the register tile
         report = _ptxas_report(scheduled, tmp_path)
         assert report["shared_bytes"] > 0 and report["spill_bytes"] == 0, report
+
+
+@pytest.mark.parametrize("name,fusion", [("s4", "all"), ("s4", "none"), ("s2_stride2_groups_se", "all"),
+                                         ("s2_stride2_groups_se", "masker+gather"), ("s7", "all"), ("s1", "masker")])
+def test_bounded_block_matches_references(name, fusion):
+    """A compiled block in the CUDA form (kernels over all patches, count read on the device) built for this CPU
+    computes the sparse PyTorch block at rates 0, 1, 0.4 and its own masks, and never slices its buffers."""
+    from _blocks import random_block, set_rate, untie
+    from test_block_runtime import BLOCKS, close
+    from lasnet_tvm.block_runtime import CompiledBlock
+    from lasnet_tvm.models.folded import sparse_block
+
+    fb = random_block(**BLOCKS[name], seed=len(name))
+    blk = None
+    for rate in (0.0, 1.0, 0.4, "natural"):
+        x = torch.randn(fb.spec.c_in, fb.spec.in_size, fb.spec.in_size)
+        if rate == "natural":
+            fb = random_block(**BLOCKS[name], seed=len(name))
+            untie(fb, x)
+            blk = CompiledBlock.build(fb, "llvm", fusion=fusion, bounded=True)
+        else:
+            set_rate(fb, x, rate, seed=int(rate * 10))
+            blk = blk or CompiledBlock.build(fb, "llvm", fusion=fusion, bounded=True)
+        assert blk.bounded
+        blk.active_count = None  # the bounded form never asks the host for the count
+        ref, ref_mask = sparse_block(fb, x[None])
+        out, mask = blk(x)
+        assert torch.equal(mask, ref_mask[0])
+        close(out, ref[0])
