@@ -2,11 +2,9 @@
 
 The ``G`` patches are cut into ``NT ~ sqrt(G)`` chunks of ``K`` consecutive patches. Chunk ``t`` counts its
 active patches (``chunk_count``), then (``compact``) sums the counts of the chunks before it to get its first
-output slot and writes its active indices from there; the last chunk writes the total to ``count``. Both
-blocks sit under one loop over chunks, which is a valid serial order (chunk ``t`` reads the counts of
-chunks ``< t`` only), so the CPU runs it as it stands (``G + NT^2 / 2 + G`` steps), and the CUDA schedule binds
-the chunk loop to the threads of one thread block with the counts in shared memory: one kernel, no host
-involvement.
+output slot and writes its active indices from there; the last chunk writes the total to ``count``. The CPU
+runs it serially (``G + NT^2 / 2 + G`` steps); on CUDA each loop over chunks is one thread block (one thread
+per chunk), with no host involvement.
 """
 
 from __future__ import annotations
@@ -30,18 +28,18 @@ def compaction(G: int):
 
     @T.macro
     def compact(mask, idx, count, csum):
-        with T.sblock("compaction"):  # its own scope: the chunk loop orders the counts before their use
+        with T.sblock("compaction"):  # its own scope: the compaction reads every chunk count
             T.reads(mask[0:G])
             T.writes(idx[0:G], count[0:1], csum[0:NT])
+            for t, j in T.grid(NT, K):
+                with T.sblock("chunk_count"):
+                    vt, vj = T.axis.remap("SR", [t, j])
+                    T.reads(mask[T.min(vt * K + vj, G - 1)])
+                    T.writes(csum[vt])
+                    with T.init():
+                        csum[vt] = 0
+                    csum[vt] = csum[vt] + T.if_then_else(vt * K + vj < G, mask[T.min(vt * K + vj, G - 1)], 0)
             for t in range(NT):
-                for j in range(K):
-                    with T.sblock("chunk_count"):
-                        vt, vj = T.axis.remap("SR", [t, j])
-                        T.reads(mask[T.min(vt * K + vj, G - 1)])
-                        T.writes(csum[vt])
-                        with T.init():
-                            csum[vt] = 0
-                        csum[vt] = csum[vt] + T.if_then_else(vt * K + vj < G, mask[T.min(vt * K + vj, G - 1)], 0)
                 with T.sblock("compact"):
                     vt = T.axis.spatial(NT, t)
                     T.reads(mask[0:G], csum[0:NT])
@@ -62,10 +60,11 @@ def compaction(G: int):
 
 
 def schedule_compaction_cuda(sch: s_tir.Schedule) -> None:
-    """Bind the chunk loop of the compaction to the threads of one thread block, chunk counts in shared memory."""
-    count = sch.get_sblock("chunk_count")
-    sch.set_scope(count, 0, "shared")
-    t = sch.get_loops(count)[0]
-    bx, tx = sch.split(t, [1, None])
-    sch.bind(bx, "blockIdx.x")
-    sch.bind(tx, "threadIdx.x")
+    """Two kernels of one thread block each, one thread per chunk: the chunk counts, then the compaction.
+
+    Two launches rather than one kernel with the counts in shared memory: no barrier, which TVM's NVPTX backend
+    (old archs) cannot emit."""
+    for name in ("chunk_count", "compact"):
+        bx, tx = sch.split(sch.get_loops(sch.get_sblock(name))[0], [1, None])
+        sch.bind(bx, "blockIdx.x")
+        sch.bind(tx, "threadIdx.x")
