@@ -8,6 +8,7 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.script import tirx as T
 
+from ._compact import chunking, compaction, schedule_compaction_cuda
 from .shapes import ceil_div
 
 
@@ -17,6 +18,7 @@ def masker(C_in: int, H: int, W: int, S: int, stride: int = 1):
     g = ceil_div(Ho, S)
     pin = S * stride
     G = g * g
+    compact, NT = compaction(G), chunking(G)[0]
 
     @T.prim_func(s_tir=True)
     def main(x: T.Buffer((C_in, H, W), "float32"), wm: T.Buffer((C_in,), "float32"),
@@ -25,6 +27,7 @@ def masker(C_in: int, H: int, W: int, S: int, stride: int = 1):
         T.func_attr({"tir.noalias": True})
         pooled = T.sblock_alloc_buffer((C_in, G))
         diff = T.sblock_alloc_buffer((G,))
+        csum = T.sblock_alloc_buffer((NT,), "int32")
         for c, p, a, e in T.grid(C_in, G, pin, pin):
             with T.sblock("pool"):
                 vc, vp, va, ve = T.axis.remap("SSRR", [c, p, a, e])
@@ -44,14 +47,7 @@ def masker(C_in: int, H: int, W: int, S: int, stride: int = 1):
             with T.sblock("decide"):
                 vp = T.axis.spatial(G, p)
                 mask[vp] = T.Select(diff[vp] + bm[0] >= T.float32(0), 1, 0)
-        with T.sblock("compact"):
-            T.reads(mask[0:G])
-            T.writes(idx[0:G], count[0:1])
-            count[0] = 0
-            for p in range(G):
-                if mask[p] != 0:
-                    idx[count[0]] = p
-                    count[0] = count[0] + 1
+        compact(mask, idx, count, csum)
 
     return main
 
@@ -64,7 +60,8 @@ def schedule_cpu(func, **params) -> s_tir.Schedule:
 
 
 def schedule_cuda(func, **params) -> s_tir.Schedule:
-    """Pooling one thread per (channel, patch); logit one thread per patch; compaction single-threaded."""
+    """Pooling one thread per (channel, patch); logit one thread per patch; compaction in one thread block
+    (:func:`~._compact.schedule_compaction_cuda`)."""
     sch = s_tir.Schedule(func)
     for name, n in (("pool", 2), ("conv", 1), ("decide", 1)):
         blk = sch.get_sblock(name)
@@ -73,4 +70,5 @@ def schedule_cuda(func, **params) -> s_tir.Schedule:
         bx, tx = sch.split(f, [None, 64])
         sch.bind(bx, "blockIdx.x")
         sch.bind(tx, "threadIdx.x")
+    schedule_compaction_cuda(sch)
     return sch

@@ -17,6 +17,7 @@ from tvm.script import tirx as T
 
 from ._common import bind_spatial_cuda
 from ._gemm import schedule_conv1x1_cpu
+from ._compact import chunking, compaction, schedule_compaction_cuda
 from .shapes import ceil_div, co_block, padded_extent
 
 
@@ -33,6 +34,7 @@ def masker_conv1x1(C_in: int, C_mid: int, H: int, W: int, S: int, stride: int = 
     g = ceil_div(Ho, S)
     pin = S * stride  # patch side in input pixels
     G = g * g
+    compact, NT = compaction(G), chunking(G)[0]
     cb = co_block(C_mid)
 
     @T.prim_func(s_tir=True)
@@ -44,6 +46,7 @@ def masker_conv1x1(C_in: int, C_mid: int, H: int, W: int, S: int, stride: int = 
         acc = T.sblock_alloc_buffer((C_mid, H, W))
         md = T.sblock_alloc_buffer((H, W))
         ps = T.sblock_alloc_buffer((G,))
+        csum = T.sblock_alloc_buffer((NT,), "int32")
         for co, i, j, k in T.grid(C_mid, H, W, C_in):
             with T.sblock("conv"):
                 vco, vi, vj, vk = T.axis.remap("SSSR", [co, i, j, k])
@@ -74,14 +77,7 @@ def masker_conv1x1(C_in: int, C_mid: int, H: int, W: int, S: int, stride: int = 
                 mask[vp] = T.Select(
                     ps[vp] / T.Cast("float32", T.min(pin, H - (vp // g) * pin) * T.min(pin, W - (vp % g) * pin))
                     + bm[0] >= T.float32(0), 1, 0)
-        with T.sblock("compact"):
-            T.reads(mask[0:G])
-            T.writes(idx[0:G], count[0:1])
-            count[0] = 0
-            for p in range(G):
-                if mask[p] != 0:
-                    idx[count[0]] = p
-                    count[0] = count[0] + 1
+        compact(mask, idx, count, csum)
 
     return main
 
@@ -89,7 +85,7 @@ def masker_conv1x1(C_in: int, C_mid: int, H: int, W: int, S: int, stride: int = 
 def schedule_cpu(func, **params) -> s_tir.Schedule:
     """Default CPU schedule: register-tiled conv1 over ``C_mid`` channels (:func:`~._gemm.schedule_conv1x1_cpu`);
     the masker channel in its own loop, parallel over rows and vectorized over columns; pooling/compaction
-    serial."""
+    serial (:mod:`._compact`)."""
     C_mid, H, W = params["C_mid"], params["H"], params["W"]
     sch = s_tir.Schedule(func)
     conv, epi = sch.get_sblock("conv"), sch.get_sblock("epi")
@@ -125,4 +121,5 @@ def schedule_cuda(func, **params) -> s_tir.Schedule:
         bx, tx = sch.split(loops[0], [None, 64])
         sch.bind(bx, "blockIdx.x")
         sch.bind(tx, "threadIdx.x")
+    schedule_compaction_cuda(sch)  # the compaction in one thread block
     return sch

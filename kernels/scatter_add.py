@@ -37,11 +37,12 @@ def scatter_add(C: int, Ho: int, Wo: int, S: int, inplace: bool = False):
             with T.sblock("slot_init"):
                 vq = T.axis.spatial(G, q)
                 slot[vq] = -1
-        with T.sblock("slot_set"):
-            T.reads(idx[0:P])
-            T.writes(slot[0:G])
-            for p in range(P):
-                slot[idx[p]] = p
+        for p in range(P):  # active patches have distinct indices: the iterations are independent
+            with T.sblock("slot_set"):
+                vp = T.axis.spatial(P, p)
+                T.reads(idx[vp])
+                T.writes(slot[0:G])
+                slot[idx[vp]] = vp
         for c, h, w in T.grid(C, Ho, Wo):
             with T.sblock("add"):
                 vc, vh, vw = T.axis.remap("SSS", [c, h, w])
@@ -112,11 +113,13 @@ def schedule_cpu(func, **params) -> s_tir.Schedule:
 
 
 def schedule_cuda(func, **params) -> s_tir.Schedule:
-    """Slot map in one thread block; the add one thread per output element (in place: per patch pixel)."""
+    """Slot map one thread per patch (initialised, then set); the add one thread per output element (in place: per
+    patch pixel)."""
     sch = s_tir.Schedule(func)
     if params.get("inplace"):
         bind_spatial_cuda(sch, sch.get_sblock("add"), 256)
         return sch
     bind_spatial_cuda(sch, sch.get_sblock("slot_init"), 64)
+    bind_spatial_cuda(sch, sch.get_sblock("slot_set"), 64)
     bind_spatial_cuda(sch, sch.get_sblock("add"), 256)
     return sch

@@ -6,7 +6,9 @@
 Fusion levels: :class:`lasnet_tvm.block_plan.Fusion` (paper Table 1). ``static=True`` builds the dense static
 block (same kernels/schedules style). The kernel sequence is the block's plan
 (:func:`lasnet_tvm.block_plan.block_plan`, shared with the compiler). The kernels are compiled once per object; buffers
-are preallocated for the largest ``P`` (all patches) and sliced to the active count read from the masker.
+are preallocated for the largest ``P`` (all patches). On the CPU they are sliced to the active count read from the
+masker; on CUDA (``bounded``) the patch kernels run on the whole buffers and read the count on the device
+(:func:`lasnet_tvm.kernels._bounded.bounded`), so a call never waits for the device.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import tvm
 from . import kernels as K
 from .block_plan import Fusion, block_plan, prepared_weights
 from .errors import LasnetError
+from .kernels._bounded import bounded as bounded_kernel
 from .models.folded import FoldedBlock
 from .targets import resolve_target, target_kind
 
@@ -29,13 +32,17 @@ def scheduled_kernel(name: str, target, **params) -> tvm.IRModule:
     return K.scheduled(name, target, **params).mod
 
 
-def compile_kernel_module(name: str, target, **params):
+def compile_kernel_module(name: str, target, count_after: int | None = None, **params):
     """Build, schedule (default schedule for ``target``) and compile kernel ``name``; returns its runtime module.
 
-    The kernel is the module's ``"main"``; the module also gives ``time_evaluator``.
+    The kernel is the module's ``"main"``; the module also gives ``time_evaluator``. ``count_after``: a patch
+    kernel in bounded form, the patch count an input after that many inputs (:func:`~.kernels._bounded.bounded`).
     """
     tgt = resolve_target(target)
-    return tvm.compile(scheduled_kernel(name, tgt, **params), target=tgt).jit()
+    mod = scheduled_kernel(name, tgt, **params)
+    if count_after is not None:
+        mod = tvm.IRModule({"main": bounded_kernel(mod["main"], count_after)})
+    return tvm.compile(mod, target=tgt).jit()
 
 
 def uses_patches(step, shapes: dict) -> bool:
@@ -81,6 +88,7 @@ class CompiledBlock:
     fusion: Fusion
     static: bool
     device: torch.device
+    bounded: bool = False  # patch kernels on all-patch buffers, the count read on the device
     steps: list = field(default_factory=list)  # the block's plan (lasnet_tvm.block_plan)
     mods: list = field(default_factory=list)  # one compiled runtime module per step
     fns: list = field(default_factory=list)  # their kernels
@@ -90,7 +98,7 @@ class CompiledBlock:
 
     @classmethod
     def build(cls, fb: FoldedBlock, target="llvm", fusion: Fusion | str = Fusion.ALL,
-              static: bool = False) -> "CompiledBlock":
+              static: bool = False, bounded: bool | None = None) -> "CompiledBlock":
         """Compile every kernel of the block and preallocate its buffers.
 
         Parameters
@@ -103,12 +111,16 @@ class CompiledBlock:
             Fusion level of the dynamic block (ignored when ``static``).
         static : bool
             Build the dense static block instead.
+        bounded : bool, optional
+            Run the patch kernels on buffers of all patches, the active count read on the device (no host read
+            per call); default: on CUDA.
         """
         fusion = Fusion.parse(fusion)
         _check(fb)
         tgt = resolve_target(target)
         device = torch.device("cuda" if target_kind(tgt) == "cuda" else "cpu")
-        blk = cls(fb, tgt, fusion, static, device)
+        bounded = device.type == "cuda" if bounded is None else bounded
+        blk = cls(fb, tgt, fusion, static, device, bounded=bounded and not static)
         blk._compile()
         blk._alloc()
         return blk
@@ -117,7 +129,9 @@ class CompiledBlock:
     def _compile(self) -> None:
         """Compile every step of the block's plan (:func:`lasnet_tvm.block_plan.block_plan`)."""
         self.steps = block_plan(self.fb.spec, self.fusion, self.static)
-        self.mods = [compile_kernel_module(st.kernel, self.target, **st.params) for st in self.steps]
+        self.shapes = {name: shape for st in self.steps for name, shape, _ in st.outputs}
+        self.mods = [compile_kernel_module(st.kernel, self.target, self._count_after(st), **st.params)
+                     for st in self.steps]
         self.fns = [m["main"] for m in self.mods]
 
     def _alloc(self) -> None:
@@ -134,7 +148,6 @@ class CompiledBlock:
                 if name != "out":
                     b[name] = torch.zeros([G if d == "P" else d for d in shape], dtype=getattr(torch, dtype), device=dev)
         self.tv = {k: tvm.runtime.from_dlpack(v) for k, v in b.items()}  # zero-copy views, converted once
-        self.shapes = {name: shape for st in self.steps for name, shape, _ in st.outputs}
         if dev.type == "cpu" and not self.static:
             self._count_np = b["count"].numpy()
 
@@ -165,11 +178,20 @@ class CompiledBlock:
             return int(self._count_np[0])
         return int(self.bufs["count"].item())
 
+    def _count_after(self, step) -> int | None:
+        """In bounded form, the number of inputs of a patch step before its ``count`` input; else None."""
+        return len(step.inputs) if self.bounded and uses_patches(step, self.shapes) else None
+
     def _run(self, x, out):
         """Run every step; returns the arguments each step was called with."""
         env = dict(self.tv, x=tvm.runtime.from_dlpack(x), out=tvm.runtime.from_dlpack(out))
         P, calls = None, []
         for st, fn in zip(self.steps, self.fns):
+            if self._count_after(st) is not None:  # whole buffers; the kernel reads the count itself
+                args = [env[n] for n in st.inputs] + [env["count"]] + [env[n] for n, _, _ in st.outputs]
+                fn(*args)
+                calls.append(args)
+                continue
             if P is None and any("P" in shape for _, shape, _ in st.outputs):
                 P = self.active_count()  # the masker has run: size the patch buffers to the active patches
                 env["idx"] = self.tv["idx"]._create_view((P,))

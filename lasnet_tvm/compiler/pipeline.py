@@ -19,6 +19,7 @@ from .. import __version__
 from ..block_plan import Fusion
 from ..errors import LasnetError
 from ..models import LASNet
+from ..targets import target_kind
 from .export import export_model
 from .importer import import_exported
 from .params import separate_params
@@ -35,8 +36,14 @@ SEPARATE_PARAMS_BYTES = 8 << 20
 
 
 def lasnet_passes(target: tvm.target.Target, fusion: Fusion | str = Fusion.ALL, static: bool = False,
-                  database: ScheduleDatabase | None = None) -> list:
-    """The passes applied to an imported LAS module, in order."""
+                  database: ScheduleDatabase | None = None, bounded: bool | None = None) -> list:
+    """The passes applied to an imported LAS module, in order.
+
+    ``bounded``: patch buffers sized for all patches with the count read on the device (``LowerLASBlocks``);
+    default: on CUDA targets, where a host read of the count would stall the device per block.
+    """
+    if bounded is None:
+        bounded = target_kind(target) == "cuda"
     return [
         relax.transform.LegalizeOps(),  # static operators (stem, pooling, fc) -> TensorIR
         relax.transform.AnnotateTIROpPattern(),
@@ -45,7 +52,7 @@ def lasnet_passes(target: tvm.target.Target, fusion: Fusion | str = Fusion.ALL, 
         relax.transform.FuseTIR(),
         # After operator fusion, which reorders bindings by data dependence and would move the
         # match_cast that defines each block's patch count after its uses.
-        LowerLASBlocks(fusion=fusion, static=static),  # LAS blocks -> TensorIR kernels
+        LowerLASBlocks(fusion=fusion, static=static, bounded=bounded),  # LAS blocks -> TensorIR kernels
         relax.transform.DeadCodeElimination(["main"]),
         relax.transform.LegalizeOps(),  # the reshapes and casts the lowering added
         ApplyTunedSchedules(target, database),  # tuned schedules, where the database has one

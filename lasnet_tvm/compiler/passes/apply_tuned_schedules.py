@@ -16,7 +16,7 @@ import tvm
 from tvm import tirx
 
 from . import schedule_each
-from .lower_las_blocks import KERNEL_ATTR, PARAMS_ATTR
+from .lower_las_blocks import KERNEL_ATTR, PARAMS_ATTR, rebound, unbounded
 
 TUNED_ATTR = "lasnet.tuned"  # on every PrimFunc given a tuned schedule
 IMPORTED_ATTR = "lasnet.imported"  # set by a database on a tuned schedule imported from an offline round
@@ -38,10 +38,11 @@ class ScheduleDatabase(Protocol):
 
 def _tuned(database: ScheduleDatabase, func: tirx.PrimFunc, target) -> tirx.PrimFunc | None:
     attrs = func.attrs or {}
-    bare = func.without_attr("global_symbol") if "global_symbol" in attrs else func
+    bare = unbounded(func)
+    bare = bare.without_attr("global_symbol") if "global_symbol" in attrs else bare
     if KERNEL_ATTR in attrs:
         params = json.loads(str(attrs[PARAMS_ATTR]))
-        tuned = database.query_schedule(str(attrs[KERNEL_ATTR]), params, bare, target)
+        tuned = rebound(func, database.query_schedule(str(attrs[KERNEL_ATTR]), params, bare, target))
     else:
         tuned = database.query_static(bare, target)
     return None if tuned is None else tuned.with_attr(TUNED_ATTR, True)

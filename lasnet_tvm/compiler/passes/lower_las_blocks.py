@@ -2,9 +2,15 @@
 
 Matches ``las_block_k(x, w...)`` calls (functions carrying the ``lasnet.spec`` attribute, made by the
 importer) whose weights are constants, and produces the kernel sequence of :func:`~lasnet_tvm.block_plan.
-block_plan` with the weights pre-arranged in the kernels' layouts. The number of active patches ``P`` flows
-from the masker's ``count`` tensor into a symbolic shape (``tensor_to_shape`` + ``match_cast``), so one
-compiled module serves any activation rate. The block functions are removed afterwards.
+block_plan` with the weights pre-arranged in the kernels' layouts. The block functions are removed afterwards.
+
+Two ways to size the patch buffers, one compiled module serving any activation rate in both:
+
+- default: the number of active patches ``P`` flows from the masker's ``count`` tensor into a symbolic shape
+  (``tensor_to_shape`` + ``match_cast``), a read of the count by the host per block, free on the CPU;
+- ``bounded=True`` (the CUDA form): every patch buffer is sized for all ``g*g`` patches and the patch kernels
+  take the masker's ``count`` as an input (:func:`lasnet_tvm.kernels._bounded.bounded`): threads of inactive
+  patches do nothing, the host never reads the count, and ``main`` can be captured in a CUDA graph.
 """
 
 from __future__ import annotations
@@ -18,11 +24,30 @@ from tvm import relax, tirx
 
 from ... import kernels as K
 from ...block_plan import Fusion, block_plan, prepared_weights
+from ...block_runtime import uses_patches
+from ...kernels._bounded import bounded
 from ..export import folded_from_weights, spec_from_ints
 from ..importer import SPEC_ATTR
 
 KERNEL_ATTR = "lasnet.kernel"  # kernel module name on every PrimFunc this pass adds
 PARAMS_ATTR = "lasnet.params"  # its builder parameters, JSON
+BOUNDED_ATTR = "lasnet.bounded"  # on patch kernels in bounded form: their number of inputs before ``count``
+
+
+def unbounded(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """A tagged kernel as its builder makes it: a bounded kernel without its ``count`` input and guards (to be
+    scheduled, then bounded again by :func:`rebound`); any other function as it is."""
+    if func.attrs is None or BOUNDED_ATTR not in func.attrs:
+        return func
+    bare = K.builder(str(func.attrs[KERNEL_ATTR]))(**json.loads(str(func.attrs[PARAMS_ATTR])))
+    return bare.with_attrs({k: v for k, v in dict(func.attrs).items() if k != BOUNDED_ATTR})
+
+
+def rebound(original: tirx.PrimFunc, scheduled: tirx.PrimFunc | None) -> tirx.PrimFunc | None:
+    """``scheduled`` (the schedule of ``unbounded(original)``) in the bounded form of ``original``, if it has one."""
+    if scheduled is None or original.attrs is None or BOUNDED_ATTR not in original.attrs:
+        return scheduled
+    return bounded(scheduled, int(original.attrs[BOUNDED_ATTR])).with_attr(BOUNDED_ATTR, original.attrs[BOUNDED_ATTR])
 
 
 def _tagged(func: tirx.PrimFunc, kernel: str, params: dict) -> tirx.PrimFunc:
@@ -40,20 +65,22 @@ class LowerLASBlocks:
         Fusion level of the dynamic blocks (paper Table 1).
     static : bool
         Lower every block to the dense static kernels instead (the same-compiler baseline).
+    bounded : bool
+        Size the patch buffers for all patches and pass the count to the kernels (no host read of the count).
     """
 
-    def __init__(self, fusion: Fusion | str = Fusion.ALL, static: bool = False):
-        self.fusion, self.static = Fusion.parse(fusion), static
+    def __init__(self, fusion: Fusion | str = Fusion.ALL, static: bool = False, bounded: bool = False):
+        self.fusion, self.static, self.bounded = Fusion.parse(fusion), static, bounded
 
     def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
-        return _Lowerer(mod, self.fusion, self.static).run()
+        return _Lowerer(mod, self.fusion, self.static, self.bounded).run()
 
 
 @relax.expr_functor.mutator
 class _Lowerer(relax.PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, fusion: Fusion, static: bool):
+    def __init__(self, mod: tvm.IRModule, fusion: Fusion, static: bool, bounded: bool):
         super().__init__(mod)
-        self.mod_, self.fusion, self.static = mod, fusion, static
+        self.mod_, self.fusion, self.static, self.bounded = mod, fusion, static, bounded
         self.kernels: dict[str, relax.GlobalVar] = {}
         self.bounds: dict[str, int] = {}  # patch-count variable -> its upper bound (all patches)
 
@@ -80,11 +107,15 @@ class _Lowerer(relax.PyExprMutator):
             mod = _without(mod, gv)
         return mod
 
-    def _kernel(self, name: str, params: dict) -> relax.GlobalVar:
-        key = name + json.dumps(params, sort_keys=True)
+    def _kernel(self, name: str, params: dict, count_after: int | None = None) -> relax.GlobalVar:
+        """The kernel's function; with ``count_after``, bounded with the count after that many inputs."""
+        key = name + json.dumps(params, sort_keys=True) + str(count_after)
         if key not in self.kernels:
             func = K.builder(name)(**params)
             gname = f"{name}_" + "_".join(f"{v}" for _, v in sorted(params.items())).replace("True", "1").replace("False", "0")
+            if count_after is not None:
+                func = bounded(func, count_after).with_attr(BOUNDED_ATTR, count_after)
+                gname += "_bounded"
             func = _tagged(func, name, params).with_attr("global_symbol", gname)
             self.kernels[key] = self.builder_.add_func(func, gname)
         return self.kernels[key]
@@ -104,14 +135,20 @@ class _Lowerer(relax.PyExprMutator):
     def _emit_block(self, index: int, s, x, weights) -> relax.Expr:
         bb = self.builder_
         env: dict[str, relax.Expr] = {"x": bb.emit(relax.op.reshape(x, (s.c_in, s.in_size, s.in_size)))}
-        P = None
+        P = s.grid * s.grid if self.bounded else None
         # every block input is a ReLU output used by this block alone: residuals are added in place
-        for step in block_plan(s, self.fusion, self.static, inplace_residual=True):
+        steps = block_plan(s, self.fusion, self.static, inplace_residual=True)
+        shapes = {name: shape for st in steps for name, shape, _ in st.outputs}
+        for step in steps:
             if P is None and any("P" in shape for _, shape, _ in step.outputs):
                 P, env["idx"] = self._active_patches(env, s, f"P{index}")
             args = [env[n] if n in env else relax.const(weights[n]) for n in step.inputs]
             outs = [relax.TensorType([P if d == "P" else d for d in shape], dt) for _, shape, dt in step.outputs]
-            gv = self._kernel(step.kernel, step.params)
+            count_after = None
+            if self.bounded and uses_patches(step, shapes):
+                count_after = len(args)
+                args.append(env["count"])
+            gv = self._kernel(step.kernel, step.params, count_after)
             if step.inplace:  # the first input is updated and becomes the output
                 call = relax.call_tir_inplace(gv, args, 0, outs[0])
             elif step.zeroed:  # zero-filled outputs are passed in and written in place

@@ -14,7 +14,7 @@ from tvm import tirx
 
 from ... import kernels as K
 from . import schedule_each
-from .lower_las_blocks import KERNEL_ATTR, PARAMS_ATTR
+from .lower_las_blocks import KERNEL_ATTR, PARAMS_ATTR, rebound, unbounded
 
 
 def _default_schedule(func: tirx.PrimFunc, target: tvm.target.Target) -> tirx.PrimFunc | None:
@@ -22,7 +22,8 @@ def _default_schedule(func: tirx.PrimFunc, target: tvm.target.Target) -> tirx.Pr
     if func.attrs is None or KERNEL_ATTR not in func.attrs:
         return None
     params = json.loads(str(func.attrs[PARAMS_ATTR]))
-    return K.scheduled(str(func.attrs[KERNEL_ATTR]), target, func.without_attr("global_symbol"), **params).mod["main"]
+    bare = unbounded(func).without_attr("global_symbol")
+    return rebound(func, K.scheduled(str(func.attrs[KERNEL_ATTR]), target, bare, **params).mod["main"])
 
 
 @tvm.transform.module_pass(opt_level=0, name="ScheduleKernels")

@@ -1,6 +1,7 @@
 """ScheduleStaticOps: default schedules for the legalized static operators (stem, pooling, classifier).
 
-CUDA: dlight's GPU rules (GEMV, reduction, fallback); CPU: convolutions (the stem) get a register-tiled,
+CUDA: convolutions (the stem) a tiled schedule with shared-memory staging and register tiles, everything else
+dlight's GPU rules (GEMV, reduction, fallback); CPU: convolutions (the stem) get a register-tiled,
 vectorized schedule and every other loop nest gets its leading loops fused and run in parallel. Functions
 already scheduled (LAS kernels, operators given a tuned schedule by ``ApplyTunedSchedules``) are left alone.
 """
@@ -102,6 +103,62 @@ def _parallelize_cpu(func: tirx.PrimFunc) -> tirx.PrimFunc:
     return sch.mod["main"]
 
 
+def _schedule_conv_cuda(sch: s_tir.Schedule, block) -> None:
+    """A legalized NCHW convolution (the stem) on CUDA as a tiled direct convolution: a thread block computes
+    ``ft*fi`` output channels x ``yt`` rows x ``xt*xi`` columns, each of its ``ft*yt*xt`` threads an
+    ``fi x xi`` register tile; per step of ``rci`` input channels the padded input window and the weights of
+    the tile are staged in shared memory by all threads together; the elementwise epilogue (bias, ReLU) is
+    applied when the register tile is written back."""
+    n, ff, yy, xx, rc, ry, rx = sch.get_loops(block)
+    F, Y, X, C = (int(sch.get(loop).extent) for loop in (ff, yy, xx, rc))
+    fi = largest_divisor(F, 4)
+    ft = largest_divisor(F // fi, 8)
+    xi = largest_divisor(X, 2)
+    xt = largest_divisor(X // xi, 8)
+    yt = largest_divisor(Y, max(1, 256 // (ft * xt)))
+    threads = ft * yt * xt
+    reads = [r.source for r in sch.get(block).reads]
+    data_i = next(i for i, b in enumerate(reads) if len(b.shape) == 4 and "pad" in b.name)
+    weight_i = next(i for i, b in enumerate(reads) if i != data_i and len(b.shape) == 4)
+    out = sch.cache_write(block, 0, "local")
+    fo, f_t, f_i = sch.split(ff, [None, ft, fi])
+    yo, y_t = sch.split(yy, [None, yt])
+    xo, x_t, x_i = sch.split(xx, [None, xt, xi])
+    rco, rci = sch.split(rc, [None, largest_divisor(C, 4)])
+    sch.reorder(n, fo, yo, xo, f_t, y_t, x_t, rco, rci, ry, rx, f_i, x_i)
+    sch.bind(sch.fuse(n, fo, yo, xo), "blockIdx.x")
+    tx = sch.fuse(f_t, y_t, x_t)
+    sch.bind(tx, "threadIdx.x")
+    sch.reverse_compute_at(out, tx)
+    for index in (data_i, weight_i):
+        shared = sch.cache_read(block, index, "shared")
+        sch.compute_at(shared, rco)
+        loops = sch.get_loops(shared)[3:]  # below the thread block, thread and channel-step loops
+        _, t = sch.split(sch.fuse(*loops), [None, threads])
+        sch.bind(t, "threadIdx.x")
+        if index == data_i:  # the padding computed while staging
+            sch.compute_inline(sch.get_producers(shared)[0])
+    for loop in (f_i, x_i):
+        sch.unroll(loop)
+    _inline_epilogue(sch, out)
+
+
+def _schedule_cuda(func: tirx.PrimFunc, target) -> tirx.PrimFunc:
+    """Convolutions get :func:`_schedule_conv_cuda`; everything else (and a convolution it cannot schedule)
+    dlight's GPU rules."""
+    sch = s_tir.Schedule(func)
+    convs = [b for b in sch.get_child_blocks(sch.get_sblock("root"))
+             if sch.get(b).name_hint.startswith("conv2d_nchw") and len(sch.get_loops(b)) == 7]
+    if convs:
+        try:
+            _schedule_conv_cuda(sch, convs[0])
+            return sch.mod["main"]
+        except Exception:  # noqa: BLE001 - an unusual convolution keeps dlight's schedule
+            pass
+    with target:
+        return dl.ApplyDefaultSchedule(*_gpu_rules(target))(tvm.IRModule({"main": func}))["main"]
+
+
 def _gpu_rules(target) -> list:
     # dlight's Matmul rule fails on the legalized stem convolution in TVM 0.27, and TVM's NVPTX backend
     # (LLVM 22) emits an invalid barrier intrinsic, so no rule that synchronizes threads there.
@@ -114,9 +171,7 @@ def _gpu_rules(target) -> list:
 def default_static_schedule(func: tirx.PrimFunc, target) -> tirx.PrimFunc:
     """``func`` (one unscheduled static operator) with the default schedule of this pass for ``target``."""
     if target_kind(target) == "cuda":
-        with target:
-            mod = dl.ApplyDefaultSchedule(*_gpu_rules(target))(tvm.IRModule({"main": func}))
-        return mod["main"]
+        return _schedule_cuda(func, target)
     return _parallelize_cpu(func)
 
 
@@ -134,6 +189,5 @@ class ScheduleStaticOps:
 
     def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
         if target_kind(self.target) == "cuda":
-            with self.target:
-                return dl.ApplyDefaultSchedule(*_gpu_rules(self.target))(mod)
+            return schedule_each(mod, lambda func: _schedule_cuda(func, self.target))
         return schedule_each(mod, _parallelize_cpu)
