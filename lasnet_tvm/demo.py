@@ -41,8 +41,9 @@ class DemoResult:
     chance: float
     held_out: int  # held-out images checked (accuracy, max_rel_err, rate)
     rate: float  # mean activation rate over blocks and held-out images
-    mask_on_object: float  # share of the active mask area that lies on the object
+    mask_on_object: float  # share of the active mask area on the objects' bounding squares (all stages)
     object_area: float  # share of the image the objects' bounding squares cover (a mask blind to objects gets this)
+    mask_on_object_per_stage: list  # mask_on_object of each stage's first block
     max_rel_err: float  # max |logit difference| / max(1, max |logit|) of compiled LAS vs PyTorch
     las_ms: float
     static_ms: float
@@ -65,7 +66,8 @@ class DemoResult:
                                                  f"{self.held_out} images)"),
             ("mean activation rate", f"{self.rate:.2f}"),
             ("mask on the object", f"{self.mask_on_object:.2f} of the active area (objects cover "
-                                   f"{self.object_area:.2f} of the image)"),
+                                   f"{self.object_area:.2f} of the image); per stage "
+                                   + " | ".join(f"{v:.2f}" for v in self.mask_on_object_per_stage)),
             ("max rel. logit error vs PyTorch", f"{self.max_rel_err:.1e}"),
             ("ms/image: LAS | static | PyTorch", f"{self.las_ms:.2f} | {self.static_ms:.2f} | {self.torch_ms:.2f}"
                                                   f"  (batch 1, median of {self.repeats} x {self.images} images)"),
@@ -107,9 +109,11 @@ def held_out_set(ckpt: dict, size: int):
                                 "val")
 
 
-def mask_on_object(model, x: torch.Tensor, objects: torch.Tensor) -> tuple[float, float]:
-    """Share of the active mask area on the objects' bounding squares (first block of each stage, pooled over
-    images) and share of the image those squares cover (``objects``: centre x, centre y, half-side in pixels)."""
+def mask_on_object(model, x: torch.Tensor, objects: torch.Tensor) -> tuple[float, float, list[float]]:
+    """Where the masks sit: share of the active mask area on the objects' bounding squares (first block of each
+    stage, pooled over stages and images), share of the image those squares cover (``objects``: centre x,
+    centre y, half-side in pixels; a mask blind to the objects scores this share) and the first share per stage
+    (0 for a stage whose mask is off everywhere)."""
     with torch.no_grad():
         _, stats = model(x, return_stats=True)
     size = x.shape[-1]
@@ -117,7 +121,7 @@ def mask_on_object(model, x: torch.Tensor, objects: torch.Tensor) -> tuple[float
     half = objects[:, 2, None, None]
     box = (((c.view(1, 1, -1) - objects[:, 0, None, None]).abs() <= half)
             & ((c.view(1, -1, 1) - objects[:, 1, None, None]).abs() <= half))
-    on, active = 0.0, 0.0
+    on, active, per_stage = 0.0, 0.0, []
     for block, mask in zip(model.blocks, stats["masks"]):
         s = block.spec
         if s.index:
@@ -125,9 +129,11 @@ def mask_on_object(model, x: torch.Tensor, objects: torch.Tensor) -> tuple[float
         up = mask[:, 0].repeat_interleave(s.S, 1).repeat_interleave(s.S, 2)[:, : s.out_size, : s.out_size]
         near = torch.arange(size) * s.out_size // size
         full = up[:, near][:, :, near]
-        on += float((full * box).sum())
-        active += float(full.sum())
-    return (on / active if active else 0.0), float(box.float().mean())
+        stage_on, stage_active = float((full * box).sum()), float(full.sum())
+        per_stage.append(stage_on / stage_active if stage_active else 0.0)
+        on += stage_on
+        active += stage_active
+    return (on / active if active else 0.0), float(box.float().mean()), per_stage
 
 
 def run_demo(model_path: str | Path, images: int = 8, repeats: int = 30, held_out: int = 200,
@@ -153,7 +159,7 @@ def run_demo(model_path: str | Path, images: int = 8, repeats: int = 30, held_ou
     with torch.no_grad():
         ref = model(x).numpy()
     err = float(np.abs(las.logits - ref).max() / max(1.0, np.abs(ref).max()))
-    on_object, object_area = mask_on_object(model, x, data.objects)
+    on_object, object_area, on_object_stages = mask_on_object(model, x, data.objects)
 
     static_model = model.static_counterpart()
 
@@ -181,7 +187,7 @@ def run_demo(model_path: str | Path, images: int = 8, repeats: int = 30, held_ou
     result = DemoResult(
         model=str(model_path), accuracy=float((las.logits.argmax(1) == labels).mean()),
         chance=1.0 / int(ckpt["num_classes"]), held_out=len(labels), rate=float(las.rates.mean()),
-        mask_on_object=on_object, object_area=object_area, max_rel_err=err, las_ms=las_ms, static_ms=static_ms,
+        mask_on_object=on_object, object_area=object_area, mask_on_object_per_stage=on_object_stages, max_rel_err=err, las_ms=las_ms, static_ms=static_ms,
         torch_ms=torch_ms, speedup_vs_static=static_ms / las_ms, paired_speedup_vs_static=paired, images=images,
         repeats=repeats, compile_s=compile_s, train_s=train_s, masks_png=masks_png,
     )

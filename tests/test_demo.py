@@ -18,7 +18,8 @@ from lasnet_tvm.train.trainer import TrainConfig, train
 from model_utils import randomize_
 
 KEYS = ("accuracy", "chance", "speedup_vs_static", "max_rel_err", "las_ms", "static_ms", "torch_ms", "rate",
-        "images", "repeats", "compile_s", "train_s", "machine", "versions", "date")
+        "images", "repeats", "compile_s", "train_s", "machine", "versions", "date", "mask_on_object",
+        "object_area", "mask_on_object_per_stage")
 
 
 def _small_model(tmp_path, seed=1, meta=None):
@@ -32,6 +33,7 @@ def test_run_demo_compiles_checks_draws_and_records(tmp_path):
     assert r.max_rel_err < 1e-4
     assert r.held_out == 6 and r.chance == 0.25
     assert 0.0 <= r.accuracy <= 1.0 and 0.0 <= r.rate <= 1.0 and 0.0 <= r.mask_on_object <= 1.0
+    assert len(r.mask_on_object_per_stage) == 4 and all(0.0 <= v <= 1.0 for v in r.mask_on_object_per_stage)
     for ms in (r.las_ms, r.static_ms, r.torch_ms):
         assert ms > 0 and math.isfinite(ms)
     assert r.speedup_vs_static == pytest.approx(r.static_ms / r.las_ms)
@@ -52,10 +54,12 @@ def test_mask_on_object_measures_where_the_mask_is():
     x = torch.stack([data[i][0] for i in range(6)])
     on = randomize_(build_model("las_resnet50", "4-4-2-1", 64, 4, 0.125, depths=(1, 1, 1, 1)), masker_bias=1.0,
                     force=True)
-    share, area = mask_on_object(on, x, data.objects)
+    share, area, stages = mask_on_object(on, x, data.objects)
     assert share == pytest.approx(area, abs=1e-6) and 0.12 < area < 0.32
+    assert stages == pytest.approx([area] * 4, abs=1e-6)
     off = randomize_(on, masker_bias=-1.0, force=True)
-    assert mask_on_object(off, x, data.objects)[0] == 0.0
+    share, _, stages = mask_on_object(off, x, data.objects)
+    assert share == 0.0 and stages == [0.0] * 4
 
 
 def test_demo_command_on_a_given_model(tmp_path):
