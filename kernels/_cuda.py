@@ -126,7 +126,8 @@ def _read_index(sch: s_tir.Schedule, block, name: str) -> int:
 
 
 def schedule_gemm_cuda(sch: s_tir.Schedule, conv, epilogues: list, n_axis: int, tile: GemmTile, a_loader=None,
-                       a_read: str | None = None, b_read: str | None = None, patch_pixels: int = 0) -> None:
+                       a_read: str | None = None, b_read: str | None = None, patch_pixels: int = 0,
+                       a_im2col: str | None = None, inline: list | None = None) -> None:
     """Tile the ``conv`` block as an implicit GEMM (module docstring; layout from :func:`as_gemm`, ``n_axis``
     is the accumulator's output-channel axis).
 
@@ -135,11 +136,19 @@ def schedule_gemm_cuda(sch: s_tir.Schedule, conv, epilogues: list, n_axis: int, 
     ``a_loader`` (computed in shared memory per K-step) or, without one, by a ``cache_read`` of the conv's
     input buffer named ``a_read``; the weights (buffer ``b_read``) by a ``cache_read``.
 
+    ``a_im2col``: instead, the A tile is the conv's read of that buffer laid out ``[M, K...]`` (``reindex``: one
+    row per output pixel, so a tile is ``bm`` rows whatever the map's width or stride); ``inline`` are the blocks
+    that produce that buffer (e.g. the zero padding), computed inside this loader.
+
     ``patch_pixels``: pixels per patch (``S * S``) of a patch kernel, whose A tile is indexed by the (symbolic)
     patch number first: a block tile spans at most ``ceil((bm - 1) / S^2) + 1`` patches, so the staged tile is
     indexed by the patch number modulo that count and has a constant size.
     """
     as_gemm(sch, conv, epilogues, n_axis)
+    if a_im2col is not None:  # before tiling: reindex needs the conv's own loop nest
+        a_loader = sch.reindex(conv, ("read", _read_index(sch, conv, a_im2col)))
+        for blk in inline or ():
+            sch.compute_inline(blk)
     m, n_loop, *k_loops = sch.get_loops(conv)
     # no predicate on the conv: pixels past M are computed from whatever the staged tiles hold and never stored
     # (the epilogue keeps its own bounds), so the staged tiles keep the block tile's constant size
@@ -155,18 +164,22 @@ def schedule_gemm_cuda(sch: s_tir.Schedule, conv, epilogues: list, n_axis: int, 
     for epi in epilogues:
         sch.reverse_compute_at(epi, n_t)
     if b_read is not None:
-        wb = sch.cache_read(conv, _read_index(sch, conv, b_read), "shared")
+        wb = sch.cache_read(conv, _read_index(sch, conv, b_read), "shared", consumer_blocks=[conv])
         sch.compute_at(wb, k_o)
         cooperative_fetch(sch, wb, tile)
+    span = 0  # rows of the staged A tile's first axis (indexed modulo span), 0: leave as compacted
     if a_loader is None and a_read is not None:
-        a_loader = sch.cache_read(conv, _read_index(sch, conv, a_read), "shared")
+        a_loader = sch.cache_read(conv, _read_index(sch, conv, a_read), "shared", consumer_blocks=[conv])
         sch.compute_at(a_loader, k_o)
     elif a_loader is not None:  # scope first: compute_at then stages the whole block's tile, not one thread's
         sch.set_scope(a_loader, 0, "shared")
         sch.compute_at(a_loader, k_o)
     if a_loader is not None:
-        if patch_pixels:
+        if a_im2col is not None:
+            span = tile.bm
+        elif patch_pixels:
             span = -(-(tile.bm - 1) // patch_pixels) + 1
+        if span:
             ndim = len(sch.get(a_loader).writes[0].region)
             sch.transform_layout(a_loader, ("write", 0), IndexMap.from_func(
                 lambda p, *rest: (p % span, *rest), ndim=ndim, index_dtype="int32"), assume_injective_transform=True)
