@@ -184,7 +184,7 @@ def schedule_gemm_cuda(sch: s_tir.Schedule, conv, epilogues: list, n_axis: int, 
             sch.transform_layout(a_loader, ("write", 0), IndexMap.from_func(
                 lambda p, *rest: (p % span, *rest), ndim=ndim, index_dtype="int32"), assume_injective_transform=True)
         cooperative_fetch(sch, a_loader, tile)
-    for lp in (*k_loops[1:], m_i, n_i):
+    for lp in (m_i, n_i):
         sch.unroll(lp)
     sch.decompose_reduction(conv, k_o)
     # A thread's register tile starts at multiples of tm and tn: index it modulo them, a constant-size array
