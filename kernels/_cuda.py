@@ -127,7 +127,7 @@ def _read_index(sch: s_tir.Schedule, block, name: str) -> int:
 
 def schedule_gemm_cuda(sch: s_tir.Schedule, conv, epilogues: list, n_axis: int, tile: GemmTile, a_loader=None,
                        a_read: str | None = None, b_read: str | None = None, patch_pixels: int = 0,
-                       a_im2col: str | None = None, inline: list | None = None) -> None:
+                       a_im2col: str | None = None, inline: list | None = None, group_width: int = 0) -> None:
     """Tile the ``conv`` block as an implicit GEMM (module docstring; layout from :func:`as_gemm`, ``n_axis``
     is the accumulator's output-channel axis).
 
@@ -138,7 +138,9 @@ def schedule_gemm_cuda(sch: s_tir.Schedule, conv, epilogues: list, n_axis: int, 
 
     ``a_im2col``: instead, the A tile is the conv's read of that buffer laid out ``[M, K...]`` (``reindex``: one
     row per output pixel, so a tile is ``bm`` rows whatever the map's width or stride); ``inline`` are the blocks
-    that produce that buffer (e.g. the zero padding), computed inside this loader.
+    that produce that buffer (e.g. the zero padding), computed inside this loader. ``group_width``: output
+    channels per group of a grouped conv (the A tile then holds one group's input channels: a block tile never
+    spans groups).
 
     ``patch_pixels``: pixels per patch (``S * S``) of a patch kernel, whose A tile is indexed by the (symbolic)
     patch number first: a block tile spans at most ``ceil((bm - 1) / S^2) + 1`` patches, so the staged tile is
@@ -146,9 +148,16 @@ def schedule_gemm_cuda(sch: s_tir.Schedule, conv, epilogues: list, n_axis: int, 
     """
     as_gemm(sch, conv, epilogues, n_axis)
     if a_im2col is not None:  # before tiling: reindex needs the conv's own loop nest
+        if group_width:  # iterate (m, group, channel in group, ...): the A tile is indexed by the group
+            n_k = len(sch.get(conv).iter_vars) - 2
+            sch.transform_block_layout(conv, IndexMap.from_func(
+                lambda m, n, *k: (m, n // group_width, n % group_width, *k), ndim=n_k + 2, index_dtype="int32"))
         a_loader = sch.reindex(conv, ("read", _read_index(sch, conv, a_im2col)))
         for blk in inline or ():
             sch.compute_inline(blk)
+        if group_width:
+            m, grp, o, *k_loops = sch.get_loops(conv)
+            sch.fuse(grp, o)
     m, n_loop, *k_loops = sch.get_loops(conv)
     # no predicate on the conv: pixels past M are computed from whatever the staged tiles hold and never stored
     # (the epilogue keeps its own bounds), so the staged tiles keep the block tile's constant size
@@ -177,6 +186,11 @@ def schedule_gemm_cuda(sch: s_tir.Schedule, conv, epilogues: list, n_axis: int, 
     if a_loader is not None:
         if a_im2col is not None:
             span = tile.bm
+            if group_width:  # [m, group, ...]: one group per block tile
+                ndim = len(sch.get(a_loader).writes[0].region)
+                sch.transform_layout(a_loader, ("write", 0), IndexMap.from_func(
+                    lambda p, grp, *rest: (p, *rest), ndim=ndim, index_dtype="int32"),
+                    assume_injective_transform=True)
         elif patch_pixels:
             span = -(-(tile.bm - 1) // patch_pixels) + 1
         if span:

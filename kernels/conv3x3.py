@@ -90,5 +90,6 @@ def schedule_cuda(func, **params) -> s_tir.Schedule:
     sch = s_tir.Schedule(func)
     tile = gemm_tile(M, C, C // groups, taps=9, group_width=C // groups if groups > 1 else None)
     schedule_gemm_cuda(sch, sch.get_sblock("conv"), [sch.get_sblock("out")], 2, tile,
-                       a_im2col="pad", inline=[sch.get_sblock("pad")], b_read="w")
+                       a_im2col="pad", inline=[sch.get_sblock("pad")], b_read="w",
+                       group_width=C // groups if groups > 1 else 0)
     return sch
