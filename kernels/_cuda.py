@@ -10,12 +10,15 @@ channels times the 3 x 3 taps. :func:`schedule_gemm_cuda` tiles the ``conv`` blo
 - each thread owns a ``tm x tn`` register tile (``acc`` in ``local`` scope), ``tm`` consecutive pixels by ``tn``
   output channels, and the epilogue (bias, ReLU, scatter-add) runs on that tile straight from registers;
 - per step of ``kc`` input channels the block stages its A tile and its weight tile in shared memory, fetched
-  cooperatively by all threads. The A-tile loader is the kernel's own staging block where it has one (the
-  window gather of :mod:`.gather_conv3x3`, the zero padding of :mod:`.conv3x3`: the gather through the patch
-  index table happens while the tile is loaded, and only the patches' ``L x L`` windows of ``kc`` channels are
-  staged), else a ``cache_read`` of the input.
+  cooperatively by all threads. The A-tile loader is either the kernel's own window block (the gather convs:
+  the gather through the patch index table, and the zero border, happen while the tile is loaded, and only the
+  block's patches' ``L x L`` windows of ``kc`` channels are staged), a ``cache_read`` of the input, or an
+  im2col tile ``[bm, kc, taps]`` (``reindex`` of the conv's read, the zero padding of :mod:`.conv3x3` inlined
+  into it).
 
-Nothing here needs sm_80+ (no cp.async, no tensor cores): the same schedules build for sm_53 ... sm_90.
+Staged tiles and register tiles are indexed modulo their size (a tile always starts at a multiple of it), so
+every buffer has a constant size whatever the symbolic patch count. Nothing here needs sm_80+ (no cp.async, no
+tensor cores): the same schedules build for sm_53 ... sm_90.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ def gemm_tile(M: int | None, N: int, K_channels: int, taps: int = 1, group_width
     return GemmTile(bm=bm, bn=bn, tm=tm, tn=tn, kc=kc)
 
 
-def cooperative_fetch(sch: s_tir.Schedule, block, tile: GemmTile, vector: int = 1) -> None:
+def cooperative_fetch(sch: s_tir.Schedule, block, tile: GemmTile) -> None:
     """Spread the loops of a shared-memory loader ``block`` (already placed under the K-step loop) over the
     block's threads (``threadIdx.y`` x ``threadIdx.x`` as the GEMM binds them)."""
     loops = sch.get_loops(block)
@@ -73,11 +76,7 @@ def cooperative_fetch(sch: s_tir.Schedule, block, tile: GemmTile, vector: int = 
     own = loops[5:]
     fused = sch.fuse(*own) if len(own) > 1 else own[0]
     ty, tx = tile.bm // tile.tm, tile.bn // tile.tn
-    if vector > 1:
-        _, fy, fx, fv = sch.split(fused, [None, ty, tx, vector])
-        sch.vectorize(fv)
-    else:
-        _, fy, fx = sch.split(fused, [None, ty, tx])
+    _, fy, fx = sch.split(fused, [None, ty, tx])
     sch.bind(fy, "threadIdx.y")
     sch.bind(fx, "threadIdx.x")
 

@@ -30,7 +30,8 @@ def gather_conv3x3(C: int, H: int, W: int, S: int, stride: int = 1, groups: int 
 
     ``padded=False``: ``f1`` is ``[C, H, W]``; each patch's window is staged (zero outside the image) in a
     per-patch buffer. ``padded=True``: ``f1`` is the zero-bordered ``[C, Hp, Hp]`` map written by
-    ``masker_conv1x1(pad=True)`` and the conv reads it directly (no staging, no bounds checks).
+    ``masker_conv1x1(pad=True)``; its window block (no bounds checks) is inlined by the CPU schedule, so that
+    the conv reads the map directly, and stages the windows in shared memory on CUDA.
     """
     Ho = ceil_div(H, stride)  # maps are square (H == W)
     g = ceil_div(Ho, S)
