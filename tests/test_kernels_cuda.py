@@ -143,3 +143,37 @@ def test_masker_conv1x1_under_cuda_schedule(case):
     f1p[:, 1:size + 1, 1:size + 1] = 0
     assert not f1p.any() and torch.equal(m.bool(), mask)  # the border stays zero
     assert torch.equal(idx[: int(cnt[0])], idx_ref)
+
+
+@pytest.mark.slow
+def test_metaschedule_candidates_of_the_gather_conv_pass_verify_gpu_code():
+    """The gather-conv's window reads are bounded, so MetaSchedule's multi-level tiling stages tiles of a sane size:
+    some sampled CUDA candidates pass every CUDA postprocessor, VerifyGPUCode included."""
+    import tvm
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    from lasnet_tvm.archs import BlockSpec
+    from lasnet_tvm.tuning import tasks_of_block
+    from lasnet_tvm.tuning.database import workload_mod
+
+    block = BlockSpec(name="b", stage=1, index=0, c_in=256, c_mid=64, c_out=256, stride=1, groups=1, se_channels=0,
+                      in_size=56, out_size=56, S=4)
+    task = {t.kernel: t for t in tasks_of_block(block, rate=0.5)}["gather_conv3x3"]
+    mod = workload_mod(task.func())
+    target = tvm.target.Target({"kind": "cuda", "arch": "sm_90", "max_threads_per_block": 1024,
+                                "max_shared_memory_per_block": 49152, "thread_warp_size": 32,
+                                "registers_per_block": 65536})
+    ctx = ms.TuneContext(mod=mod, target=target, space_generator="post-order-apply", search_strategy="replay-trace",
+                         num_threads=1)
+    spaces = ctx.space_generator.generate_design_space(mod)
+    postprocs = ms.postproc.Postproc.create("cuda")
+    for p in postprocs:
+        p._initialize_with_tune_context(ctx)
+    passed = 0
+    for seed in range(40):
+        sch = s_tir.Schedule(mod, seed=seed + 1)
+        spaces[seed % len(spaces)].trace.apply_to_schedule(
+            sch, remove_postproc=True, decision_provider=lambda inst, inputs, attrs, decision: None)
+        passed += all(p.apply(sch) for p in postprocs)
+    assert passed > 0
