@@ -109,7 +109,6 @@ def schedule_cuda(func, **params) -> s_tir.Schedule:
     """Implicit GEMM (:func:`~._cuda.schedule_gemm_cuda`): the patches' pixels x output channels, input and weight
     tiles staged in shared memory per step of input channels; the bias (or the scatter-add into the identity
     with ReLU) on each thread's register tile."""
-    S = params["S"]
     sch = s_tir.Schedule(func)
     tile = gemm_tile(None, params["C_out"], params["C_in"])
     schedule_gemm_cuda(sch, sch.get_sblock("conv"), [sch.get_sblock("out")], 3, tile, a_im2col="x", b_read="w")
