@@ -7,6 +7,7 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.script import tirx as T
 
+from ._cuda import gemm_tile, schedule_gemm_cuda
 from ._gemm import schedule_conv1x1_cpu
 from .shapes import ceil_div, co_block, dense_padded_extent
 
@@ -55,14 +56,11 @@ def schedule_cpu(func, **params) -> s_tir.Schedule:
 
 
 def schedule_cuda(func, **params) -> s_tir.Schedule:
-    """One thread per output element, serial reduction in a register."""
+    """Implicit GEMM (:func:`~._cuda.schedule_gemm_cuda`): output pixels x output channels, input and weight tiles
+    staged in shared memory per step of input channels."""
+    stride = params.get("stride", 1)
+    M = ceil_div(params["H"], stride) * ceil_div(params["W"], stride)
     sch = s_tir.Schedule(func)
-    conv = sch.get_sblock("conv")
-    loops = sch.get_loops(conv)
-    f = sch.fuse(*loops[:-1])
-    bx, tx = sch.split(f, [None, 128])
-    sch.bind(bx, "blockIdx.x")
-    sch.bind(tx, "threadIdx.x")
-    sch.set_scope(conv, 0, "local")
-    sch.reverse_compute_at(sch.get_sblock("epi"), tx)
+    tile = gemm_tile(M, params["C_out"], params["C_in"])
+    schedule_gemm_cuda(sch, sch.get_sblock("conv"), [sch.get_sblock("epi")], 0, tile, a_im2col="x", b_read="w")
     return sch

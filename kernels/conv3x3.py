@@ -10,7 +10,8 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from ._common import bind_spatial_cuda, order_channel_tiles
+from ._common import order_channel_tiles
+from ._cuda import gemm_tile, schedule_gemm_cuda
 from .shapes import MAX_TILE_FLOATS, ceil_div, dense_padded_extent, lane_tile, largest_divisor, weight_block
 
 
@@ -81,18 +82,14 @@ def schedule_cpu(func, **params) -> s_tir.Schedule:
 
 
 def schedule_cuda(func, **params) -> s_tir.Schedule:
-    """One thread per output element (serial reduction); padding one thread per element."""
+    """Implicit GEMM (:func:`~._cuda.schedule_gemm_cuda`): output pixels x output channels; per step of input
+    channels the padding block stages the block's input rows (zero border included) in shared memory, the
+    weights beside them."""
+    C, groups, stride = params["C"], params.get("groups", 1), params.get("stride", 1)
+    M = ceil_div(params["H"], stride) * ceil_div(params["W"], stride)
     sch = s_tir.Schedule(func)
-    if params.get("padded"):
-        sch.compute_inline(sch.get_sblock("pad"))
-    else:
-        bind_spatial_cuda(sch, sch.get_sblock("pad"), 256)
-    conv = sch.get_sblock("conv")
-    loops = sch.get_loops(conv)
-    f = sch.fuse(*loops[:3])
-    bx, tx = sch.split(f, [None, 128])
-    sch.bind(bx, "blockIdx.x")
-    sch.bind(tx, "threadIdx.x")
-    sch.set_scope(conv, 0, "local")
-    sch.reverse_compute_at(sch.get_sblock("out"), tx)
+    tile = gemm_tile(M, C, C // groups, taps=9, group_width=C // groups if groups > 1 else None)
+    schedule_gemm_cuda(sch, sch.get_sblock("conv"), [sch.get_sblock("out")], 2, tile,
+                       a_im2col="pad", inline=[sch.get_sblock("pad")], b_read="w",
+                       group_width=C // groups if groups > 1 else 0)
     return sch

@@ -20,6 +20,7 @@ from tvm import s_tir
 from tvm.script import tirx as T
 
 from ._common import order_channel_tiles
+from ._cuda import gemm_tile, schedule_gemm_cuda
 from .shapes import (MAX_TILE_FLOATS, WEIGHT_TILE_BYTES, ceil_div, computed_patches, large_weights_3x3, lane_tile,
                      largest_divisor, padded_extent, patch_tile, patch_tiles, weight_block)
 
@@ -29,7 +30,8 @@ def gather_conv3x3(C: int, H: int, W: int, S: int, stride: int = 1, groups: int 
 
     ``padded=False``: ``f1`` is ``[C, H, W]``; each patch's window is staged (zero outside the image) in a
     per-patch buffer. ``padded=True``: ``f1`` is the zero-bordered ``[C, Hp, Hp]`` map written by
-    ``masker_conv1x1(pad=True)`` and the conv reads it directly (no staging, no bounds checks).
+    ``masker_conv1x1(pad=True)``; its window block (no bounds checks) is inlined by the CPU schedule, so that
+    the conv reads the map directly, and stages the windows in shared memory on CUDA.
     """
     Ho = ceil_div(H, stride)  # maps are square (H == W)
     g = ceil_div(Ho, S)
@@ -49,19 +51,23 @@ def gather_conv3x3(C: int, H: int, W: int, S: int, stride: int = 1, groups: int 
             T.func_attr({"tir.noalias": True})
             idx = T.match_buffer(idx_h, (P,), "int32")
             out = T.match_buffer(out_h, (P, C, S, S), "float32")
+            win = T.sblock_alloc_buffer((Pb, C, L, L))
             acc = T.sblock_alloc_buffer((Pb, S, S, C))
+            for p, c, a, e in T.grid(Pb, C, L, L):  # each patch's window; inlined into the conv on CPU
+                with T.sblock("window"):
+                    vp, vc, va, ve = T.axis.remap("SSSS", [p, c, a, e])
+                    T.reads(idx[T.min(vp, P - 1)], f1[vc, (idx[T.min(vp, P - 1)] // g) * S * stride + va,
+                                                      (idx[T.min(vp, P - 1)] % g) * S * stride + ve])
+                    T.writes(win[vp, vc, va, ve])
+                    win[vp, vc, va, ve] = f1[vc, (idx[T.min(vp, P - 1)] // g) * S * stride + va,
+                                             (idx[T.min(vp, P - 1)] % g) * S * stride + ve]
             for p, y, x, co, rc, kh, kw in T.grid(Pb, S, S, C, ipg, 3, 3):
                 with T.sblock("conv"):
                     vp, vy, vx, vco, vrc, vkh, vkw = T.axis.remap("SSSSRRR", [p, y, x, co, rc, kh, kw])
-                    T.reads(acc[vp, vy, vx, vco], idx[0:P], f1[(vco // opg) * ipg + vrc, 0:Hp, 0:Hp],
-                            w[vco // wb, vrc, vkh, vkw, vco % wb])
-                    T.writes(acc[vp, vy, vx, vco])
                     with T.init():
                         acc[vp, vy, vx, vco] = T.float32(0)
-                    acc[vp, vy, vx, vco] = acc[vp, vy, vx, vco] + f1[
-                        (vco // opg) * ipg + vrc,
-                        (idx[T.min(vp, P - 1)] // g) * S * stride + vy * stride + vkh,
-                        (idx[T.min(vp, P - 1)] % g) * S * stride + vx * stride + vkw] * w[vco // wb, vrc, vkh, vkw, vco % wb]
+                    acc[vp, vy, vx, vco] = acc[vp, vy, vx, vco] + win[
+                        vp, (vco // opg) * ipg + vrc, vy * stride + vkh, vx * stride + vkw] * w[vco // wb, vrc, vkh, vkw, vco % wb]
             for p, co, y, x in T.grid(P, C, S, S):
                 with T.sblock("out"):
                     vp, vco, vy, vx = T.axis.remap("SSSS", [p, co, y, x])
@@ -96,7 +102,8 @@ def stage_windows(C: int, H: int, W: int, S: int, stride: int, P):
         for p, c, a, e in T.grid(P, C, L, L):
             with T.sblock("window"):
                 vp, vc, va, ve = T.axis.remap("SSSS", [p, c, a, e])
-                T.reads(idx[vp], f1[vc, 0:H, 0:W])
+                T.reads(idx[vp], f1[vc, T.max(T.min((idx[vp] // g) * S * stride + va - 1, H - 1), 0),
+                                    T.max(T.min((idx[vp] % g) * S * stride + ve - 1, W - 1), 0)])
                 T.writes(win[vp, vc, va, ve])
                 win[vp, vc, va, ve] = T.if_then_else(
                     1 <= (idx[vp] // g) * S * stride + va and (idx[vp] // g) * S * stride + va <= H
@@ -132,9 +139,10 @@ def window_conv(C: int, S: int, stride: int, groups: int, P):
 
 
 def schedule_gather_conv_cpu(sch: s_tir.Schedule, C: int, S: int, groups: int) -> None:
-    """Padded gather-conv: a register tile of :func:`patch_tile` pixels x ``tco`` output channels (vectorized),
-    under :data:`MAX_TILE_FLOATS`. Channel tiles in parallel (at least 8 of them), so that a thread's weight tile
+    """Padded gather-conv (the window block inlined: the conv reads the zero-bordered map directly): a register
+    tile of :func:`patch_tile` pixels x ``tco`` output channels (vectorized), under :data:`MAX_TILE_FLOATS`. Channel tiles in parallel (at least 8 of them), so that a thread's weight tile
     stays in its cache while it walks the patches; else patch blocks in parallel."""
+    sch.compute_inline(sch.get_sblock("window"))
     conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
     p, y, x, co, rc, kh, kw = sch.get_loops(conv)
     pb, ty, tx = patch_tile(S)
@@ -198,30 +206,13 @@ def schedule_cpu(func, **params) -> s_tir.Schedule:
     return sch
 
 
-def schedule_patch_conv_cuda(sch: s_tir.Schedule, window: bool = False) -> None:
-    """One CUDA block per patch, one thread per (output channel, pixel); an unpadded map's window is staged in
-    shared memory."""
-    conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
-    p, y, x, co, rc, kh, kw = sch.get_loops(conv)
-    sch.reorder(p, co, y, x, rc, kh, kw)
-    sch.bind(p, "blockIdx.x")
-    t = sch.fuse(co, y, x)
-    t_o, t_i = sch.split(t, [None, 64])
-    sch.bind(t_i, "threadIdx.x")
-    sch.set_scope(conv, 0, "local")
-    sch.reverse_compute_at(out, t_i)
-    if window:
-        win = sch.get_sblock("window")
-        sch.compute_at(win, p)
-        sch.set_scope(win, 0, "shared")
-        loops = sch.get_loops(win)[1:]
-        f = sch.fuse(*loops)
-        _, ti = sch.split(f, [None, 64])
-        sch.bind(ti, "threadIdx.x")
-
-
 def schedule_cuda(func, **params) -> s_tir.Schedule:
-    """Default CUDA schedule (see :func:`schedule_patch_conv_cuda`)."""
+    """Implicit GEMM (:func:`~._cuda.schedule_gemm_cuda`): active pixels x output channels, per step of input
+    channels the block's patch windows (gathered through the patch indices while loaded, zero outside the image
+    for the unpadded map) and weights staged in shared memory."""
+    C, groups = params["C"], params.get("groups", 1)
     sch = s_tir.Schedule(func)
-    schedule_patch_conv_cuda(sch, window=not params.get("padded", False))
+    tile = gemm_tile(None, C, C // groups, taps=9, group_width=C // groups if groups > 1 else None)
+    schedule_gemm_cuda(sch, sch.get_sblock("conv"), [sch.get_sblock("out")], 3, tile,
+                       a_loader=sch.get_sblock("window"), b_read="w", patch_pixels=params["S"] ** 2)
     return sch

@@ -15,7 +15,7 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from ._common import bind_spatial_cuda
+from ._cuda import gemm_tile, schedule_gemm_cuda
 from ._gemm import schedule_conv1x1_cpu
 from ._compact import chunking, compaction, schedule_compaction_cuda
 from .shapes import ceil_div, co_block, padded_extent
@@ -100,16 +100,11 @@ def schedule_cpu(func, **params) -> s_tir.Schedule:
 
 
 def schedule_cuda(func, **params) -> s_tir.Schedule:
-    """Default CUDA schedule: one thread per (channel, pixel) output with the reduction serial."""
+    """Default CUDA schedule: conv1 as an implicit GEMM (:func:`~._cuda.schedule_gemm_cuda`, its bias/ReLU on the
+    register tiles); the masker channel one thread per pixel; pooling and decision one thread per patch."""
     sch = s_tir.Schedule(func)
-    for name in ("conv",):
-        blk = sch.get_sblock(name)
-        loops = sch.get_loops(blk)
-        fused = sch.fuse(*loops[:-1])
-        bx, tx = sch.split(fused, [None, 128])
-        sch.bind(bx, "blockIdx.x")
-        sch.bind(tx, "threadIdx.x")
-    bind_spatial_cuda(sch, sch.get_sblock("epi"))
+    tile = gemm_tile(params["H"] * params["W"], params["C_mid"], params["C_in"])
+    schedule_gemm_cuda(sch, sch.get_sblock("conv"), [sch.get_sblock("epi")], 0, tile, a_im2col="x", b_read="w")
     logit = sch.get_sblock("logit")
     i, j, k = sch.get_loops(logit)
     bx, tx = sch.split(sch.fuse(i, j), [None, 64])

@@ -18,6 +18,7 @@ from tvm import s_tir
 from tvm.script import tirx as T
 
 from ._common import order_channel_tiles
+from ._cuda import gemm_tile, schedule_gemm_cuda
 from .shapes import MAX_TILE_FLOATS, ceil_div, co_block, computed_patches, lane_tile, patch_tile
 
 
@@ -34,7 +35,6 @@ def patch_conv1x1(C_in: int, C_out: int, S: int, Ho: int = 0):
         for p, y, xx, co, k in T.grid(Pb, S, S, C_out, C_in):
             with T.sblock("conv"):
                 vp, vy, vx, vco, vk = T.axis.remap("SSSSR", [p, y, xx, co, k])
-                T.reads(acc[vp, vy, vx, vco], x[0:P, vk, vy, vx], w[vco // cb, vk, vco % cb])
                 T.writes(acc[vp, vy, vx, vco])
                 with T.init():
                     acc[vp, vy, vx, vco] = T.float32(0)
@@ -106,14 +106,10 @@ def schedule_cpu(func, **params) -> s_tir.Schedule:
 
 
 def schedule_cuda(func, **params) -> s_tir.Schedule:
-    """One CUDA block per patch, one thread per (pixel, output channel), serial reduction."""
+    """Implicit GEMM (:func:`~._cuda.schedule_gemm_cuda`): the patches' pixels x output channels, input and weight
+    tiles staged in shared memory per step of input channels; the bias (or the scatter-add into the identity
+    with ReLU) on each thread's register tile."""
     sch = s_tir.Schedule(func)
-    conv, out = sch.get_sblock("conv"), sch.get_sblock("out")
-    p, y, x, co, k = sch.get_loops(conv)
-    sch.bind(p, "blockIdx.x")
-    t = sch.fuse(y, x, co)
-    _, ti = sch.split(t, [None, 64])
-    sch.bind(ti, "threadIdx.x")
-    sch.set_scope(conv, 0, "local")
-    sch.reverse_compute_at(out, ti)
+    tile = gemm_tile(None, params["C_out"], params["C_in"])
+    schedule_gemm_cuda(sch, sch.get_sblock("conv"), [sch.get_sblock("out")], 3, tile, a_im2col="x", b_read="w")
     return sch

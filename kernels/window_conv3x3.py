@@ -9,7 +9,8 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from .gather_conv3x3 import schedule_patch_conv_cpu, schedule_patch_conv_cuda, window_conv
+from ._cuda import gemm_tile, schedule_gemm_cuda
+from .gather_conv3x3 import schedule_patch_conv_cpu, window_conv
 
 
 def window_conv3x3(C: int, S: int, stride: int = 1, groups: int = 1):
@@ -38,6 +39,11 @@ def schedule_cpu(func, **params) -> s_tir.Schedule:
 
 
 def schedule_cuda(func, **params) -> s_tir.Schedule:
+    """Implicit GEMM (:func:`~._cuda.schedule_gemm_cuda`): pixels x output channels, windows and weights staged
+    in shared memory per step of input channels."""
+    C, groups = params["C"], params.get("groups", 1)
     sch = s_tir.Schedule(func)
-    schedule_patch_conv_cuda(sch)
+    tile = gemm_tile(None, C, C // groups, taps=9, group_width=C // groups if groups > 1 else None)
+    schedule_gemm_cuda(sch, sch.get_sblock("conv"), [sch.get_sblock("out")], 3, tile, a_read="win", b_read="w",
+                       patch_pixels=params["S"] ** 2)
     return sch
