@@ -23,3 +23,14 @@ def test_dense_conv1x1(C_in, C_out, size, stride, relu):
     k("conv1x1", C_in=C_in, C_out=C_out, H=size, W=size, stride=stride, relu=relu)(x, packed(w), b, out)
     ref = F.conv2d(x[None], w[:, :, None, None], b, stride=stride)[0]
     close(out, F.relu(ref) if relu else ref)
+
+
+# conv3 of the static block: the residual add + ReLU in the GEMM epilogue, in each CPU schedule
+@pytest.mark.parametrize("C_in,C_out,size", [(16, 32, 13), (64, 256, 34), (8, 11, 7), (8, 64, 56)])
+def test_residual_conv1x1(C_in, C_out, size):
+    x, w, b = torch.randn(C_in, size, size), torch.randn(C_out, C_in), torch.randn(C_out)
+    r = torch.randn(C_out, size, size)
+    out = fresh(C_out, size, size)
+    k("conv1x1", C_in=C_in, C_out=C_out, H=size, W=size, residual=True)(x, packed(w), b, r, out)
+    close(out, F.relu(F.conv2d(x[None], w[:, :, None, None], b)[0] + r))
+

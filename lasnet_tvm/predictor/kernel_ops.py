@@ -83,6 +83,10 @@ def kernel_ops(kernel: str, params: Mapping[str, Any], P: int = 0, batch: int = 
         conv3 = {k: v for k, v in params.items() if k != "Ho"}
         scatter = dict(C=params["C_out"], Ho=Ho, Wo=Ho, S=params["S"], inplace=True)
         return kernel_ops(kernel, conv3, P, batch, out) + kernel_ops("scatter_add", scatter, P, batch, out)
+    if kernel == "conv1x1" and params.get("residual", False):  # conv3 with the residual add + ReLU as its epilogue
+        conv3 = {k: v for k, v in params.items() if k != "residual"}
+        add = dict(C=params["C_out"], H=params["H"], W=params["W"])
+        return kernel_ops(kernel, conv3, P, batch, "f3") + kernel_ops("add_relu", add, P, batch, out)
     if kernel == "patch_conv1x1" or (kernel == "gather_conv3x3" and params.get("padded", False)):
         P = computed_patches(P, params["S"])  # these kernels compute P rounded up to whole patch blocks
     ops_ = _kernel_ops(kernel, params, P, batch, out)
