@@ -42,7 +42,7 @@ def one_patch_per_task(kernel: str, params: Mapping[str, Any]) -> bool:
     return False
 
 #: Name of a 1x1 conv by the buffer it writes.
-_CONV1X1_NAMES = {"ident": "downsample", "f1": "conv1", "f3": "conv3"}
+_CONV1X1_NAMES = {"ident": "downsample", "f1": "conv1", "f3": "conv3", "out": "conv3"}  # out: + residual
 
 
 
@@ -83,10 +83,6 @@ def kernel_ops(kernel: str, params: Mapping[str, Any], P: int = 0, batch: int = 
         conv3 = {k: v for k, v in params.items() if k != "Ho"}
         scatter = dict(C=params["C_out"], Ho=Ho, Wo=Ho, S=params["S"], inplace=True)
         return kernel_ops(kernel, conv3, P, batch, out) + kernel_ops("scatter_add", scatter, P, batch, out)
-    if kernel == "conv1x1" and params.get("residual", False):  # conv3 with the residual add + ReLU as its epilogue
-        conv3 = {k: v for k, v in params.items() if k != "residual"}
-        add = dict(C=params["C_out"], H=params["H"], W=params["W"])
-        return kernel_ops(kernel, conv3, P, batch, "f3") + kernel_ops("add_relu", add, P, batch, out)
     if kernel == "patch_conv1x1" or (kernel == "gather_conv3x3" and params.get("padded", False)):
         P = computed_patches(P, params["S"])  # these kernels compute P rounded up to whole patch blocks
     ops_ = _kernel_ops(kernel, params, P, batch, out)
@@ -101,7 +97,7 @@ def _kernel_ops(kernel: str, p: Mapping[str, Any], P: int, B: int, out: str) -> 
     get = p.get
     if kernel == "conv1x1":
         name = _CONV1X1_NAMES.get(out, "conv1x1")
-        return [ops.conv(name, B, p["C_in"], p["C_out"], p["H"], 1, get("stride", 1))]
+        return [ops.conv(name, B, p["C_in"], p["C_out"], p["H"], 1, get("stride", 1), extra=int(get("residual", False)))]
     if kernel == "conv3x3":
         return [ops.conv("conv2", B, p["C"], p["C"], p["H"], 3, get("stride", 1), get("groups", 1))]
     if kernel == "se_dense":
