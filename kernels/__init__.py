@@ -17,6 +17,8 @@ KERNELS = (
     "masker", "gather", "window_conv3x3", "scatter", "add_relu",
     # static dense kernels
     "conv1x1", "conv3x3", "se_dense",
+    # the zero border of a map that another kernel writes the interior of
+    "zero_border",
 )
 
 BUILDERS = {"se": "se_patches"}  # module -> builder name where they differ

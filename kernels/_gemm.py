@@ -10,11 +10,10 @@ weight as that buffer and index it ``w[co // cb, k, co % cb]``.
 - *channel-vector* tiles (:func:`schedule_channel_vector`): ``cb`` output channels in 1-2 vectors x a few
   pixels, each pixel's input broadcast. Any width and stride; used for maps up to 32 x 32 and strided convs
   (LAS-ResNet-50 stages 2-4, downsample branches: 1.5-4x over the row schedule on an AVX-512 CPU);
-- the same tiles over an input *packed per row block* (:func:`schedule_packed_channel_vector`) for large
-  stride-1 maps (56 x 56) with at least :data:`PACKED_MIN_MACS_PER_PIXEL` multiply-adds per pixel (1.2-1.4x
-  over the row schedule for LAS-ResNet-50's stage-1 convs);
 - *row-vector* tiles (:func:`schedule_row_vector`): a few channels x 2-3 rows x 8 columns with the input tile
-  packed per pixel tile; faster for the remaining large stride-1 maps (56 x 56, 64 -> 64 channels).
+  packed per pixel tile; faster for the large stride-1 maps (56 x 56). Measured on an AVX-512 CPU (one thread,
+  2026-12-03): 1.0-1.7x over channel-vector tiles over an input packed per row block for LAS-ResNet-50's
+  stage-1 convs (64 -> 256 channels 1.7x, 256 -> 64 1.3x, 256 -> 128 1.1x).
 """
 
 from __future__ import annotations
@@ -27,19 +26,12 @@ from .shapes import MAX_TILE_FLOATS, ceil_div, co_block, largest_divisor, vec_wi
 CHANNEL_VECTOR_MAX_PIXELS = 1024
 #: Vector accumulators of one channel-vector register tile (AVX-512 has 32 registers).
 MAX_ACCUMULATORS = 24
-#: Large stride-1 maps with at least this many multiply-adds per pixel (C_in x C_out) pack the input.
-PACKED_MIN_MACS_PER_PIXEL = 64 * 256
-#: Bytes of one packed input row block (stays in a core's L2 while every channel block reads it).
-PACKED_BLOCK_BYTES = 256 * 1024
 
 
 def schedule_conv1x1_cpu(sch: s_tir.Schedule, conv, epi, C: int, H: int, W: int, stride: int = 1):
     """Schedule a ``[C, H, W]`` (output) 1x1 conv block with its epilogue ``epi``; see the module docstring."""
-    C_in = int(sch.get(sch.get_loops(conv)[-1]).extent)
     if co_block(C) % 8 == 0 and (H * W <= CHANNEL_VECTOR_MAX_PIXELS or stride > 1):
         schedule_channel_vector(sch, conv, epi, C, H, W)
-    elif co_block(C) % 8 == 0 and C_in * C >= PACKED_MIN_MACS_PER_PIXEL:
-        schedule_packed_channel_vector(sch, conv, epi, C, C_in, H, W)
     else:
         schedule_row_vector(sch, conv, epi, C, H, W)
 
@@ -71,31 +63,6 @@ def _channel_tile(C: int, H: int, W: int) -> tuple[int, int, int]:
     per = max(1, min(MAX_ACCUMULATORS // max(1, cb // 16), MAX_TILE_FLOATS // cb))  # pixels per tile
     tj = largest_divisor(W, per)
     return cb, largest_divisor(H, max(1, per // tj)), tj
-
-
-def schedule_packed_channel_vector(sch: s_tir.Schedule, conv, epi, C: int, C_in: int, H: int, W: int) -> None:
-    """Channel-vector tiles (:func:`schedule_channel_vector`) over row blocks in parallel; each row block's input
-    is first packed ``[rows, W // tj, C_in, tj]`` so that a register tile reads one contiguous stream instead of
-    ``C_in`` rows of the map (stride-1 maps only)."""
-    cb, ti, tj = _channel_tile(C, H, W)
-    rows = largest_divisor(H, max(ti, PACKED_BLOCK_BYTES // (W * C_in * 4)))
-    rows -= rows % ti
-    sch.transform_layout(conv, ("write", 0), lambda co, i, j: (co // cb, i, j, co % cb))
-    co, i, j, k = sch.get_loops(conv)
-    co_o, co_i = sch.split(co, [None, cb])
-    i_o, i_m, i_i = sch.split(i, [None, rows // ti, ti])
-    j_o, j_i = sch.split(j, [None, tj])
-    sch.reorder(i_o, co_o, i_m, j_o, k, i_i, j_i, co_i)
-    xl = sch.cache_read(conv, 1, "global", consumer_blocks=[conv])  # read 1: the input map
-    sch.transform_layout(xl, ("write", 0), lambda c, y, x: (y, x // tj, c, x % tj))
-    sch.compute_at(xl, i_o)
-    sch.vectorize(sch.get_loops(xl)[-1])
-    sch.reverse_compute_at(epi, j_o)
-    sch.parallel(i_o)
-    sch.unroll(i_i)
-    sch.unroll(j_i)
-    sch.vectorize(co_i)
-    sch.decompose_reduction(conv, k)
 
 
 def schedule_row_vector(sch: s_tir.Schedule, conv, epi, C: int, H: int, W: int) -> None:

@@ -124,9 +124,9 @@ def block_plan(s: BlockSpec, fusion: Fusion | str = Fusion.ALL, static: bool = F
             steps.append(Step("se_dense", dict(C=cm, R=R, H=Ho, W=Ho), ("f2", "se_w1", "se_b1", "se_w2", "se_b2"),
                               (_f("f2se", cm, Ho, Ho),)))
             f2 = "f2se"
-        steps.append(Step("conv1x1", dict(C_in=cm, C_out=co, H=Ho, W=Ho, relu=False), (f2, "w3p", "b3"),
-                          (_f("f3", co, Ho, Ho),)))
-        steps.append(Step("add_relu", dict(C=co, H=Ho, W=Ho), (ident, "f3"), (_f("out", co, Ho, Ho),)))
+        # conv3 with the residual add + ReLU as its epilogue
+        steps.append(Step("conv1x1", dict(C_in=cm, C_out=co, H=Ho, W=Ho, residual=True), (f2, "w3p", "b3", ident),
+                          (_f("out", co, Ho, Ho),)))
         return steps
     fusion = Fusion.parse(fusion)
     index_outs = (("mask", (gg,), "int32"), ("idx", (gg,), "int32"), ("count", (1,), "int32"))

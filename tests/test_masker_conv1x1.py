@@ -15,7 +15,7 @@ from lasnet_tvm.models.folded import active_indices, coarse_mask
 MASKER_CASES = [  # (C_in, C_mid, size, S, stride)
     (16, 8, 13, 4, 1), (16, 8, 12, 4, 1), (8, 6, 9, 1, 1), (16, 10, 13, 2, 2), (8, 8, 16, 8, 1),
     (8, 8, 15, 7, 1), (8, 8, 14, 7, 2),
-    (128, 128, 34, 4, 1),  # a large map: conv1 over row blocks of packed input
+    (128, 128, 34, 4, 1),  # a large stride-1 map: the row-vector conv1 schedule
 ]
 
 

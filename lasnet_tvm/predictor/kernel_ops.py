@@ -45,7 +45,7 @@ def one_patch_per_task(kernel: str, params: Mapping[str, Any]) -> bool:
     return False
 
 #: Name of a 1x1 conv by the buffer it writes.
-_CONV1X1_NAMES = {"ident": "downsample", "f1": "conv1", "f3": "conv3"}
+_CONV1X1_NAMES = {"ident": "downsample", "f1": "conv1", "f3": "conv3", "out": "conv3"}  # out: + residual
 
 
 
@@ -106,7 +106,7 @@ def _kernel_ops(kernel: str, p: Mapping[str, Any], P: int, B: int, out: str) -> 
     get = p.get
     if kernel == "conv1x1":
         name = _CONV1X1_NAMES.get(out, "conv1x1")
-        return [ops.conv(name, B, p["C_in"], p["C_out"], p["H"], 1, get("stride", 1))]
+        return [ops.conv(name, B, p["C_in"], p["C_out"], p["H"], 1, get("stride", 1), extra=int(get("residual", False)))]
     if kernel == "conv3x3":
         return [ops.conv("conv2", B, p["C"], p["C"], p["H"], 3, get("stride", 1), get("groups", 1))]
     if kernel == "se_dense":

@@ -57,8 +57,7 @@ def static_block_ops(b: BlockSpec, batch: int = 1) -> list[Op]:
     out += k("conv3x3", dict(C=cm, H=H, W=H, stride=b.stride, groups=b.groups))
     if b.se_channels:
         out += k("se_dense", dict(C=cm, R=b.se_channels, H=Ho, W=Ho))
-    out += k("conv1x1", dict(C_in=cm, C_out=co, H=Ho, W=Ho), out="f3")
-    out += k("add_relu", dict(C=co, H=Ho, W=Ho))
+    out += k("conv1x1", dict(C_in=cm, C_out=co, H=Ho, W=Ho, residual=True), out="out")  # + residual add, ReLU
     return out
 
 

@@ -26,6 +26,7 @@ from ... import kernels as K
 from ...block_plan import Fusion, block_plan, prepared_weights
 from ...block_runtime import uses_patches
 from ...kernels._bounded import bounded
+from ...kernels.shapes import ceil_div
 from ..export import folded_from_weights, spec_from_ints
 from ..importer import SPEC_ATTR
 
@@ -151,20 +152,16 @@ class _Lowerer(relax.PyExprMutator):
             gv = self._kernel(step.kernel, step.params, count_after)
             if step.inplace:  # the first input is updated and becomes the output
                 call = relax.call_tir_inplace(gv, args, 0, outs[0])
-            elif step.zeroed:  # zero-filled outputs are passed in and written in place
-                inplace = []
-                for (name, shape, dt), ty in zip(step.outputs, outs):
-                    if name in step.zeroed:
-                        inplace.append(len(args))
-                        args.append(bb.emit(relax.op.zeros(ty.shape, dt)))
-                    else:
-                        inplace.append(-1)
-                call = relax.call_tir_inplace(gv, args, inplace, outs if len(outs) > 1 else outs[0])
             else:
                 call = relax.call_tir(gv, args, out_ty=outs if len(outs) > 1 else outs[0])
             res = bb.emit(call)
             for i, (name, _, _) in enumerate(step.outputs):
                 env[name] = bb.emit(relax.TupleGetItem(res, i)) if len(outs) > 1 else res
+            for (name, shape, _), ty in zip(step.outputs, outs):
+                if name in step.zeroed:  # the kernel wrote the interior: zero the border in place
+                    H = _interior(step)
+                    border = self._kernel("zero_border", dict(C=shape[0], H=H, W=H, Hq=shape[1], Wq=shape[2]))
+                    env[name] = bb.emit(relax.call_tir_inplace(border, [env[name]], 0, ty))
         y = bb.emit(relax.op.reshape(env["out"], (1, s.c_out, s.out_size, s.out_size)))
         G = s.grid * s.grid
         count = env.get("count", relax.const(np.array([G], dtype=np.int32)))
@@ -180,6 +177,13 @@ class _Lowerer(relax.PyExprMutator):
         bb.match_cast(shape, relax.ShapeType([P]))
         idx = bb.emit(relax.op.memory.view(env["idx"], relax.ShapeExpr([P])))
         return P, idx
+
+
+def _interior(step) -> int:
+    """Side of the interior of a zero-bordered output of ``step`` (a ``conv1x1`` with ``pad_for`` or a padded
+    ``masker_conv1x1``): the conv's output size, stored at offset 1."""
+    H, stride = step.params["H"], step.params.get("stride", 1)
+    return ceil_div(H, stride) if step.kernel == "conv1x1" else H
 
 
 def _without(mod: tvm.IRModule, gv: relax.GlobalVar) -> tvm.IRModule:
