@@ -127,9 +127,6 @@ def test_inspect_reports_every_kernel(sm90_library):
     assert text.exit_code == 0 and "gather_conv3x3" in text.output and "cubin" in text.output.splitlines()[0]
 
 
-@pytest.mark.xfail(strict=True, reason="the CUDA conv schedules are being rewritten as implicit GEMMs with "
-                   "shared-memory tiles and register tiles (kernels/*.py schedule work); until then some conv "
-                   "kernels are one thread per output without shared memory")
 def test_every_conv_kernel_is_tiled(sm90_library):
     conv = [k for k in _inspect_json(sm90_library)["kernels"] if k["conv"]]
     bad = [k["name"] for k in conv
