@@ -225,7 +225,7 @@ def summary_table(manifest: dict, tasks: list | None = None) -> str:
     def ms_(v):
         return "-" if v is None else f"{v:.4f}"
 
-    rows = [("task", "P", "unscheduled ms", "default ms", "tuned ms", "speedup", "uses")]
+    rows = [("task", "P", "unscheduled ms", "default ms", "tuned ms", "default/tuned", "uses")]
     for e in manifest.get("tasks", []):
         if keys is not None and e["key"] not in keys:
             continue
