@@ -57,7 +57,7 @@ def _tiles(factors, extent: int) -> list[int] | None:
     prod = 1
     for f in known:
         prod *= f
-    if extent % prod:
+    if extent % prod or (len(known) == len(factors) and prod != extent):
         return None
     return [extent // prod if f is None else int(f) for f in factors]
 
@@ -87,6 +87,7 @@ def knob_trace(task, target):
 
 
 def knob_count(trace) -> int:
+    """The number of knobs in a trace of :func:`knob_trace`."""
     return sum(ins.kind.name == "SamplePerfectTile" for ins in trace.insts)
 
 
