@@ -2,12 +2,11 @@
 
 MetaSchedule's generic space (``post-order-apply``) starts from the unscheduled function and, within a few hundred
 trials on a CPU, finds schedules several times slower than the kernels' hand-written ones. Here a kernel's
-space is its default schedule (``schedule_cpu`` / ``schedule_cuda``) itself: every ``split`` of a loop of
-constant extent whose factors tile it exactly becomes a ``SamplePerfectTile`` (decided, in the design space,
-at the default's factors) feeding that split. The design space therefore *is* the default schedule; sampling
-and MetaSchedule's tile-size mutator explore the other tilings of the same loop structure (vector widths,
-register tiles, parallel chunks). Splits that do not tile their loop exactly (a guarded tail, or a loop over
-the symbolic patch count) keep their factors.
+space is its default schedule (``schedule_cpu`` / ``schedule_cuda``) itself: the inner factor of every two-way
+``split`` that tiles a loop of constant extent exactly becomes a ``SampleCategorical`` knob over nearby divisors
+(decided, in the design space, at the default's factor). The design space therefore *is* the default
+schedule; the search explores the other tilings of the same loop structure (vector widths, register tiles,
+parallel chunks). Other splits (a guarded tail, several factors, a unit tile) keep their factors.
 
 :func:`seed_default` puts the default schedule, measured in the same run, into the database before the search,
 so that the evolutionary search starts from it (its initial population takes the best measured records).
@@ -15,11 +14,9 @@ so that the evolutionary search starts from it (its initial population takes the
 
 from __future__ import annotations
 
+import math
+
 from tvm import tirx
-
-#: Largest innermost tile a knob may take: twice the default's, at least this.
-MIN_MAX_INNERMOST = 16
-
 
 def default_schedule_of(task, target):
     """The ``tvm.s_tir.Schedule`` of ``task``'s default schedule on the function MetaSchedule tunes."""
@@ -49,51 +46,59 @@ def _split_extents(trace, func) -> dict:
     return out
 
 
-def _tiles(factors, extent: int) -> list[int] | None:
-    """The split's factors as a perfect tiling of ``extent`` (one ``None`` inferred), or None if it is not one."""
-    known = [int(f) for f in factors if f is not None]
-    if len(factors) < 2 or len(known) < len(factors) - 1 or any(f < 1 for f in known):
+#: Most values a knob offers (the divisors nearest the default's, on a log scale).
+MAX_CHOICES = 8
+
+
+def _choices(factors, extent: int) -> list[int] | None:
+    """The inner tiles a split ``factors`` of a loop of ``extent`` may take, the default's included, or None when
+    the split is no knob. Only two-way splits that tile the loop exactly are knobs, and every choice keeps each
+    of the two loops longer than one (a unit loop that appears or goes changes the number of loops the later
+    steps of the schedule address, e.g. after ``compute_at``)."""
+    if len(factors) != 2 or factors[1] is None:
         return None
-    prod = 1
-    for f in known:
-        prod *= f
-    if extent % prod or (len(known) == len(factors) and prod != extent):
+    inner = int(factors[1])
+    outer = extent // inner if factors[0] is None else int(factors[0])
+    if inner < 2 or outer < 2 or outer * inner != extent:
         return None
-    return [extent // prod if f is None else int(f) for f in factors]
+    divisors = [d for d in range(2, extent // 2 + 1) if extent % d == 0]
+    near = sorted(divisors, key=lambda d: (abs(math.log(d / inner)), d))[:MAX_CHOICES]
+    return sorted(set(near) | {inner})
 
 
 def knob_trace(task, target):
-    """The default schedule of ``task`` (for ``target``) as a trace whose exact splits of constant loops take
-    their factors from ``SamplePerfectTile`` knobs decided at the default's factors."""
+    """The default schedule of ``task`` (for ``target``) as a trace whose exact two-way splits of constant loops
+    take their inner factor from a ``SampleCategorical`` knob decided at the default's factor."""
     from tvm.s_tir.schedule import Instruction, InstructionKind, Trace
 
     trace = default_schedule_of(task, target).trace
     extents = _split_extents(trace, task.func())
-    sample = InstructionKind.get("SamplePerfectTile")
+    sample = InstructionKind.get("SampleCategorical")
     insts, decisions = [], dict(trace.decisions)
     for i, ins in enumerate(trace.insts):
         if ins.kind.name == "Split" and i in extents:
             factors = [None if f is None else int(f) for f in list(ins.inputs)[1:]]
-            tiles = _tiles(factors, extents[i])
-            if tiles is not None and extents[i] > 1:
-                rvs = [tirx.Var(f"k{i}_{j}", "int64") for j in range(len(tiles))]
-                limit = max(MIN_MAX_INNERMOST, 2 * tiles[-1])
-                knob = Instruction(sample, [ins.inputs[0]], [len(tiles), limit], rvs)
+            choices = _choices(factors, extents[i])
+            if choices is not None and len(choices) > 1:
+                rv = tirx.Var(f"k{i}", "int32")
+                probs = [tirx.FloatImm("float32", 1.0 / len(choices))] * len(choices)
+                knob = Instruction(sample, [], [choices, probs], [rv])
                 insts.append(knob)
-                decisions[knob] = tiles
-                ins = Instruction(ins.kind, [ins.inputs[0], *rvs], ins.attrs, ins.outputs)
+                decisions[knob] = choices.index(factors[1])
+                ins = Instruction(ins.kind, [ins.inputs[0], None, rv], ins.attrs, ins.outputs)
         insts.append(ins)
     return Trace(insts, decisions)
 
 
 def knob_count(trace) -> int:
     """The number of knobs in a trace of :func:`knob_trace`."""
-    return sum(ins.kind.name == "SamplePerfectTile" for ins in trace.insts)
+    return sum(ins.kind.name == "SampleCategorical" for ins in trace.insts)
 
 
 def knob_space(task, target):
-    """A MetaSchedule space generator for ``task``: :func:`knob_trace` (one design space, the default schedule);
-    the tile-size mutator only (the other mutators change what the hand-written schedule fixes)."""
+    """A MetaSchedule space generator for ``task``: :func:`knob_trace` (one design space, the default schedule).
+    No mutators: MetaSchedule's change what the hand-written schedule fixes (its tile-size mutator would make
+    unit loops); the evolutionary search draws the knobs at random and ranks the draws with its cost model."""
     from tvm.s_tir import meta_schedule as ms
 
     trace = knob_trace(task, target)
@@ -102,8 +107,7 @@ def knob_space(task, target):
         trace.apply_to_schedule(sch, remove_postproc=False)
         return sch
 
-    return ms.space_generator.ScheduleFn(apply, sch_rules=[], postprocs=[],
-                                         mutator_probs={ms.mutator.MutateTileSize(): 1.0})
+    return ms.space_generator.ScheduleFn(apply, sch_rules=[], postprocs=[], mutator_probs={})
 
 
 def default_record_trace(task, target):
