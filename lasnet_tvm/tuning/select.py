@@ -98,6 +98,22 @@ def _default_id(task, target) -> str | None:
     return trace_id(default_record_trace(task, target))
 
 
+def _not_default(recs, task, sym, target) -> list:
+    """``recs`` less those whose schedule is the default's (the search draws the default's knobs too)."""
+    import tvm_ffi
+
+    default = default_schedule(task, sym, target)
+    out = []
+    for r in recs:
+        try:
+            same = tvm_ffi.structural_equal(apply_trace(r.trace, sym, "tiled"), default)
+        except Exception:  # noqa: BLE001 - does not replay: not the default (select reports it)
+            same = False
+        if not same:
+            out.append(r)
+    return out
+
+
 def select(tasks, target, db, known: dict, builder, runner, check: bool, progress: bool = True,
            measure=None) -> None:
     """Fill ``known[task.key]`` with the default, unscheduled and tuned times at ``P`` and the choice.
@@ -116,14 +132,14 @@ def select(tasks, target, db, known: dict, builder, runner, check: bool, progres
 
     for t in tqdm(tasks, desc="checking", unit="task", disable=not progress):
         entry = known.setdefault(t.key, {})
-        default_id = _default_id(t, target)
-        recs = [r for r in ranked_records(db, t) if r.run_secs and trace_id(r.trace) != default_id][:MAX_CANDIDATES]
+        default_id, sym = _default_id(t, target), symbolic_func(t)
+        recs = [r for r in ranked_records(db, t) if r.run_secs and trace_id(r.trace) != default_id]
+        recs = _not_default(recs[:4 * MAX_CANDIDATES], t, sym, target)[:MAX_CANDIDATES]
         ids = [trace_id(r.trace) for r in recs]
         if entry.get("candidates") == ids and "chosen" in entry:
             continue  # nothing new since the last selection
         if recs:
             entry["search_ms"] = 1e3 * float(np.median([float(s) for s in recs[0].run_secs]))
-        sym = symbolic_func(t)
         entry["workload"] = workload_hash(workload_mod(t.func()))
         cands, errors = [], []
         ref = None
