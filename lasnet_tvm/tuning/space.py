@@ -18,6 +18,7 @@ import math
 
 from tvm import tirx
 
+
 def default_schedule_of(task, target):
     """The ``tvm.s_tir.Schedule`` of ``task``'s default schedule on the function MetaSchedule tunes."""
     from .. import kernels as K
