@@ -3,8 +3,8 @@
 The tasks (LAS kernels, static kernels and static operators; see :mod:`.tasks`, :mod:`.static_ops`) are
 tuned together by MetaSchedule's gradient task scheduler, which shares ``trials`` across them, with the
 xgboost cost model. A kernel's space is its hand-written default schedule with its tile sizes as knobs
-(:mod:`.space`), and the search starts from the default, measured first in the same run. Measurements run on this machine (``--device local``) or on a board behind a TVM RPC
-tracker. Results are appended to the device's JSON database (MetaSchedule writes each measured batch as it
+(:mod:`.space`), and the search starts from the default, measured first in the same run. Measurements run on
+this machine (``--device local``) or on a board behind a TVM RPC tracker. Results are appended to the device's JSON database (MetaSchedule writes each measured batch as it
 completes). Then :func:`.select.select` picks, per task, the tuned record or the default schedule, and the
 manifest is rewritten atomically.
 """
