@@ -96,13 +96,11 @@ def knob_count(trace) -> int:
     return sum(ins.kind.name == "SampleCategorical" for ins in trace.insts)
 
 
-def knob_space(task, target):
-    """A MetaSchedule space generator for ``task``: :func:`knob_trace` (one design space, the default schedule).
+def knob_space(trace):
+    """A MetaSchedule space generator of one design space, ``trace`` (a :func:`knob_trace`: the default schedule).
     No mutators: MetaSchedule's change what the hand-written schedule fixes (its tile-size mutator would make
     unit loops); the evolutionary search draws the knobs at random and ranks the draws with its cost model."""
     from tvm.s_tir import meta_schedule as ms
-
-    trace = knob_trace(task, target)
 
     def apply(sch):
         trace.apply_to_schedule(sch, remove_postproc=False)

@@ -186,17 +186,19 @@ def _measure_and_tune(tasks, dt, db, work_dir, known, trials, tracker, key, time
 
 def _seed_defaults(tasks, target, db, builder, runner) -> dict:
     """Measure the default schedule of every kernel task, put it in ``db`` as the search's starting point
-    (:func:`.space.seed_default`) and return ``{task name: its knob space}`` (:func:`.space.knob_space`).
-    Static operators keep MetaSchedule's own space (their default schedule is not a trace)."""
+    (:func:`.space.seed_default`) and return ``{task name: its knob space}`` (:func:`.space.knob_space`) for
+    the kernels whose default schedule has knobs. The others, and the static operators (whose default schedule
+    is not a trace), keep MetaSchedule's own space."""
     from .measure import measure
-    from .space import default_schedule_of, knob_space, seed_default
+    from .space import default_schedule_of, knob_count, knob_space, knob_trace, seed_default
 
     kernels = [t for t in tasks if t.kernel != "static_op"]
     times = measure([default_schedule_of(t, target).mod["main"] for t in kernels], target, builder, runner)
     for t, ms_ in zip(kernels, times):
         if ms_ is not None:
             seed_default(db, t, target, ms_)
-    return {t.name: knob_space(t, target) for t in kernels}
+    traces = {t.name: knob_trace(t, target) for t in kernels}
+    return {name: knob_space(trace) for name, trace in traces.items() if knob_count(trace)}
 
 
 def _update_manifest(manifest, tasks, known, dt, trials, no_measure, source) -> dict:
