@@ -67,7 +67,8 @@ def target():
 
 def test_tasks_of_block_specialize_and_indices():
     tasks = {t.kernel: t for t in tasks_of_block(BLOCK, rate=0.5)}
-    assert set(tasks) == {"masker_conv1x1", "gather_conv3x3", "patch_conv1x1", "scatter_add"}
+    # no downsample, S = 4: conv3 adds its patches into the block input in its epilogue, as compile builds it
+    assert set(tasks) == {"masker_conv1x1", "gather_conv3x3", "patch_conv1x1"} and tasks["patch_conv1x1"].params["Ho"]
     gc = tasks["gather_conv3x3"]
     assert (gc.P, gc.num_patches, gc.index_args) == (8, 16, ("idx",))
     assert tasks["masker_conv1x1"].P is None
@@ -93,10 +94,10 @@ def test_tasks_follow_the_kernels_symbolic_patch_count(fusion):
         func = K.builder(t.kernel)(**t.params)
         assert (t.P is not None) == bool(symbolic_vars(func)), t.kernel
         assert t.index_args == (("idx",) if t.P is not None and "idx" in [p.name for p in func.params] else ())
-    assert {t.kernel for t in tasks if t.index_args} == ({"gather_conv3x3", "scatter_add"} if fusion == "all"
+    assert {t.kernel for t in tasks if t.index_args} == ({"gather_conv3x3", "patch_conv1x1"} if fusion == "all"
                                                          else {"gather", "scatter"})
     assert {t.kernel for t in tasks if t.P is not None and not t.index_args} == (
-        {"patch_conv1x1"} if fusion == "all" else {"window_conv3x3", "patch_conv1x1"})
+        set() if fusion == "all" else {"window_conv3x3", "patch_conv1x1"})
 
 
 def test_unknown_device_and_missing_hardware(tmp_path):
@@ -305,7 +306,8 @@ def test_record_ids_survive_the_database(tmp_path):
 
     m = tune([GC_TASK], "local", tmp_path, trials=8, progress=False)
     ids = [trace_id(r.trace) for r in ranked_records(open_database(tmp_path), GC_TASK) if r.run_secs]
-    assert m["tasks"][0]["candidates"] and m["tasks"][0]["candidates"] == ids[:len(m["tasks"][0]["candidates"])]
+    cands = m["tasks"][0]["candidates"]  # in rank order; the default schedule's own record is no candidate
+    assert cands and [i for i in ids if i in cands] == cands
 
 
 @pytest.mark.slow

@@ -1,8 +1,9 @@
 """The per-device tuning database: MetaSchedule JSON files, a manifest, a lock, and schedule lookup.
 
 A work dir (``schedules/<device>/``) holds ``database_workload.json`` and ``database_tuning_record.json``
-(MetaSchedule's :class:`JSONDatabase`, one JSON object per line, appended), ``manifest.json`` and, while a
-process tunes, ``.lock``; :func:`apply_trace` replays a record onto a kernel with a symbolic patch count.
+(MetaSchedule's :class:`JSONDatabase`, one JSON object per line, appended: a run cut short leaves at most an
+unterminated last line, which :func:`check_database_files` drops), ``manifest.json`` (replaced atomically) and,
+while a process tunes, ``.lock``; an export replaces each of its files atomically; :func:`apply_trace` replays a record onto a kernel with a symbolic patch count.
 """
 
 from __future__ import annotations
@@ -111,11 +112,10 @@ def read_manifest(work_dir: Path) -> dict:
 
 
 def write_manifest(work_dir: Path, manifest: dict) -> None:
-    """Write ``manifest.json`` atomically (temp file + rename)."""
-    path = Path(work_dir) / MANIFEST
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    """Write ``manifest.json`` atomically (:func:`lasnet_tvm.fsutil.atomic_write`)."""
+    from ..fsutil import atomic_write
+
+    atomic_write(Path(work_dir) / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n", "manifest")
 
 
 def workload_mod(func):
@@ -285,7 +285,11 @@ def export_chosen(src: Path, dest: Path) -> dict:
     LasnetError
         ``src`` has no manifest, or a chosen record is missing from its database.
     """
+    import tempfile
+
     from tvm.s_tir import meta_schedule as ms
+
+    from ..fsutil import atomic_write, check_dir_writable
 
     src, dest = Path(src), Path(dest)
     if dest.resolve() == src.resolve():
@@ -295,20 +299,26 @@ def export_chosen(src: Path, dest: Path) -> dict:
         raise LasnetError(f"{src} has no manifest.json: nothing to export")
     db = open_database(src)
     wanted = {(e["record"], e.get("workload")): e for e in manifest.get("tasks", []) if e.get("chosen") == "tuned"}
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in DB_FILES:
-        (dest / name).write_text("")
-    out = ms.database.JSONDatabase(work_dir=str(dest), module_equality="structural")
-    found = set()
-    for rec in db.get_all_tuning_records():
-        rid = (trace_id(rec.trace), workload_hash(rec.workload.mod))
-        if rid in wanted and rid not in found and rec.run_secs:
-            found.add(rid)
-            wl = out.commit_workload(rec.workload.mod)
-            out.commit_tuning_record(ms.database.TuningRecord(rec.trace, wl, rec.run_secs, rec.target, rec.args_info))
-    missing = [wanted[r]["name"] for r in wanted if r not in found]
-    if missing:
-        raise LasnetError(f"chosen records missing from {src}: {', '.join(missing[:5])}")
+    check_dir_writable(dest, "exported schedules")
+    # MetaSchedule writes the database in a scratch folder; each file then replaces dest's atomically
+    # (workloads first, manifest last), so that a failed export leaves dest's earlier files whole
+    with tempfile.TemporaryDirectory(prefix="lasnet-export-") as scratch:
+        for name in DB_FILES:
+            (Path(scratch) / name).write_text("")
+        out = ms.database.JSONDatabase(work_dir=scratch, module_equality="structural")
+        found = set()
+        for rec in db.get_all_tuning_records():
+            rid = (trace_id(rec.trace), workload_hash(rec.workload.mod))
+            if rid in wanted and rid not in found and rec.run_secs:
+                found.add(rid)
+                wl = out.commit_workload(rec.workload.mod)
+                out.commit_tuning_record(ms.database.TuningRecord(rec.trace, wl, rec.run_secs, rec.target,
+                                                                  rec.args_info))
+        missing = [wanted[r]["name"] for r in wanted if r not in found]
+        if missing:
+            raise LasnetError(f"chosen records missing from {src}: {', '.join(missing[:5])}")
+        for name in DB_FILES:
+            atomic_write(dest / name, (Path(scratch) / name).read_bytes(), "tuning database")
     write_manifest(dest, {**manifest, "exported_from": str(src)})
     return manifest
 

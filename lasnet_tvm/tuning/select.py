@@ -2,10 +2,12 @@
 
 MetaSchedule measures candidates on the function specialized at the tuning size ``P``; the compiler uses
 the trace replayed onto the symbolic kernel (:func:`.database.apply_trace`). For each task the best few
-records are replayed that way (tuned patch tiles, else unit patch tiles), compiled with symbolic ``P``, checked against TVM's unscheduled function
-(on this machine: at ``P = 1``, the tuning size and all patches) and timed at ``P`` beside the default
-schedule. A tuned record is chosen only if it is correct and at least ``1 - MARGIN`` faster than the default
-schedule; otherwise the manifest says ``"chosen": "default"`` and ``compile`` keeps the default schedule.
+records are replayed that way (tuned patch tiles, else unit patch tiles), compiled with symbolic ``P``,
+checked against TVM's unscheduled function (on this machine: at ``P = 1``, the tuning size and all patches)
+and timed at ``P`` beside the default schedule (the default's own record, the search's starting point, is not
+a candidate). A tuned record is chosen (:func:`choose`) only if it is correct and at least ``MARGIN`` faster
+than the default schedule measured in the same run; otherwise the manifest says ``"chosen": "default"`` and
+``compile`` keeps the default schedule.
 """
 
 from __future__ import annotations
@@ -77,27 +79,67 @@ def outputs_match(ex, ref_ex, task, sym) -> bool:
     return True
 
 
-def select(tasks, target, db, known: dict, builder, runner, check: bool, progress: bool = True) -> None:
+def choose(default_ms: float | None, timed: list) -> tuple | None:
+    """The ``(ms, record id)`` of ``timed`` (candidates measured beside the default in the same run) that
+    ``compile`` should use, or None (keep the default): the fastest, if it beats ``default_ms`` by
+    :data:`MARGIN` (any that ran, when the default did not)."""
+    best = min(timed, default=None)
+    if best is None or (default_ms is not None and best[0] > (1 - MARGIN) * default_ms):
+        return None
+    return best
+
+
+def _default_id(task, target) -> str | None:
+    """Trace id of the default schedule's record (:func:`.space.seed_default`); None for static operators."""
+    if task.kernel == "static_op":
+        return None
+    from .space import default_record_trace
+
+    return trace_id(default_record_trace(task, target))
+
+
+def _not_default(recs, task, sym, target) -> list:
+    """``recs`` less those whose schedule is the default's (the search draws the default's knobs too)."""
+    import tvm_ffi
+
+    default = default_schedule(task, sym, target)
+    out = []
+    for r in recs:
+        try:
+            same = tvm_ffi.structural_equal(apply_trace(r.trace, sym, "tiled"), default)
+        except Exception:  # noqa: BLE001 - does not replay: not the default (select reports it)
+            same = False
+        if not same:
+            out.append(r)
+    return out
+
+
+def select(tasks, target, db, known: dict, builder, runner, check: bool, progress: bool = True,
+           measure=None) -> None:
     """Fill ``known[task.key]`` with the default, unscheduled and tuned times at ``P`` and the choice.
 
     Parameters
     ----------
     check : bool
         Run the candidates here against the unscheduled function (``target`` must be this machine).
+    measure : callable, optional
+        ``(funcs, target, builder, runner, errors) -> [ms or None]`` (default :func:`.measure.measure`).
     """
     from tqdm import tqdm
 
-    from .measure import measure
+    if measure is None:
+        from .measure import measure
 
     for t in tqdm(tasks, desc="checking", unit="task", disable=not progress):
         entry = known.setdefault(t.key, {})
-        recs = [r for r in ranked_records(db, t) if r.run_secs][:MAX_CANDIDATES]
+        default_id, sym = _default_id(t, target), symbolic_func(t)
+        recs = [r for r in ranked_records(db, t) if r.run_secs and trace_id(r.trace) != default_id]
+        recs = _not_default(recs[:4 * MAX_CANDIDATES], t, sym, target)[:MAX_CANDIDATES]
         ids = [trace_id(r.trace) for r in recs]
         if entry.get("candidates") == ids and "chosen" in entry:
             continue  # nothing new since the last selection
         if recs:
             entry["search_ms"] = 1e3 * float(np.median([float(s) for s in recs[0].run_secs]))
-        sym = symbolic_func(t)
         entry["workload"] = workload_hash(workload_mod(t.func()))
         cands, errors = [], []
         ref = None
@@ -127,9 +169,8 @@ def select(tasks, target, db, known: dict, builder, runner, check: bool, progres
             entry["unscheduled_ms"] = times.pop()
         entry["untuned_ms"] = times[0]
         timed = [(ms_, rid) for (rid, _), ms_ in zip(cands, times[1:]) if ms_ is not None]
-        best = min(timed, default=None)
+        best, kept = min(timed, default=None), choose(times[0], timed)
         entry.update(candidates=ids, tuned_ms=None if best is None else best[0], checked=bool(check),
                      errors=errors[:MAX_CANDIDATES + 2])
-        faster = best is not None and (times[0] is None or best[0] <= (1 - MARGIN) * times[0])
-        entry["chosen"] = "tuned" if faster else "default"
-        entry["record"], entry["variant"] = best[1] if faster else (None, None)
+        entry["chosen"] = "tuned" if kept else "default"
+        entry["record"], entry["variant"] = kept[1] if kept else (None, None)

@@ -102,10 +102,12 @@ def _task_of(kernel: str, params: dict, grid: int, rate: float) -> Task:
 
 def tasks_of_spec(spec, rate: float = 0.5, fusion: str = "all", static: bool = True) -> list[Task]:
     """Distinct tasks over the blocks of an :class:`~lasnet_tvm.archs.ArchSpec` (dynamic and, with
-    ``static``, the dense counterparts)."""
+    ``static``, the dense counterparts): the kernels ``compile`` builds, residuals added in place as in a
+    network (see :func:`~lasnet_tvm.block_plan.block_plan`), so that the tuned workloads are those it looks up."""
     seen: dict[str, Task] = {}
     for b in spec.blocks:
-        steps = list(block_plan(b, fusion)) + (list(block_plan(b, static=True)) if static else [])
+        steps = list(block_plan(b, fusion, inplace_residual=True))
+        steps += list(block_plan(b, static=True)) if static else []
         for st in steps:
             t = _task_of(st.kernel, st.params, b.grid, rate)
             seen.setdefault(t.key, t)

@@ -2,8 +2,9 @@
 
 The tasks (LAS kernels, static kernels and static operators; see :mod:`.tasks`, :mod:`.static_ops`) are
 tuned together by MetaSchedule's gradient task scheduler, which shares ``trials`` across them, with the
-xgboost cost model. Measurements run on this machine (``--device local``) or on a board behind a TVM RPC
-tracker. Results are appended to the device's JSON database (MetaSchedule writes each measured batch as it
+xgboost cost model. A kernel's space is its hand-written default schedule with its tile sizes as knobs
+(:mod:`.space`), and the search starts from the default, measured first in the same run. Measurements run on
+this machine (``--device local``) or on a board behind a TVM RPC tracker. Results are appended to the device's JSON database (MetaSchedule writes each measured batch as it
 completes). Then :func:`.select.select` picks, per task, the tuned record or the default schedule, and the
 manifest is rewritten atomically.
 """
@@ -160,6 +161,7 @@ def _measure_and_tune(tasks, dt, db, work_dir, known, trials, tracker, key, time
     cb = ProgressCallback(trials, len(tasks), enabled=progress and trials > 0)
     try:
         if trials > 0:
+            spaces = _seed_defaults(tasks, dt.target, db, builder, runner)
             mod = tvm.IRModule({t.name: t.func() for t in tasks})
             cores = int(dt.target.attrs.get("num-cores", 1)) if not dt.gpu else "physical"
             # a smaller population than MetaSchedule's default (512): the search itself costs seconds per
@@ -171,7 +173,7 @@ def _measure_and_tune(tasks, dt, db, work_dir, known, trials, tracker, key, time
                             num_trials_per_iter=per_iter,
                             builder=builder, runner=runner, database=db, cost_model="xgb", strategy=strategy,
                             measure_callbacks=list(ms.measure_callback.MeasureCallback.create("default")) + [cb],
-                            task_scheduler="gradient", num_tuning_cores=cores)
+                            task_scheduler="gradient", num_tuning_cores=cores, special_space=spaces)
             finally:
                 cb.close()
         select(tasks, dt.target, db, known, builder, runner, check=tracker is None and dt.device == "local",
@@ -180,6 +182,23 @@ def _measure_and_tune(tasks, dt, db, work_dir, known, trials, tracker, key, time
         builder.close()
         close_runner(runner)
     return cb.done
+
+
+def _seed_defaults(tasks, target, db, builder, runner) -> dict:
+    """Measure the default schedule of every kernel task, put it in ``db`` as the search's starting point
+    (:func:`.space.seed_default`) and return ``{task name: its knob space}`` (:func:`.space.knob_space`) for
+    the kernels whose default schedule has knobs. The others, and the static operators (whose default schedule
+    is not a trace), keep MetaSchedule's own space."""
+    from .measure import measure
+    from .space import default_schedule_of, knob_count, knob_space, knob_trace, seed_default
+
+    kernels = [t for t in tasks if t.kernel != "static_op"]
+    times = measure([default_schedule_of(t, target).mod["main"] for t in kernels], target, builder, runner)
+    for t, ms_ in zip(kernels, times):
+        if ms_ is not None:
+            seed_default(db, t, target, ms_)
+    traces = {t.name: knob_trace(t, target) for t in kernels}
+    return {name: knob_space(trace) for name, trace in traces.items() if knob_count(trace)}
 
 
 def _update_manifest(manifest, tasks, known, dt, trials, no_measure, source) -> dict:
@@ -208,7 +227,7 @@ def summary_table(manifest: dict, tasks: list | None = None) -> str:
     def ms_(v):
         return "-" if v is None else f"{v:.4f}"
 
-    rows = [("task", "P", "unscheduled ms", "default ms", "tuned ms", "speedup", "uses")]
+    rows = [("task", "P", "unscheduled ms", "default ms", "tuned ms", "default/tuned", "uses")]
     for e in manifest.get("tasks", []):
         if keys is not None and e["key"] not in keys:
             continue
