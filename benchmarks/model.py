@@ -121,62 +121,91 @@ def check_outputs(model: LASNet, static_model: LASNet, sparse: SparseLASNet | No
     return errs
 
 
+def las_key(rate: float, multi: bool) -> str:
+    """The timing key of the compiled LAS model at ``rate``: ``las``, or ``las@0.25`` when several rates run."""
+    return f"las@{rate:g}" if multi else "las"
+
+
 def run(arch: str = "las_resnet50", granularity: str = "4-4-2-1", input_size: int = 224, width_mult: float = 1.0,
         rate: float = 0.5, model: LASNet | None = None, n_images: int = 4, repeats: int = 5, threads: int = 2,
-        database=None, breakdown: bool = False, save_model: str | None = None, baselines=()) -> dict:
+        database=None, breakdown: bool = False, save_model: str | None = None, baselines=(),
+        rates=None) -> dict:
     """Compile, check and time; returns the JSON-able result. ``breakdown``: also profile both compiled models
     per VM call (:func:`kernel_breakdown`, ``repeats`` rounds, after the timing). ``save_model``: also write the
     model (with its calibrated maskers) there, for ``lasnet-tvm compile`` and ``bench compare``. ``baselines``:
     also the static model in these runtimes (:mod:`~lasnet_tvm.benchmarks.baselines`), with TVM's thread count,
-    checked and timed in the same rounds.
+    checked and timed in the same rounds. ``rates``: several activation rates of the random model in one run
+    (the same weights, the maskers set per rate; one compiled LAS model per rate, timed as ``las@R`` in the same
+    interleaved rounds as the static variants, which run once); the result then has a ``per_rate`` list.
 
     Raises
     ------
     LasnetError
-        A timed variant's output differs from its PyTorch reference (:func:`check_outputs`).
+        A timed variant's output differs from its PyTorch reference (:func:`check_outputs`), or ``rates`` with
+        a given ``model``.
     """
+    from lasnet_tvm.errors import LasnetError
+
     baselines = check_available(baselines)
+    multi = rates is not None and len(rates) > 1
+    if multi and model is not None:
+        raise LasnetError("several rates need the random model: a model.pt has the rate its maskers give")
+    if multi and (breakdown or save_model):
+        raise LasnetError("--breakdown and --save-model take one rate")
+    rate_list = list(rates) if rates is not None else [rate]
     torch.set_num_threads(threads)
     tvm_threads = int(os.environ.get("TVM_NUM_THREADS") or threads)
     if model is None:
-        model = build_model(arch, granularity, input_size, 1000, width_mult).eval()
+        base = build_model(arch, granularity, input_size, 1000, width_mult).eval()
         x = images(n_images, input_size)
-        calibrate_maskers(model, x, rate)
+        las_models = {}
+        for r in rate_list:
+            las_models[r] = copy.deepcopy(base)
+            calibrate_maskers(las_models[r], x, r)
         if save_model:
             from lasnet_tvm.checkpoint import save_checkpoint
 
-            save_checkpoint(save_model, model, {"source": f"bench model --rate {rate}"})
+            save_checkpoint(save_model, las_models[rate_list[0]], {"source": f"bench model --rate {rate_list[0]}"})
     else:
         x = images(n_images, model.spec.input_size)
-    model.eval()
+        las_models = {rate_list[0]: model.eval()}
+    model = las_models[rate_list[0]]
     s = model.spec
     target = build_target("llvm")
     compiled, compile_s, applied = {}, {}, {}
-    for name, static in (("las", False), ("static", True)):
+    variants = [(las_key(r, multi), m, False) for r, m in las_models.items()] + [("static", model, True)]
+    for name, net, static in variants:
         t0 = time.perf_counter()
-        r = compile_model(model, target, static=static, database=database)
+        r = compile_model(net, target, static=static, database=database)
         compile_s[name] = time.perf_counter() - t0
         compiled[name] = CompiledModel.from_executable(r.executable, r.manifest)
         applied[name] = r.manifest.get("tuned_schedules", {}).get("applied", [])
     xs = x.numpy()
-    las = compiled["las"].run(xs)
     static_model = model.static_counterpart()
-    sparse = SparseLASNet(model) if model.se_pool == "active" else None  # dense SE pooling cannot run sparsely
     singles = [xs[i : i + 1] for i in range(n_images)]
     with tempfile.TemporaryDirectory() as tmp:
         others = build_baselines(baselines, static_model, s.input_size, tvm_threads, tmp)
-    outputs = {"las": las.logits, "static": compiled["static"].run(xs).logits,
-               **{k: np.concatenate([b.run(v) for v in singles]) for k, b in others.items()}}
-    errs = check_outputs(model, static_model, sparse, x, outputs)
+    static_outputs = {"static": compiled["static"].run(xs).logits,
+                      **{k: np.concatenate([b.run(v) for v in singles]) for k, b in others.items()}}
+    errs, measured_rate, rate_per_block, sparse = {}, {}, {}, None
+    for r, net in las_models.items():
+        key = las_key(r, multi)
+        las = compiled[key].run(xs)
+        measured_rate[key] = float(las.rates.mean())
+        rate_per_block[key] = [float(v) for v in las.rates.mean(axis=0)]
+        sp = SparseLASNet(net) if net.se_pool == "active" and not multi else None  # dense SE pooling: no sparse run
+        sparse = sparse or sp
+        outs = {"las": las.logits, **(static_outputs if r == rate_list[0] else {})}
+        for k, v in check_outputs(net, static_model, sp, x, outs).items():
+            errs[key if k == "las" else k] = v
     tsingles = [x[i : i + 1] for i in range(n_images)]
 
     def over_images(f, inputs):
         return lambda: [f(v) for v in inputs]
 
-    fns = {"las": over_images(compiled["las"]._call, singles),
-           "static": over_images(compiled["static"]._call, singles),
-           "torch_static": over_images(static_model, tsingles),
-           "torch_las_dense": over_images(model, tsingles)}
+    fns = {k: over_images(compiled[k]._call, singles) for k in compiled}
+    fns.update({"torch_static": over_images(static_model, tsingles),
+                "torch_las_dense": over_images(model, tsingles)})
     if sparse is not None:
         fns["torch_sparse"] = over_images(sparse, tsingles)
     fns.update({k: over_images(b.run, singles) for k, b in others.items()})
@@ -184,6 +213,14 @@ def run(arch: str = "las_resnet50", granularity: str = "4-4-2-1", input_size: in
         t = time_interleaved(fns, repeats=repeats, warmup=1, batch=1)
     per_image = {k: v["median_ms"] / n_images for k, v in t.items()}
     extra = {"breakdown": kernel_breakdown(compiled, singles, repeats)} if breakdown else {}
+    first = las_key(rate_list[0], multi)
+    if multi:
+        extra["per_rate"] = [
+            {"rate_target": r, "rate": measured_rate[las_key(r, True)], "ms": per_image[las_key(r, True)],
+             "speedup_vs_static": per_image["static"] / per_image[las_key(r, True)],
+             "speedup_vs_torch_static": per_image["torch_static"] / per_image[las_key(r, True)],
+             **{f"speedup_vs_{k}": per_image[k] / per_image[las_key(r, True)] for k in others}}
+            for r in rate_list]
     return {
         "benchmark": "model",
         "device": "local",
@@ -197,13 +234,13 @@ def run(arch: str = "las_resnet50", granularity: str = "4-4-2-1", input_size: in
         "threads": threads,
         "tuned": database is not None,
         "tuned_applied": applied,
-        "rate": float(las.rates.mean()),
-        "rate_per_block": [float(v) for v in las.rates.mean(axis=0)],
+        "rate": measured_rate[first],
+        "rate_per_block": rate_per_block[first],
         "ms": per_image,
-        "speedup_vs_static": per_image["static"] / per_image["las"],
-        "speedup_vs_torch_static": per_image["torch_static"] / per_image["las"],
+        "speedup_vs_static": per_image["static"] / per_image[first],
+        "speedup_vs_torch_static": per_image["torch_static"] / per_image[first],
         "compile_s": compile_s,
-        "baselines": {k: {**b.info, "ms": per_image[k], "las_latency_ratio": per_image["las"] / per_image[k],
+        "baselines": {k: {**b.info, "ms": per_image[k], "las_latency_ratio": per_image[first] / per_image[k],
                           "static_latency_ratio": per_image["static"] / per_image[k]} for k, b in others.items()},
         "max_rel_err": errs,
         "timings": t,
@@ -216,8 +253,15 @@ def format_table(res: dict) -> str:
     rows = [f"{res['arch']} {res['granularity']} @{res['input_size']} (rate {res['rate']:.2f}), ms per image:"]
     for k, v in ms.items():
         rows.append(f"  {k:16s} {v:9.2f}")
-    rows.append(f"  LAS vs static compiled: {res['speedup_vs_static']:.2f}x; vs PyTorch static: "
-                f"{res['speedup_vs_torch_static']:.2f}x; compile {res['compile_s']['las']:.1f} s")
+    for r in res.get("per_rate", []):
+        others = "".join(f"; vs {k[len('speedup_vs_'):]} {v:.2f}x" for k, v in r.items()
+                         if k.startswith("speedup_vs_") and k not in ("speedup_vs_static", "speedup_vs_torch_static"))
+        rows.append(f"  rate {r['rate_target']:g} (measured {r['rate']:.2f}): LAS {r['ms']:.2f} ms, vs static "
+                    f"compiled {r['speedup_vs_static']:.2f}x; vs PyTorch static {r['speedup_vs_torch_static']:.2f}x"
+                    + others)
+    if "per_rate" not in res:
+        rows.append(f"  LAS vs static compiled: {res['speedup_vs_static']:.2f}x; vs PyTorch static: "
+                    f"{res['speedup_vs_torch_static']:.2f}x; compile {res['compile_s']['las']:.1f} s")
     for k, b in res.get("baselines", {}).items():
         rows.append(f"  latency / {k} {b['version']} static ({b['threads']} threads): "
                     f"LAS {b['las_latency_ratio']:.2f}, static compiled {b['static_latency_ratio']:.2f}")

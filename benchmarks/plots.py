@@ -184,20 +184,28 @@ def plot_fusion(res: dict, path) -> Path:
     return _save(fig, path)
 
 
+def _rates_text(res: dict) -> str:
+    if "per_rate" in res:
+        return "/".join(f"{r['rate']:.2f}" for r in res["per_rate"])
+    return f"{res['rate']:.2f}"
+
+
 def plot_model(res: dict, path) -> Path:
     """Horizontal bars of ``bench model``'s median milliseconds per image, one per variant (the compiled models,
     PyTorch's, and the static model in other runtimes), with each one's latency relative to the compiled LAS."""
     ms = res["ms"]
     names = list(ms)
+    ref = "las" if "las" in ms else "static"  # several rates: relative to the compiled static model
     fig, ax = plt.subplots(figsize=(7.2, 0.45 * len(names) + 1.6))
-    colors = [COLORS[0] if k in ("las", "static") else COLORS[2] if k in res.get("baselines", {}) else COLORS[1]
-              for k in names]
+    colors = [COLORS[0] if k.startswith("las") or k == "static" else COLORS[2] if k in res.get("baselines", {})
+              else COLORS[1] for k in names]
     bars = ax.barh(range(len(names)), [ms[k] for k in names], color=colors)
-    ax.bar_label(bars, [f"{ms[k]:.2f} ms ({ms[k] / ms['las']:.2f}x LAS)" for k in names], fontsize=7, padding=2)
+    ax.bar_label(bars, [f"{ms[k]:.2f} ms ({ms[k] / ms[ref]:.2f}x {ref.upper() if ref == 'las' else ref})"
+                        for k in names], fontsize=7, padding=2)
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
     ax.set_xlim(0, max(ms.values()) * 1.45)
     ax.set(xlabel="latency per image (ms, median of interleaved rounds)")
     ax.set_title(f"{res['arch']} {res['granularity']} @{res['input_size']}, width x{res['width_mult']}, rate "
-                 f"{res['rate']:.2f}, {res['threads']} threads\n{res['machine']['cpu']}", fontsize=9)
+                 f"{_rates_text(res)}, {res['threads']} threads\n{res['machine']['cpu']}", fontsize=9)
     return _save(fig, path)

@@ -48,6 +48,37 @@ def test_write_json_atomic(tmp_path):
     assert p.stat().st_mode & 0o777 == 0o644  # readable by others, unlike mkstemp's 0o600
 
 
+def test_bench_model_rates_in_one_run(tmp_path):
+    """`bench model --rates`: one compiled LAS model per rate, the static variants once, all in the same rounds;
+    every LAS model checked against PyTorch, and the per-rate ratios computed from the same medians."""
+    import json
+
+    from click.testing import CliRunner
+
+    from lasnet_tvm.cli.main import cli
+
+    out = tmp_path / "rates.json"
+    res = CliRunner().invoke(cli, ["bench", "model", "--width-mult", "0.125", "--input-size", "64", "--images", "1",
+                                   "--repeats", "2", "--rates", "0,1", "--threads", "2", "--baseline", "onnxruntime",
+                                   "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    d = json.loads(out.read_text())
+    assert set(d["ms"]) == {"las@0", "las@1", "static", "torch_static", "torch_las_dense", "onnxruntime"}
+    assert {"las@0", "las@1", "static", "onnxruntime"} <= set(d["max_rel_err"])
+    assert max(d["max_rel_err"].values()) < 1e-4
+    assert all(t["n"] == 2 for t in d["timings"].values())
+    low, high = d["per_rate"]
+    assert (low["rate_target"], high["rate_target"]) == (0, 1) and low["rate"] == 0.0 and high["rate"] == 1.0
+    for r in d["per_rate"]:
+        key = f"las@{r['rate_target']:g}"
+        assert r["ms"] == d["ms"][key]
+        assert r["speedup_vs_static"] == pytest.approx(d["ms"]["static"] / d["ms"][key])
+        assert r["speedup_vs_onnxruntime"] == pytest.approx(d["ms"]["onnxruntime"] / d["ms"][key])
+    assert "rate 0 (measured 0.00)" in res.output and out.with_suffix(".png").is_file()
+    bad = CliRunner().invoke(cli, ["bench", "model", "--rates", "0,1.5", "--out", str(tmp_path / "x.json")])
+    assert bad.exit_code != 0 and "1.5" in bad.output
+
+
 def test_bench_model_quick(tmp_path):
     """`bench model` on a tiny network: every field present, compiled outputs checked, ONNX Runtime beside them."""
     import json

@@ -8,7 +8,7 @@ import os
 import click
 
 from ..errors import LasnetError
-from .types import COUNT, GRANULARITY, NON_NEGATIVE, POSITIVE, RATE
+from .types import COUNT, GRANULARITY, NON_NEGATIVE, POSITIVE, RATE, RATES
 
 
 @click.group()
@@ -72,6 +72,9 @@ def block(arch, stage, channels, size, stride, S, rates, ablation_rate, repeats,
 @click.option("--input-size", type=COUNT, default=224, show_default=True)
 @click.option("--width-mult", type=POSITIVE, default=1.0, show_default=True)
 @click.option("--rate", type=RATE, default=0.5, show_default=True, help="Activation rate the random model's maskers aim at.")
+@click.option("--rates", type=RATES, default=None,
+              help="Several rates in one run, e.g. 0,0.25,0.5,1: one compiled LAS model per rate (same weights), "
+              "timed with the static variants in the same rounds. Replaces --rate.")
 @click.option("--images", type=COUNT, default=4, show_default=True, help="Synthetic images (timings are per image).")
 @click.option("--repeats", type=COUNT, default=5, show_default=True)
 @click.option("--threads", type=COUNT, default=2, show_default=True)
@@ -86,7 +89,7 @@ def block(arch, stage, channels, size, stride, S, rates, ablation_rate, repeats,
               help="Also the static model in this runtime: onnxruntime or openvino (repeatable or comma list; "
               "pip install 'lasnet-tvm[bench]'), exported to ONNX and run with TVM's thread count.")
 @click.option("--out", type=click.Path(), required=True, help="JSON file to write (and a PNG beside it).")
-def model(model_path, arch, granularity, input_size, width_mult, rate, images, repeats, threads, schedules,
+def model(model_path, arch, granularity, input_size, width_mult, rate, rates, images, repeats, threads, schedules,
           save_model, breakdown, baselines, out):
     """Whole network: compiled LAS vs compiled static vs PyTorch (static, LAS dense, sparse), and optionally
     the static model in ONNX Runtime / OpenVINO."""
@@ -115,8 +118,12 @@ def model(model_path, arch, granularity, input_size, width_mult, rate, images, r
     database = schedules_for(None if schedules == "shipped" else schedules, use_shipped=schedules == "shipped")
     if schedules == "shipped" and database is None:
         raise LasnetError("--schedules shipped: no schedules are shipped for this CPU (see schedules/)")
+    if rates is not None:
+        rates = rates if isinstance(rates, list) else [rates]
+        if model_path is not None:
+            raise LasnetError("--rates sets the random model's maskers; a --model has the rate its maskers give")
     res = bm.run(arch, granularity, input_size, width_mult, rate, net, images, repeats, threads, database,
-                 breakdown, save_model, baselines)
+                 breakdown, save_model, baselines, rates)
     write_json(out, res)
     png = plot_model(res, os.path.splitext(out)[0] + ".png")
     click.echo(bm.format_table(res))
