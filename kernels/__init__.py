@@ -21,6 +21,10 @@ KERNELS = (
     "zero_border",
 )
 
+#: Kernels with nothing worth tuning (a fill of a map's border): compile never looks them up in a schedule
+#: database, and tuning makes no task of them.
+UNTUNED = ("zero_border",)
+
 BUILDERS = {"se": "se_patches"}  # module -> builder name where they differ
 
 

@@ -33,10 +33,10 @@ def shared_kernels():
 
     compile_module = block_runtime.compile_kernel_module
 
-    def cached(name, target, **params):
-        key = (name, str(target), tuple(sorted(params.items())))
+    def cached(name, target, count_after=None, **params):
+        key = (name, str(target), count_after, tuple(sorted(params.items())))
         if key not in _KERNELS:
-            _KERNELS[key] = compile_module(name, target, **params)
+            _KERNELS[key] = compile_module(name, target, count_after, **params)
         return _KERNELS[key]
 
     with pytest.MonkeyPatch.context() as mp:

@@ -224,6 +224,7 @@ def test_compile_applies_the_kept_records_only(tmp_path, target):
     assert _equal(got.body, _bare(want).body), (dict(got.attrs), dict(want.attrs))
 
 
+@pytest.mark.slow  # a real MetaSchedule run (about 2 min); the selection logic is checked above with a fake measurer
 def test_tiny_tuning_run_never_keeps_a_slower_record(tmp_path, target):
     """A real run (few trials, one small task): the search starts from the default (its record, measured in
     this run, is in the database), every record it measures lies in the default's knob space, and a kept

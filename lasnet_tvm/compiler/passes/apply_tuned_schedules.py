@@ -15,6 +15,7 @@ from typing import Protocol
 import tvm
 from tvm import tirx
 
+from ... import kernels as K
 from . import schedule_each
 from .lower_las_blocks import KERNEL_ATTR, PARAMS_ATTR, rebound, unbounded
 
@@ -41,6 +42,8 @@ def _tuned(database: ScheduleDatabase, func: tirx.PrimFunc, target) -> tirx.Prim
     bare = unbounded(func)
     bare = bare.without_attr("global_symbol") if "global_symbol" in attrs else bare
     if KERNEL_ATTR in attrs:
+        if str(attrs[KERNEL_ATTR]) in K.UNTUNED:
+            return None
         params = json.loads(str(attrs[PARAMS_ATTR]))
         tuned = rebound(func, database.query_schedule(str(attrs[KERNEL_ATTR]), params, bare, target))
     else:
