@@ -63,8 +63,11 @@ def test_compiled_model_at_rate_zero_and_one(bias, rate):
     assert np.all(got.rates == rate)
 
 
-def test_compiled_static_counterpart_matches_pytorch():
-    model = small_model(seed=7)
+@pytest.mark.parametrize("arch", ["las_resnet50", "las_regnety_800mf"])
+def test_compiled_static_counterpart_matches_pytorch(arch):
+    # RegNetY: conv1 (ReLU) and conv3 (residual epilogue) of a block whose widths are equal are distinct kernels
+    # with equal parameter values
+    model = small_model(arch, seed=7)
     result = compile_model(model, LLVM, static=True)
     compiled = CompiledModel.from_executable(result.executable, result.manifest)
     x = np.random.default_rng(8).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)

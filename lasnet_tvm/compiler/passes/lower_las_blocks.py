@@ -117,6 +117,11 @@ class _Lowerer(relax.PyExprMutator):
             if count_after is not None:
                 func = bounded(func, count_after).with_attr(BOUNDED_ATTR, count_after)
                 gname += "_bounded"
+            # parameter values alone can name two kernels alike (relu=True vs residual=True): number the later one
+            taken = {gv.name_hint for gv in self.kernels.values()}
+            base, n = gname, 1
+            while gname in taken:
+                gname, n = f"{base}_v{n}", n + 1
             func = _tagged(func, name, params).with_attr("global_symbol", gname)
             self.kernels[key] = self.builder_.add_func(func, gname)
         return self.kernels[key]
