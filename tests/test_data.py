@@ -155,3 +155,70 @@ def test_cluttered_objects_cover_15_to_30_percent_and_only_the_object_differs_by
     assert ds.images[:, 0][~disc].float().std() > bare.images[:, 0][~disc].float().std()
     with pytest.raises(LasnetError, match="clutter"):
         SyntheticShapes(4, 32, 4, clutter=-1)
+
+
+def _colour_centres(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Centroids (x, y) of the red and of the blue pixels of uint8 images ``[n, 3, H, W]``, and their masks."""
+    img = images.int()
+    red = (img[:, 0] > img[:, 2] + 60) & (img[:, 0] > img[:, 1] + 60)
+    blue = (img[:, 2] > img[:, 0] + 60) & (img[:, 2] > img[:, 1] + 30)
+    ys, xs = torch.meshgrid(torch.arange(img.shape[2]) + 0.5, torch.arange(img.shape[3]) + 0.5, indexing="ij")
+
+    def centre(m):
+        n = m.sum((1, 2)).clamp(min=1)
+        return torch.stack([(m * xs).sum((1, 2)) / n, (m * ys).sum((1, 2)) / n], 1)
+
+    return centre(red), centre(blue), red, blue
+
+
+def test_disc_pairs_are_classed_by_where_the_blue_disc_lies():
+    from lasnet_tvm.train.data import PAIR_DIRECTIONS, SYNTHETIC_SETS, DiscPairs
+
+    assert SYNTHETIC_SETS["pairs"] is DiscPairs
+    ds = DiscPairs(64, 128, 4, seed=0, split="val")
+    assert torch.equal(ds.images, DiscPairs(64, 128, 4, seed=0, split="val").images)
+    assert not torch.equal(ds.images, DiscPairs(64, 128, 4, seed=0, split="train").images)
+    assert set(ds.labels.tolist()) == {0, 1, 2, 3} and ds.classes == [f"blue {d}" for d in PAIR_DIRECTIONS]
+    red_c, blue_c, red, blue = _colour_centres(ds.images)
+    assert (red.sum((1, 2)) > 100).all() and (blue.sum((1, 2)) > 100).all()  # both discs in every image
+    d = blue_c - red_c
+    horizontal = d[:, 0].abs() > d[:, 1].abs()
+    want = torch.where(horizontal, (d[:, 0] > 0).long(), 2 + (d[:, 1] > 0).long())  # left, right, above, below
+    assert torch.equal(want, ds.labels)
+    # The object square holds both discs; outside it the scene is grey.
+    cx, cy, half = ds.objects.unbind(1)
+    c = torch.arange(128) + 0.5
+    box = ((c.view(1, 1, -1) - cx.view(-1, 1, 1)).abs() <= half.view(-1, 1, 1)) & \
+          ((c.view(1, -1, 1) - cy.view(-1, 1, 1)).abs() <= half.view(-1, 1, 1))
+    assert not (red & ~box).any() and not (blue & ~box).any()
+    img = ds.images.int()
+    assert ((img[:, 0] == img[:, 1]) & (img[:, 1] == img[:, 2]))[~box].all()
+    assert ((cx - half >= 0) & (cx + half <= 128) & (cy - half >= 0) & (cy + half <= 128)).all()
+    assert 0.05 < float(box.float().mean()) < 0.2
+
+
+def test_disc_pairs_mirrored_swap_left_and_right():
+    from lasnet_tvm.train.data import DiscPairs, normalize
+
+    ds = DiscPairs(16, 64, 4, seed=1, split="train", flip=True)
+    seen = set()
+    torch.manual_seed(0)
+    for i in range(len(ds)):
+        x, label = ds[i]
+        plain = normalize(ds.images[i].float() / 255.0)
+        mirrored = not torch.equal(x, plain)
+        if mirrored:
+            assert torch.equal(x, plain.flip(-1))
+        want = {0: 1, 1: 0}.get(int(ds.labels[i]), int(ds.labels[i])) if mirrored else int(ds.labels[i])
+        assert label == want
+        seen.add(mirrored)
+    assert seen == {True, False}
+    with pytest.raises(LasnetError, match="2..4 classes"):
+        DiscPairs(4, 64, 5)
+
+
+def test_training_on_disc_pairs_defaults_to_their_four_classes(tmp_path):
+    from lasnet_tvm.train.trainer import TrainConfig, build_data
+
+    train_ds, val_ds, n, name = build_data(TrainConfig(data="pairs", input_size=64, train_size=8, val_size=4))
+    assert n == 4 and len(train_ds) == 8 and len(val_ds) == 4 and "pairs" in name

@@ -20,7 +20,7 @@ from .types import COUNT
 @click.option("--held-out", type=COUNT, default=200, show_default=True,
               help="Held-out images on which accuracy and the match with PyTorch are checked.")
 def demo(model_path, workdir, images, repeats, held_out):
-    """Train a small LAS-ResNet on objects on clutter (about a minute on 2 cores), compile it and its static
+    """Train a small LAS-ResNet on pairs of discs on clutter (about a minute on 2 cores), compile it and its static
     counterpart for this CPU, check the compiled model against PyTorch on held-out images, draw its masks
     (WORKDIR/masks.png) and print the measured speedups (also in WORKDIR/demo.json)."""
     from ..demo import run_demo, train_demo_model

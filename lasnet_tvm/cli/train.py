@@ -13,9 +13,11 @@ from .types import COUNT, GRANULARITY, NON_NEGATIVE, POSITIVE, RATE
 @click.option("--granularity", "-S", type=GRANULARITY, default="4-4-2-1", show_default=True, help="S per stage (or per block).")
 @click.option("--input-size", type=COUNT, default=224, show_default=True, help="Input side in pixels.")
 @click.option("--width-mult", type=POSITIVE, default=1.0, show_default=True, help="Channel multiplier.")
-@click.option("--num-classes", type=COUNT, default=None, help="Classes (synthetic: default 10; folders: inferred).")
+@click.option("--num-classes", type=COUNT, default=None,
+              help="Classes (synthetic, clutter: default 10; pairs: 4; folders: inferred).")
 @click.option("--data", default="synthetic", show_default=True,
-              help="'synthetic', or an image folder (train/ and val/ inside, or class folders split by seed).")
+              help="'synthetic', 'clutter' (shapes on clutter), 'pairs' (two discs classed by their arrangement), "
+                   "or an image folder (train/ and val/ inside, or class folders split by seed).")
 @click.option("--train-size", type=COUNT, default=2000, show_default=True, help="Synthetic training images.")
 @click.option("--val-size", type=COUNT, default=500, show_default=True, help="Synthetic validation images.")
 @click.option("--epochs", type=COUNT, default=10, show_default=True)

@@ -1,6 +1,6 @@
-"""Data sets for training LAS models: a synthetic "shapes" set and an image-folder set (PIL and torch only).
+"""Data sets for training LAS models: synthetic shapes, disc pairs and image folders (PIL and torch only).
 
-Both return ``(image, label)`` with ``image`` a float tensor ``[3, H, W]`` normalized with the ImageNet mean
+All return ``(image, label)`` with ``image`` a float tensor ``[3, H, W]`` normalized with the ImageNet mean
 and standard deviation.
 """
 
@@ -192,6 +192,8 @@ class SyntheticShapes(Dataset):
     pixels, see :func:`render_shapes`) hold the whole set.
     """
 
+    DEFAULT_CLASSES = 10
+
     def __init__(self, size: int = 1000, input_size: int = 64, num_classes: int = 10, seed: int = 0,
                  split: str = "train", flip: bool = False, min_radius: float = 0.12, max_radius: float = 0.35,
                  clutter: int = 0, grey_scene: bool = False):
@@ -237,7 +239,92 @@ class ClutteredShapes(SyntheticShapes):
                          grey_scene=True)
 
 
-SYNTHETIC_SETS = {"synthetic": SyntheticShapes, "clutter": ClutteredShapes}
+#: Where the blue disc lies from the red one in each class of :class:`DiscPairs` (image y grows downwards), and
+#: the class each one becomes in a horizontally mirrored image.
+PAIR_DIRECTIONS = ("left", "right", "above", "below")
+_PAIR_STEPS = torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, -1.0], [0.0, 1.0]])
+_PAIR_MIRRORED = torch.tensor([1, 0, 2, 3])
+
+
+def render_pairs(n: int, size: int, num_classes: int, seed: int, radius: tuple[float, float] = (0.07, 0.09),
+                 distance: tuple[float, float] = (0.15, 0.21), tilt: float = math.pi / 9,
+                 clutter: int = 24) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Draw ``n`` images of a red and a blue disc on a grey cluttered scene; the class is where the blue disc
+    lies from the red one (:data:`PAIR_DIRECTIONS`).
+
+    Every image holds the same two discs (radius a fraction ``radius`` of the side, centres ``distance`` of the
+    side apart, the direction tilted by up to ``tilt`` radians), so no local colour or texture tells the class:
+    only their arrangement does. Returns ``(images, labels, objects)`` as :func:`render_shapes`, with ``objects``
+    the square around both discs (centre x, centre y, half-side in pixels). Deterministic in ``seed``.
+    """
+    g = torch.Generator().manual_seed(int(seed))
+    labels = torch.randint(0, num_classes, (n,), generator=g)
+    images = torch.empty(n, 3, size, size, dtype=torch.uint8)
+    objects = torch.empty(n, 3)
+    coords = torch.arange(size, dtype=torch.float32) + 0.5
+    for lo in range(0, n, 256):
+        hi = min(n, lo + 256)
+        m = hi - lo
+        bg, _ = _backgrounds(m, size, g)
+        scene = _clutter(bg.mean(1, keepdim=True).expand(m, 3, size, size) * 0.7 + 0.15, clutter, g, grey=True)
+        r = (torch.rand(m, generator=g) * (radius[1] - radius[0]) + radius[0]) * size
+        dist = (torch.rand(m, generator=g) * (distance[1] - distance[0]) + distance[0]) * size
+        angle = (torch.rand(m, generator=g) - 0.5) * 2 * tilt
+        step = _PAIR_STEPS[labels[lo:hi]]
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        dx = (step[:, 0] * cos - step[:, 1] * sin) * dist
+        dy = (step[:, 0] * sin + step[:, 1] * cos) * dist
+        half = torch.maximum(dx.abs(), dy.abs()) / 2 + r
+        mx = half + torch.rand(m, generator=g) * (size - 2 * half)
+        my = half + torch.rand(m, generator=g) * (size - 2 * half)
+        hue = torch.rand(m, generator=g) * 0.06
+        s, v = torch.full((m,), 0.85), torch.full((m,), 0.9)
+        for sign, colour in ((-1, _hsv_to_rgb(hue, s, v)), (1, _hsv_to_rgb(hue + 0.6, s, v))):  # red, then blue
+            x = coords.view(1, 1, size) - (mx + sign * dx / 2).view(m, 1, 1)
+            y = coords.view(1, size, 1) - (my + sign * dy / 2).view(m, 1, 1)
+            inside = (x * x + y * y <= (r * r).view(m, 1, 1)).unsqueeze(1)
+            scene = torch.where(inside, colour.view(m, 3, 1, 1), scene)
+        images[lo:hi] = (scene * 255 + 0.5).to(torch.uint8)
+        objects[lo:hi] = torch.stack([mx, my, half], dim=1)
+    return images, labels, objects
+
+
+class DiscPairs(Dataset):
+    """A red and a blue disc on a grey cluttered scene, classed by where the blue disc lies from the red one
+    (see :func:`render_pairs`). The task of ``lasnet-tvm demo``: the class is in the discs' arrangement, which
+    only convolutions spanning both discs can see, so a spatially dynamic model should compute there.
+
+    Parameters as :class:`SyntheticShapes` (``num_classes`` 2..4: left/right, then above, below); with ``flip``
+    a mirrored image swaps the left and right classes.
+    """
+
+    DEFAULT_CLASSES = len(PAIR_DIRECTIONS)
+
+    def __init__(self, size: int = 1000, input_size: int = 128, num_classes: int = 4, seed: int = 0,
+                 split: str = "train", flip: bool = False):
+        if not 2 <= num_classes <= len(PAIR_DIRECTIONS):
+            raise LasnetError(f"disc pairs have 2..{len(PAIR_DIRECTIONS)} classes, got {num_classes}")
+        if split not in SPLIT_IDS:
+            raise LasnetError(f"split must be one of {', '.join(SPLIT_IDS)}, got {split!r}")
+        if size < 1:
+            raise LasnetError(f"data set size must be >= 1, got {size}")
+        self.num_classes = num_classes
+        self.classes = [f"blue {d}" for d in PAIR_DIRECTIONS[:num_classes]]
+        self.flip = flip
+        stream = int(np.random.SeedSequence([int(seed), SPLIT_IDS[split]]).generate_state(1)[0])
+        self.images, self.labels, self.objects = render_pairs(size, input_size, num_classes, stream)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        img, label = self.images[i].float() / 255.0, int(self.labels[i])
+        if self.flip and torch.rand(()) < 0.5:
+            img, label = img.flip(-1), int(_PAIR_MIRRORED[label])
+        return normalize(img), label
+
+
+SYNTHETIC_SETS = {"synthetic": SyntheticShapes, "clutter": ClutteredShapes, "pairs": DiscPairs}
 
 
 # -- image folders -------------------------------------------------------------------------------------------
