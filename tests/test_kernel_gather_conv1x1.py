@@ -1,0 +1,58 @@
+"""gather_conv1x1 (conv1 on the active patches' windows, the separate masker placement) against PyTorch: conv1 +
+ReLU on the whole map, zero padding, then each patch's window; and its CUDA schedule's shape (shared memory,
+register tile)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from _kernels import close, fresh, k, packed, rand_idx
+from lasnet_tvm.archs import BlockSpec, conv_out
+from lasnet_tvm.models.folded import gather_patches
+
+CASES = [  # (C_in, C_out, size, S, stride): edge patches overhang the map where size is no multiple of S * stride
+    (16, 8, 13, 4, 1), (8, 16, 12, 4, 1), (16, 8, 9, 1, 1), (8, 8, 10, 2, 2), (16, 32, 13, 2, 1),
+    (8, 16, 15, 1, 2), (8, 8, 11, 4, 2), (24, 40, 7, 1, 1),
+]
+
+
+def _spec(size, S, stride):
+    return BlockSpec("t", 1, 0, 8, 8, 8, stride, 1, 0, size, conv_out(size, stride), S, stride != 1)
+
+
+def _reference(x, w, b, spec, idx):
+    f1 = F.relu(F.conv2d(x[None], w[:, :, None, None], b))[0]
+    return gather_patches(spec, f1, idx)  # zero outside the map: conv2's padding
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("rate", ["none", "one", 0.5, "all"])
+def test_gather_conv1x1(case, rate):
+    C_in, C_out, size, S, stride = case
+    spec = _spec(size, S, stride)
+    g = spec.grid
+    gen = torch.Generator().manual_seed(size * S + stride)
+    x = torch.randn(C_in, size, size, generator=gen)
+    w = torch.randn(C_out, C_in, generator=gen) / C_in ** 0.5
+    b = torch.randn(C_out, generator=gen)  # large biases: relu(bias) outside the map would show
+    if rate == "one":
+        idx = torch.tensor([g * g - 1], dtype=torch.int32)  # the corner patch: its window overhangs the map
+    else:
+        idx = rand_idx(g, {"none": 0.0, "all": 1.0}.get(rate, rate), seed=size)
+    L = (S - 1) * stride + 3
+    out = fresh(idx.numel(), C_out, L, L)
+    k("gather_conv1x1", C_in=C_in, C_out=C_out, H=size, W=size, S=S, stride=stride)(x, idx, packed(w), b, out)
+    close(out, _reference(x, w, b, spec, idx))
+
+
+def test_gather_conv1x1_cuda_schedule_is_a_tiled_gemm():
+    """The CUDA schedule stages its tiles in shared memory and keeps a register tile per thread."""
+    from lasnet_tvm import kernels as K
+    from lasnet_tvm.targets import cuda_source
+
+    p = dict(C_in=64, C_out=64, H=14, W=14, S=2, stride=2)
+    src = cuda_source(K.get("gather_conv1x1").schedule_cuda(K.builder("gather_conv1x1")(**p), **p).mod, "sm_80")
+    assert "__shared__" in src and "__syncthreads()" in src
+    assert "float acc_local_ptr[16];" in src  # 4 x 4 outputs per thread, in registers
