@@ -4,13 +4,17 @@ register tile)."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 import torch.nn.functional as F
+import tvm
 
 from _kernels import close, fresh, k, packed, rand_idx
 from lasnet_tvm.archs import BlockSpec, conv_out
 from lasnet_tvm.models.folded import gather_patches
+from lasnet_tvm.targets import resolve_target
 
 CASES = [  # (C_in, C_out, size, S, stride): edge patches overhang the map where size is no multiple of S * stride
     (16, 8, 13, 4, 1), (8, 16, 12, 4, 1), (16, 8, 9, 1, 1), (8, 8, 10, 2, 2), (16, 32, 13, 2, 1),
@@ -47,12 +51,21 @@ def test_gather_conv1x1(case, rate):
     close(out, _reference(x, w, b, spec, idx))
 
 
-def test_gather_conv1x1_cuda_schedule_is_a_tiled_gemm():
-    """The CUDA schedule stages its tiles in shared memory and keeps a register tile per thread."""
+@pytest.mark.parametrize("p", [dict(C_in=64, C_out=64, H=14, W=14, S=2, stride=2),
+                               dict(C_in=256, C_out=64, H=56, W=56, S=4, stride=1)])
+def test_gather_conv1x1_cuda_schedule_is_a_tiled_gemm(p):
+    """The CUDA schedule, in the bounded form the compiler builds, stages its tiles in shared memory and keeps a
+    4 x 4 register tile per thread; with nvcc, ptxas reports shared memory and no spills."""
     from lasnet_tvm import kernels as K
+    from lasnet_tvm.kernels._bounded import bounded
     from lasnet_tvm.targets import cuda_source
 
-    p = dict(C_in=64, C_out=64, H=14, W=14, S=2, stride=2)
-    src = cuda_source(K.get("gather_conv1x1").schedule_cuda(K.builder("gather_conv1x1")(**p), **p).mod, "sm_80")
+    func = bounded(K.scheduled("gather_conv1x1", resolve_target("cuda -arch=sm_90"), **p).mod["main"], 4)
+    src = cuda_source(tvm.IRModule({"main": func}), "sm_90")
     assert "__shared__" in src and "__syncthreads()" in src
     assert "float acc_local_ptr[16];" in src  # 4 x 4 outputs per thread, in registers
+    if all(shutil.which(t) for t in ("nvcc", "ptxas", "fatbinary")):
+        from lasnet_tvm.cuda_binary import compile_fatbin
+
+        (k,) = compile_fatbin(src, "sm_90").kernels.values()
+        assert k.shared_bytes > 0 and k.spills == 0

@@ -5,6 +5,7 @@ windows only): plans, compiled blocks and models against PyTorch, the predictor'
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -77,23 +78,24 @@ def test_separate_block_matches_references(name):
         close(out, dense_masked_block(fb, x[None], want[None])[0])
 
 
-@pytest.mark.parametrize("arch,gran", [("las_resnet50", "4-4-2-1"), ("las_regnety_800mf", "2-4-2-1")])
-def test_compiled_model_with_separate_and_mixed_placements(arch, gran):
+@pytest.mark.parametrize("arch,gran", [("las_resnet50", "4-4-2-1"),
+                                       pytest.param("las_regnety_800mf", "2-4-2-1", marks=pytest.mark.slow)])
+def test_compiled_model_with_mixed_placements(arch, gran):
+    """Every other block separate (stride-2 and identity blocks of both kinds; RegNetY: groups and SE)."""
     model = small_model(arch, gran, seed=3)
-    n = len(model.spec.blocks)
+    masker = ["separate" if i % 2 else "fused" for i in range(len(model.spec.blocks))]
     x = np.random.default_rng(4).standard_normal((2, 3, 64, 64)).astype(np.float32)
     ref_logits, ref_masks = reference(model, x)
-    for masker in ("separate", ["separate" if i % 2 else "fused" for i in range(n)]):
-        r = compile_model(model, LLVM, masker=masker)
-        assert r.manifest["masker"] == ([masker] * n if isinstance(masker, str) else masker)
-        got = CompiledModel.from_executable(r.executable, r.manifest).run(x)
-        np.testing.assert_allclose(got.logits, ref_logits, rtol=1e-4, atol=1e-4 * np.abs(ref_logits).max())
-        for block, m in zip(model.blocks, ref_masks):
-            np.testing.assert_array_equal(got.masks[block.spec.name], m)
+    r = compile_model(model, LLVM, masker=masker)
+    assert r.manifest["masker"] == masker
+    got = CompiledModel.from_executable(r.executable, r.manifest).run(x)
+    np.testing.assert_allclose(got.logits, ref_logits, rtol=1e-4, atol=1e-4 * np.abs(ref_logits).max())
+    for block, m in zip(model.blocks, ref_masks):
+        np.testing.assert_array_equal(got.masks[block.spec.name], m)
     assert 0.0 < got.rates.mean() < 1.0
 
 
-@pytest.mark.parametrize("bias,rate", [(-1.0, 0.0), (1.0, 1.0)])
+@pytest.mark.parametrize("bias,rate", [(-1.0, 0.0), pytest.param(1.0, 1.0, marks=pytest.mark.slow)])
 def test_separate_model_at_rate_zero_and_one(bias, rate):
     model = small_model(bias=bias, seed=5)
     r = compile_model(model, LLVM, masker="separate")
@@ -178,6 +180,22 @@ def test_cli_masker(tmp_path, monkeypatch):
     assert "masker placement chosen by the predictor" in res.output
     res = _invoke("verify", pt, so, "--samples", 2)
     assert res.exit_code == 0 and res.output.startswith("OK"), res.output
-    res = _invoke("compile", pt, "-o", so)  # default: fused everywhere, no choice recorded
-    m = json.loads(so.with_suffix(".json").read_text())
-    assert res.exit_code == 0 and set(m["masker"]) == {"fused"} and "masker_choice" not in m
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not all(shutil.which(t) for t in ("nvcc", "ptxas", "fatbinary")),
+                    reason="CUDA toolkit (nvcc, ptxas, fatbinary) not installed")
+def test_separate_cuda_kernels_are_tiled(tmp_path):
+    """A whole model on CUDA (the kernel alone: tests/test_kernel_gather_conv1x1.py): gather_conv1x1 stages its tiles in shared memory, keeps a register
+    tile per thread and spills nothing."""
+    from lasnet_tvm.compiler import build_target
+    from lasnet_tvm.compiler.artifact import save_artifact
+
+    r = compile_model(small_model(seed=11, width=0.125), build_target("cuda -arch=sm_90"), masker="separate")
+    save_artifact(r.executable, tmp_path / "m.so", r.manifest)
+    res = _invoke("inspect", tmp_path / "m.so", "--json")
+    assert res.exit_code == 0, res.output
+    kernels = [k for k in json.loads(res.output)["kernels"] if k["name"].startswith("gather_conv1x1")]
+    assert kernels and all(k["conv"] for k in kernels)
+    bad = [k["name"] for k in kernels if not (k["shared_bytes"] > 0 and k["outputs_per_thread"] > 1 and k["spills"] == 0)]
+    assert not bad, bad
