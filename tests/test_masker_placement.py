@@ -199,3 +199,16 @@ def test_separate_cuda_kernels_are_tiled(tmp_path):
     assert kernels and all(k["conv"] for k in kernels)
     bad = [k["name"] for k in kernels if not (k["shared_bytes"] > 0 and k["outputs_per_thread"] > 1 and k["spills"] == 0)]
     assert not bad, bad
+
+
+def test_bench_block_times_both_placements(tmp_path):
+    """bench block --masker fused,separate checks the separate block against PyTorch and times it at each rate."""
+    out = tmp_path / "b.json"
+    res = _invoke("bench", "block", "--channels", "16,8,16", "--size", "9", "--S", "2", "--repeats", "2",
+                  "--rates", "0,0.5", "--masker", "fused,separate", "--out", out)
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    assert all(r["separate_ms"] > 0 and r["fused_ms"] > 0 for r in data["rates"])
+    assert data["max_rel_err"]["separate@0.5"] < 1e-4 and "separate masker" in res.output
+    res = _invoke("bench", "block", "--channels", "16,8,16", "--size", "9", "--masker", "fused,upside")
+    assert res.exit_code != 0 and len(res.output.strip().splitlines()) == 1 and "'upside'" in res.output
