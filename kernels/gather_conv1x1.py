@@ -1,10 +1,12 @@
-"""conv1 on the active patches' windows (the separate masker placement): ``x [C_in, H, W] -> [P, C_out, L, L]``.
+"""conv1 on the active patches' windows (the separate masker placement), written into conv1's zero-bordered map.
 
 For each of the ``P`` active patch indices (``P`` symbolic), the kernel applies the 1x1 conv (bias, ReLU) to the
 ``L x L`` window of input positions that the block's 3x3 conv reads for that patch (patch plus 1-pixel halo,
-``L = (S - 1) * stride + 3``; the 3x3 conv has the block's stride, conv1 has none) and writes ``0`` where the
-window lies outside the map: those positions are the 3x3 conv's zero padding, not ``relu(bias)``. The output is
-what :mod:`.gather` makes of a dense conv1 map, so :mod:`.window_conv3x3` follows unchanged.
+``L = (S - 1) * stride + 3``; the 3x3 conv has the block's stride, conv1 has none) and writes it where
+``masker_conv1x1(pad=True)`` would: into ``f1 [C_out, Hp, Hp]`` (:func:`~.shapes.padded_extent`), pixel
+``(i, j)`` at ``(i + 1, j + 1)``, with ``0`` where the window lies outside the map (the 3x3 conv's zero padding,
+not ``relu(bias)``). Every value that the padded :mod:`.gather_conv3x3` then reads, and only those, is written:
+the rest of the map is never read and needs no zeroing. Overlapping windows write the same values.
 
 conv1 thus runs only around the active patches, halos recomputed per patch (``(L / S)^2 * r`` of the dense
 conv1's work): the block's masker runs first, alone (:mod:`.masker`), on the block input.
@@ -20,7 +22,7 @@ from tvm.script import tirx as T
 
 from ._common import order_channel_tiles
 from ._cuda import gemm_tile, schedule_gemm_cuda
-from .shapes import MAX_TILE_FLOATS, ceil_div, co_block, lane_tile, largest_divisor
+from .shapes import MAX_TILE_FLOATS, ceil_div, co_block, lane_tile, largest_divisor, padded_extent
 
 
 def window_pixels_tile(L: int) -> int:
@@ -30,25 +32,26 @@ def window_pixels_tile(L: int) -> int:
 
 
 def gather_conv1x1(C_in: int, C_out: int, H: int, W: int, S: int, stride: int = 1):
-    """Build the PrimFunc ``(x [C_in, H, W], idx [P], w [C_out // cb, C_in, cb], b [C_out], out [P, C_out, L, L])``.
+    """Build the PrimFunc ``(x [C_in, H, W], idx [P], w [C_out // cb, C_in, cb], b [C_out], f1 [C_out, Hp, Hp])``.
 
     The window of patch ``i`` (row ``i // g``, column ``i % g`` of the ``g x g`` patch grid) starts at input
-    position ``((i // g) * S * stride - 1, (i % g) * S * stride - 1)``.
+    position ``((i // g) * S * stride - 1, (i % g) * S * stride - 1)``, at ``f1[:, (i // g) * S * stride,
+    (i % g) * S * stride]``.
     """
     Ho = ceil_div(H, stride)
     g = ceil_div(Ho, S)
     L = (S - 1) * stride + 3
     LL = L * L
     step = S * stride  # patch pitch in input pixels
+    Hp = padded_extent(H, S, stride)
     P = T.int32()
     cb = co_block(C_out)
 
     @T.prim_func(s_tir=True)
     def main(x: T.Buffer((C_in, H, W), "float32"), idx_h: T.handle, w: T.Buffer((C_out // cb, C_in, cb), "float32"),
-             b: T.Buffer((C_out,), "float32"), out_h: T.handle):
+             b: T.Buffer((C_out,), "float32"), f1: T.Buffer((C_out, Hp, Hp), "float32")):
         T.func_attr({"tir.noalias": True})
         idx = T.match_buffer(idx_h, (P,), "int32")
-        out = T.match_buffer(out_h, (P, C_out, L, L), "float32")
         acc = T.sblock_alloc_buffer((P, LL, C_out))
         for p, q, co, k in T.grid(P, LL, C_out, C_in):
             with T.sblock("conv"):
@@ -63,7 +66,9 @@ def gather_conv1x1(C_in: int, C_out: int, H: int, W: int, S: int, stride: int = 
         for p, co, q in T.grid(P, C_out, LL):
             with T.sblock("out"):
                 vp, vco, vq = T.axis.remap("SSS", [p, co, q])
-                out[vp, vco, vq // L, vq % L] = T.if_then_else(
+                T.reads(idx[vp], acc[vp, vq, vco], b[vco])
+                T.writes(f1[vco, 0:Hp, 0:Hp])
+                f1[vco, (idx[vp] // g) * step + vq // L, (idx[vp] % g) * step + vq % L] = T.if_then_else(
                     1 <= (idx[vp] // g) * step + vq // L and (idx[vp] // g) * step + vq // L <= H
                     and 1 <= (idx[vp] % g) * step + vq % L and (idx[vp] % g) * step + vq % L <= W,
                     T.max(acc[vp, vq, vco] + b[vco], T.float32(0)), T.float32(0))

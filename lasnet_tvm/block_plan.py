@@ -72,8 +72,9 @@ class MaskerPlacement(str, enum.Enum):
     ``FUSED``: the masker is one more output channel of conv1, which runs dense over the whole map
     (``masker_conv1x1``), and the 3x3 conv gathers each active patch's window from that map;
     ``SEPARATE``: the masker runs first, alone (``masker``), and conv1 runs only on each active patch's window
-    (``gather_conv1x1``: halo recomputed per patch) before the window 3x3 conv (``window_conv3x3``): cheaper
-    at low activation rates and in stride-2 blocks. Only with fusion ``all``; the rest of the block is the same.
+    (``gather_conv1x1``: halo recomputed per patch), written into the zero-bordered map that ``gather_conv3x3``
+    reads: cheaper at low activation rates and in stride-2 blocks. Only with fusion ``all``; the rest of the
+    block is the same.
     """
 
     FUSED = "fused"
@@ -174,16 +175,14 @@ def block_plan(s: BlockSpec, fusion: Fusion | str = Fusion.ALL, static: bool = F
     fusion, masker = Fusion.parse(fusion), MaskerPlacement.parse(masker)
     index_outs = (("mask", (gg,), "int32"), ("idx", (gg,), "int32"), ("count", (1,), "int32"))
     masker_alone = Step("masker", dict(C_in=s.c_in, H=H, W=H, S=S, stride=st), ("x", "wm", "bm"), index_outs)
-    window_conv = Step("window_conv3x3", dict(C=cm, S=S, stride=st, groups=G), ("win", "w2t", "b2"),
-                       (_f("c2", "P", cm, S, S),))
+    Hp = padded_extent(H, S, st)
     if masker is MaskerPlacement.SEPARATE:
         if fusion is not Fusion.ALL:
             raise LasnetError(f"masker placement separate needs fusion all, not {fusion.value}")
-        # the masker alone, then conv1 on the active patches' windows only, then the window conv
+        # the masker alone, then conv1 on the active patches' windows only, written where gather-conv3x3 reads
         steps.append(masker_alone)
         steps.append(Step("gather_conv1x1", dict(C_in=s.c_in, C_out=cm, H=H, W=H, S=S, stride=st),
-                          ("x", "idx", "w1p", "b1"), (_f("win", "P", cm, L, L),)))
-        steps.append(window_conv)
+                          ("x", "idx", "w1p", "b1"), (_f("f1", cm, Hp, Hp),)))
     elif fusion is Fusion.NONE:
         steps.append(masker_alone)
         steps.append(Step("conv1x1", dict(C_in=s.c_in, C_out=cm, H=H, W=H), ("x", "w1p", "b1"), (_f("f1", cm, H, H),)))
@@ -191,13 +190,13 @@ def block_plan(s: BlockSpec, fusion: Fusion | str = Fusion.ALL, static: bool = F
         steps.append(Step("masker_conv1x1", dict(C_in=s.c_in, C_mid=cm, H=H, W=H, S=S, stride=st),
                           ("x", "w1p", "b1", "wm", "bm"), (_f("f1", cm, H, H),) + index_outs))
     else:  # gather-conv3x3 reads windows straight from a zero-bordered conv1 map
-        Hp = padded_extent(H, S, st)
         steps.append(Step("masker_conv1x1", dict(C_in=s.c_in, C_mid=cm, H=H, W=H, S=S, stride=st, pad=True),
                           ("x", "w1p", "b1", "wm", "bm"), (_f("f1", cm, Hp, Hp),) + index_outs, zeroed=("f1",)))
     if fusion in (Fusion.NONE, Fusion.MASKER):
         steps.append(Step("gather", dict(C=cm, H=H, W=H, S=S, stride=st), ("f1", "idx"), (_f("win", "P", cm, L, L),)))
-        steps.append(window_conv)
-    elif masker is MaskerPlacement.FUSED:  # (separate: conv1 and the window conv are planned above)
+        steps.append(Step("window_conv3x3", dict(C=cm, S=S, stride=st, groups=G), ("win", "w2t", "b2"),
+                          (_f("c2", "P", cm, S, S),)))
+    else:
         steps.append(Step("gather_conv3x3", dict(C=cm, H=H, W=H, S=S, stride=st, groups=G, padded=True),
                           ("f1", "idx", "w2b", "b2"), (_f("c2", "P", cm, S, S),)))
     c2 = "c2"

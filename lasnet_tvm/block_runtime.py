@@ -196,7 +196,7 @@ class CompiledBlock:
                 fn(*args)
                 calls.append(args)
                 continue
-            if P is None and any("P" in shape for _, shape, _ in st.outputs):
+            if P is None and uses_patches(st, self.shapes):
                 P = self.active_count()  # the masker has run: size the patch buffers to the active patches
                 env["idx"] = self.tv["idx"]._create_view((P,))
                 for name, shape in self.shapes.items():

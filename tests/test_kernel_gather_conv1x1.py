@@ -1,9 +1,10 @@
 """gather_conv1x1 (conv1 on the active patches' windows, the separate masker placement) against PyTorch: conv1 +
-ReLU on the whole map, zero padding, then each patch's window; and its CUDA schedule's shape (shared memory,
-register tile)."""
+ReLU on the whole map, zero padding, then each patch's window, read back from the zero-bordered map the kernel
+writes into; nothing outside the windows is written. Its CUDA schedule (shared memory, register tile)."""
 
 from __future__ import annotations
 
+import functools
 import shutil
 
 import pytest
@@ -11,9 +12,11 @@ import torch
 import torch.nn.functional as F
 import tvm
 
+from _cuda_ir import cuda_schedule_on_cpu
 from _kernels import close, fresh, k, packed, rand_idx
 from lasnet_tvm.archs import BlockSpec, conv_out
-from lasnet_tvm.models.folded import gather_patches
+from lasnet_tvm.kernels.shapes import padded_extent
+from lasnet_tvm.models.folded import gather_patches, patch_windows
 from lasnet_tvm.targets import resolve_target
 
 CASES = [  # (C_in, C_out, size, S, stride): edge patches overhang the map where size is no multiple of S * stride
@@ -31,9 +34,7 @@ def _reference(x, w, b, spec, idx):
     return gather_patches(spec, f1, idx)  # zero outside the map: conv2's padding
 
 
-@pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("rate", ["none", "one", 0.5, "all"])
-def test_gather_conv1x1(case, rate):
+def _case(case, rate):
     C_in, C_out, size, S, stride = case
     spec = _spec(size, S, stride)
     g = spec.grid
@@ -45,10 +46,41 @@ def test_gather_conv1x1(case, rate):
         idx = torch.tensor([g * g - 1], dtype=torch.int32)  # the corner patch: its window overhangs the map
     else:
         idx = rand_idx(g, {"none": 0.0, "all": 1.0}.get(rate, rate), seed=size)
-    L = (S - 1) * stride + 3
-    out = fresh(idx.numel(), C_out, L, L)
-    k("gather_conv1x1", C_in=C_in, C_out=C_out, H=size, W=size, S=S, stride=stride)(x, idx, packed(w), b, out)
-    close(out, _reference(x, w, b, spec, idx))
+    Hp = padded_extent(size, S, stride)
+    f1 = torch.full((C_out, Hp, Hp), float("nan"))  # what the kernel does not write stays NaN
+    return dict(C_in=C_in, C_out=C_out, H=size, W=size, S=S, stride=stride), (x, idx, packed(w), b), f1, \
+        (spec, idx, _reference(x, w, b, spec, idx))
+
+
+def _check(f1, spec, idx, ref):
+    rows, cols = patch_windows(spec, idx)
+    close(f1[:, rows[:, :, None], cols[:, None, :]].permute(1, 0, 2, 3), ref)
+    written = torch.zeros(f1.shape[1:], dtype=torch.bool)
+    for r, c in zip(rows, cols):
+        written[r[:, None], c[None, :]] = True
+    assert f1[:, ~written].isnan().all()
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("rate", ["none", "one", 0.5, "all"])
+def test_gather_conv1x1(case, rate):
+    params, args, f1, ref = _case(case, rate)
+    k("gather_conv1x1", **params)(*args, f1)
+    _check(f1, *ref)
+
+
+@functools.lru_cache(maxsize=None)
+def _on_cpu(**params):
+    return cuda_schedule_on_cpu("gather_conv1x1", **params)
+
+
+@pytest.mark.parametrize("case", CASES[2:5])
+@pytest.mark.parametrize("rate", ["one", 0.5, "all"])
+def test_gather_conv1x1_under_cuda_schedule(case, rate):
+    """The CUDA schedule's TensorIR (threads serial) computes the same on the CPU."""
+    params, args, f1, ref = _case(case, rate)
+    _on_cpu(**params)(*args, f1)
+    _check(f1, *ref)
 
 
 @pytest.mark.parametrize("p", [dict(C_in=64, C_out=64, H=14, W=14, S=2, stride=2),

@@ -42,11 +42,12 @@ def test_plans():
     for inplace in (False, True):
         fused = block_plan(s, inplace_residual=inplace)
         sep = block_plan(s, inplace_residual=inplace, masker="separate")
-        assert [st.kernel for st in sep[:4]] == ["conv1x1", "masker", "gather_conv1x1", "window_conv3x3"]
-        assert [st.kernel for st in fused[:3]] == ["conv1x1", "masker_conv1x1", "gather_conv3x3"]
-        assert sep[4:] == fused[3:]  # SE, conv3, scatter-add: the same steps
-    L = (s.S - 1) * s.stride + 3
-    assert sep[2].outputs == (("win", ("P", 8, L, L), "float32"),) and sep[2].inputs == ("x", "idx", "w1p", "b1")
+        assert [st.kernel for st in sep[:3]] == ["conv1x1", "masker", "gather_conv1x1"]
+        assert [st.kernel for st in fused[:2]] == ["conv1x1", "masker_conv1x1"]
+        assert sep[3:] == fused[2:]  # gather-conv3x3, SE, conv3, scatter-add: the same steps
+    # conv1 of the active windows into the map gather-conv3x3 reads (no border zeroing: only windows are read)
+    assert sep[2].outputs == ((fused[1].outputs[0]),) and sep[2].inputs == ("x", "idx", "w1p", "b1")
+    assert not sep[2].zeroed
     assert block_plan(s, static=True, masker="separate") == block_plan(s, static=True)
     for fusion in ("none", "masker", "masker+gather"):
         with pytest.raises(LasnetError, match="separate needs fusion all"):

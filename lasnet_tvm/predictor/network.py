@@ -21,7 +21,7 @@ A **dynamic block** at granularity S and activation rate r computes ``P = round(
 
 With fusion ``all`` the masker placement may be ``separate`` instead of ``fused``: masker pool + masker 1x1 +
 index on the block input; conv1 on each active patch's window ``L x L`` only (gather-conv1x1, halos
-recomputed, ``P * L^2 * C_in * C_mid`` MACs); the 3x3 conv on those windows; the rest as ``all``.
+recomputed, ``P * L^2 * C_in * C_mid`` MACs) into the map the gather-conv3x3 reads; the rest as ``all``.
 
 SE in a dynamic block pools over the active patches only and scales them into a new buffer. The downsample
 branch stays dense. The stem (ResNet: 7x7/2 conv and 3x3/2 max-pool; RegNet: 3x3/2 conv) and the head
@@ -94,7 +94,6 @@ def dynamic_block_ops(b: BlockSpec, P: int, fusion: Fusion | str = Fusion.ALL, b
         out += k("masker_conv1x1", dict(C_in=b.c_in, C_mid=cm, H=H, W=H, S=S, stride=st))
     if fusion in (Fusion.NONE, Fusion.MASKER):
         out += k("gather", dict(C=cm, H=H, W=H, S=S, stride=st))
-    if fusion in (Fusion.NONE, Fusion.MASKER) or separate:
         out += k("window_conv3x3", dict(C=cm, S=S, stride=st, groups=b.groups))
     else:
         out += k("gather_conv3x3", dict(C=cm, H=H, W=H, S=S, stride=st, groups=b.groups, padded=True))

@@ -153,7 +153,7 @@ class _Lowerer(relax.PyExprMutator):
         steps = block_plan(s, self.fusion, self.static, inplace_residual=True, masker=masker)
         shapes = {name: shape for st in steps for name, shape, _ in st.outputs}
         for step in steps:
-            if P is None and any("P" in shape for _, shape, _ in step.outputs):
+            if P is None and uses_patches(step, shapes):  # the first kernel over the active patches
                 P, env["idx"] = self._active_patches(env, s, f"P{index}")
             args = [env[n] if n in env else relax.const(weights[n]) for n in step.inputs]
             outs = [relax.TensorType([P if d == "P" else d for d in shape], dt) for _, shape, dt in step.outputs]
