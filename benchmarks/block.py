@@ -159,10 +159,12 @@ def format_table(res: dict) -> str:
              f"S={res['S']} on {res['device']} ({res['repeats']} rounds, median ms)",
              f"  static (TVM)           {res['static_ms']:8.3f}",
              f"  static (PyTorch eager) {res['torch_static_ms']:8.3f}",
-             "  rate   fused(TVM)  vs static  sparse(PyTorch)" + ("  separate masker" if "separate_ms" in res["rates"][0] else "")]
+             "  rate   fused(TVM)  vs static  sparse(PyTorch)"
+             + ("  separate masker" if "separate_ms" in res["rates"][0] else "")]
     for r in res["rates"]:
+        sep = f"  {r['separate_ms']:15.3f}" if "separate_ms" in r else ""
         lines.append(f"  {r['rate']:<5.2f}  {r['fused_ms']:9.3f}  {r['fused_vs_static']:9.2f}  {r['torch_sparse_ms']:12.3f}"
-                     + (f"  {r['separate_ms']:15.3f}" if "separate_ms" in r else ""))
+                     + sep)
     ab = res["ablation"]
     lines.append(f"  ablation at r={ab['rate']}: " + ", ".join(f"{f} {ab[f]:.3f}" for f in Fusion.values())
                  + f"  (fusion speedup {ab['none'] / ab['all']:.2f}x)")

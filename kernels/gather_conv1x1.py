@@ -62,7 +62,8 @@ def gather_conv1x1(C_in: int, C_out: int, H: int, W: int, S: int, stride: int = 
                 # (T.min(vp, P - 1): the CUDA schedule's tiles may run past the last patch)
                 acc[vp, vq, vco] = acc[vp, vq, vco] + x[
                     vk, T.max(T.min((idx[T.min(vp, P - 1)] // g) * step + vq // L - 1, H - 1), 0),
-                    T.max(T.min((idx[T.min(vp, P - 1)] % g) * step + vq % L - 1, W - 1), 0)] * w[vco // cb, vk, vco % cb]
+                    T.max(T.min((idx[T.min(vp, P - 1)] % g) * step + vq % L - 1, W - 1), 0),
+                ] * w[vco // cb, vk, vco % cb]
         for p, co, q in T.grid(P, C_out, LL):
             with T.sblock("out"):
                 vp, vco, vq = T.axis.remap("SSS", [p, co, q])

@@ -187,8 +187,8 @@ def test_cli_masker(tmp_path, monkeypatch):
 @pytest.mark.skipif(not all(shutil.which(t) for t in ("nvcc", "ptxas", "fatbinary")),
                     reason="CUDA toolkit (nvcc, ptxas, fatbinary) not installed")
 def test_separate_cuda_kernels_are_tiled(tmp_path):
-    """A whole model on CUDA (the kernel alone: tests/test_kernel_gather_conv1x1.py): gather_conv1x1 stages its tiles in shared memory, keeps a register
-    tile per thread and spills nothing."""
+    """A whole model on CUDA (the kernel alone: tests/test_kernel_gather_conv1x1.py): gather_conv1x1 stages its
+    tiles in shared memory, keeps a register tile per thread and spills nothing."""
     from lasnet_tvm.compiler import build_target
     from lasnet_tvm.compiler.artifact import save_artifact
 
@@ -198,7 +198,8 @@ def test_separate_cuda_kernels_are_tiled(tmp_path):
     assert res.exit_code == 0, res.output
     kernels = [k for k in json.loads(res.output)["kernels"] if k["name"].startswith("gather_conv1x1")]
     assert kernels and all(k["conv"] for k in kernels)
-    bad = [k["name"] for k in kernels if not (k["shared_bytes"] > 0 and k["outputs_per_thread"] > 1 and k["spills"] == 0)]
+    bad = [k["name"] for k in kernels
+           if not (k["shared_bytes"] > 0 and k["outputs_per_thread"] > 1 and k["spills"] == 0)]
     assert not bad, bad
 
 
