@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from ..archs import BlockSpec, arch_spec, conv_out
-from ..block_plan import Fusion
+from ..block_plan import Fusion, MaskerPlacement
 from ..block_runtime import CompiledBlock
 from ..errors import LasnetError
 from ..models.folded import dense_masked_block, sparse_block, static_block
@@ -72,8 +72,11 @@ def check_errors(errs: dict[str, float], what: str = "bench block") -> None:
 
 
 def run(spec: BlockSpec, rates=(0.25, 0.5, 0.75, 1.0), repeats: int = 50, ablation_rate: float = 0.6,
-        target: str = "llvm", threads: int = 2, seed: int = 0, log=print) -> dict:
+        target: str = "llvm", threads: int = 2, seed: int = 0, log=print, maskers=("fused",)) -> dict:
     """Build, check and time every variant; returns the JSON-ready result dict.
+
+    ``maskers``: the masker placements (:class:`~lasnet_tvm.block_plan.MaskerPlacement`) of the fully fused
+    block timed at each rate (the fused one always; each rate's entry gets ``<placement>_ms``).
 
     Every timed variant (compiled static and dynamic, PyTorch static and sparse) is first checked against
     :func:`~lasnet_tvm.models.folded.dense_masked_block` on its input (all patches active for the static ones).
@@ -90,6 +93,8 @@ def run(spec: BlockSpec, rates=(0.25, 0.5, 0.75, 1.0), repeats: int = 50, ablati
         f"stride {spec.stride} S={spec.S} for {target} ...")
     static = CompiledBlock.build(fb, target, static=True)
     dyn = {f: CompiledBlock.build(fb, target, fusion=f) for f in Fusion.values()}
+    others = [m.value for m in map(MaskerPlacement.parse, maskers) if m is not MaskerPlacement.FUSED]
+    dyn.update({m: CompiledBlock.build(fb, target, masker=m) for m in others})
     errs: dict[str, float] = {}
     fns: dict[str, object] = {}
 
@@ -102,7 +107,8 @@ def run(spec: BlockSpec, rates=(0.25, 0.5, 0.75, 1.0), repeats: int = 50, ablati
     fns["static"] = lambda: static(x0)
     fns["torch_static"] = lambda: static_block(fb, x0b)
 
-    cases = [(r, "all") for r in rates] + [(ablation_rate, f) for f in Fusion.values()]
+    cases = ([(r, "all") for r in rates] + [(r, m) for r in rates for m in others]
+             + [(ablation_rate, f) for f in Fusion.values()])
     for r, fusion in cases:
         x, want = input_at_rate(spec, r, seed + 1)
         xb = x[None].contiguous()
@@ -136,7 +142,8 @@ def run(spec: BlockSpec, rates=(0.25, 0.5, 0.75, 1.0), repeats: int = 50, ablati
         "static_ms": med["static"],
         "torch_static_ms": med["torch_static"],
         "rates": [{"rate": r, "fused_ms": med[f"all@{r}"], "torch_sparse_ms": med[f"torch_sparse@{r}"],
-                   "fused_vs_static": med[f"all@{r}"] / med["static"]} for r in rates],
+                   "fused_vs_static": med[f"all@{r}"] / med["static"], **{f"{m}_ms": med[f"{m}@{r}"] for m in others}}
+                  for r in rates],
         "ablation": {"rate": ablation_rate, **{f: med[f"{f}@{ablation_rate}"] for f in Fusion.values()}},
         "max_rel_err": errs,
         "timings": t,
@@ -152,9 +159,12 @@ def format_table(res: dict) -> str:
              f"S={res['S']} on {res['device']} ({res['repeats']} rounds, median ms)",
              f"  static (TVM)           {res['static_ms']:8.3f}",
              f"  static (PyTorch eager) {res['torch_static_ms']:8.3f}",
-             "  rate   fused(TVM)  vs static  sparse(PyTorch)"]
+             "  rate   fused(TVM)  vs static  sparse(PyTorch)"
+             + ("  separate masker" if "separate_ms" in res["rates"][0] else "")]
     for r in res["rates"]:
-        lines.append(f"  {r['rate']:<5.2f}  {r['fused_ms']:9.3f}  {r['fused_vs_static']:9.2f}  {r['torch_sparse_ms']:12.3f}")
+        sep = f"  {r['separate_ms']:15.3f}" if "separate_ms" in r else ""
+        lines.append(f"  {r['rate']:<5.2f}  {r['fused_ms']:9.3f}  {r['fused_vs_static']:9.2f}  {r['torch_sparse_ms']:12.3f}"
+                     + sep)
     ab = res["ablation"]
     lines.append(f"  ablation at r={ab['rate']}: " + ", ".join(f"{f} {ab[f]:.3f}" for f in Fusion.values())
                  + f"  (fusion speedup {ab['none'] / ab['all']:.2f}x)")

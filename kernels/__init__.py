@@ -13,6 +13,8 @@ import importlib
 KERNELS = (
     # fused dynamic block
     "masker_conv1x1", "gather_conv3x3", "patch_conv1x1", "scatter_add", "se",
+    # separate masker placement: conv1 on the active patches' windows only
+    "gather_conv1x1",
     # unfused forms (paper Table 1 ablation)
     "masker", "gather", "window_conv3x3", "scatter", "add_relu",
     # static dense kernels

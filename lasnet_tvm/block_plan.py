@@ -65,6 +65,44 @@ class Fusion(str, enum.Enum):
             raise LasnetError(f"unknown fusion {value!r}; choose one of {', '.join(cls.values())}") from None
 
 
+class MaskerPlacement(str, enum.Enum):
+    """Where a dynamic block computes its masker and conv1 (paper Sec. 3.4, App. B.1). The values are the names
+    the CLI's ``--masker`` and the manifest use; members compare equal to them.
+
+    ``FUSED``: the masker is one more output channel of conv1, which runs dense over the whole map
+    (``masker_conv1x1``), and the 3x3 conv gathers each active patch's window from that map;
+    ``SEPARATE``: the masker runs first, alone (``masker``), and conv1 runs only on each active patch's window
+    (``gather_conv1x1``: halo recomputed per patch), written into the zero-bordered map that ``gather_conv3x3``
+    reads: cheaper at low activation rates and in stride-2 blocks. Only with fusion ``all``; the rest of the
+    block is the same.
+    """
+
+    FUSED = "fused"
+    SEPARATE = "separate"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def values(cls) -> tuple[str, ...]:
+        """The names, in order (click choices, JSON values)."""
+        return tuple(m.value for m in cls)
+
+    @classmethod
+    def parse(cls, value) -> "MaskerPlacement":
+        """``value`` (a member or its name) as a member.
+
+        Raises
+        ------
+        LasnetError
+            Not a placement.
+        """
+        try:
+            return cls(value)
+        except ValueError:
+            raise LasnetError(f"unknown masker placement {value!r}; choose one of {', '.join(cls.values())}") from None
+
+
 #: Smallest S for which conv3 does the in-place scatter-add in its epilogue. Measured in LAS-ResNet-50 at r = 0.5
 #: (per-call profile, both variants in one process): S = 4 stages 0.5 ms faster fused, S = 1 the same, S = 2
 #: 0.25 ms slower (the epilogue's read-modify-writes of 2-float patch rows, channel after channel, lose to the
@@ -95,8 +133,14 @@ def _f(name, *shape):
 
 
 def block_plan(s: BlockSpec, fusion: Fusion | str = Fusion.ALL, static: bool = False,
-               inplace_residual: bool = False) -> list[Step]:
-    """The kernel steps of block ``s`` (``fusion``: a :class:`Fusion` or its name; ignored for the static block).
+               inplace_residual: bool = False,
+               masker: MaskerPlacement | str = MaskerPlacement.FUSED) -> list[Step]:
+    """The kernel steps of block ``s`` (``fusion``: a :class:`Fusion` or its name; ``fusion`` and ``masker``
+    are ignored for the static block).
+
+    ``masker``: the :class:`MaskerPlacement` of the dynamic block (or its name); ``separate`` needs fusion
+    ``all`` (a :class:`~lasnet_tvm.errors.LasnetError` otherwise: the other fusion levels are the paper's
+    ablation of the fused form).
 
     ``inplace_residual``: with ``fusion="all"``, a block without a downsample branch adds its active patches into
     its input in place (the paper's scatter-add, cost proportional to the active patches), in conv3's epilogue
@@ -128,16 +172,24 @@ def block_plan(s: BlockSpec, fusion: Fusion | str = Fusion.ALL, static: bool = F
         steps.append(Step("conv1x1", dict(C_in=cm, C_out=co, H=Ho, W=Ho, residual=True), (f2, "w3p", "b3", ident),
                           (_f("out", co, Ho, Ho),)))
         return steps
-    fusion = Fusion.parse(fusion)
+    fusion, masker = Fusion.parse(fusion), MaskerPlacement.parse(masker)
     index_outs = (("mask", (gg,), "int32"), ("idx", (gg,), "int32"), ("count", (1,), "int32"))
-    if fusion is Fusion.NONE:
-        steps.append(Step("masker", dict(C_in=s.c_in, H=H, W=H, S=S, stride=st), ("x", "wm", "bm"), index_outs))
+    masker_alone = Step("masker", dict(C_in=s.c_in, H=H, W=H, S=S, stride=st), ("x", "wm", "bm"), index_outs)
+    Hp = padded_extent(H, S, st)
+    if masker is MaskerPlacement.SEPARATE:
+        if fusion is not Fusion.ALL:
+            raise LasnetError(f"masker placement separate needs fusion all, not {fusion.value}")
+        # the masker alone, then conv1 on the active patches' windows only, written where gather-conv3x3 reads
+        steps.append(masker_alone)
+        steps.append(Step("gather_conv1x1", dict(C_in=s.c_in, C_out=cm, H=H, W=H, S=S, stride=st),
+                          ("x", "idx", "w1p", "b1"), (_f("f1", cm, Hp, Hp),)))
+    elif fusion is Fusion.NONE:
+        steps.append(masker_alone)
         steps.append(Step("conv1x1", dict(C_in=s.c_in, C_out=cm, H=H, W=H), ("x", "w1p", "b1"), (_f("f1", cm, H, H),)))
     elif fusion is Fusion.MASKER:  # the separate gather reads the plain conv1 map
         steps.append(Step("masker_conv1x1", dict(C_in=s.c_in, C_mid=cm, H=H, W=H, S=S, stride=st),
                           ("x", "w1p", "b1", "wm", "bm"), (_f("f1", cm, H, H),) + index_outs))
     else:  # gather-conv3x3 reads windows straight from a zero-bordered conv1 map
-        Hp = padded_extent(H, S, st)
         steps.append(Step("masker_conv1x1", dict(C_in=s.c_in, C_mid=cm, H=H, W=H, S=S, stride=st, pad=True),
                           ("x", "w1p", "b1", "wm", "bm"), (_f("f1", cm, Hp, Hp),) + index_outs, zeroed=("f1",)))
     if fusion in (Fusion.NONE, Fusion.MASKER):

@@ -20,7 +20,7 @@ import torch
 import tvm
 
 from . import kernels as K
-from .block_plan import Fusion, block_plan, prepared_weights
+from .block_plan import Fusion, MaskerPlacement, block_plan, prepared_weights
 from .errors import LasnetError
 from .kernels._bounded import bounded as bounded_kernel
 from .models.folded import FoldedBlock
@@ -89,6 +89,7 @@ class CompiledBlock:
     static: bool
     device: torch.device
     bounded: bool = False  # patch kernels on all-patch buffers, the count read on the device
+    masker: MaskerPlacement = MaskerPlacement.FUSED  # where the masker and conv1 run (dynamic block)
     steps: list = field(default_factory=list)  # the block's plan (lasnet_tvm.block_plan)
     mods: list = field(default_factory=list)  # one compiled runtime module per step
     fns: list = field(default_factory=list)  # their kernels
@@ -98,7 +99,8 @@ class CompiledBlock:
 
     @classmethod
     def build(cls, fb: FoldedBlock, target="llvm", fusion: Fusion | str = Fusion.ALL,
-              static: bool = False, bounded: bool | None = None) -> "CompiledBlock":
+              static: bool = False, bounded: bool | None = None,
+              masker: MaskerPlacement | str = MaskerPlacement.FUSED) -> "CompiledBlock":
         """Compile every kernel of the block and preallocate its buffers.
 
         Parameters
@@ -114,13 +116,15 @@ class CompiledBlock:
         bounded : bool, optional
             Run the patch kernels on buffers of all patches, the active count read on the device (no host read
             per call); default: on CUDA.
+        masker : MaskerPlacement or its name
+            Masker placement of the dynamic block (:class:`lasnet_tvm.block_plan.MaskerPlacement`).
         """
-        fusion = Fusion.parse(fusion)
+        fusion, masker = Fusion.parse(fusion), MaskerPlacement.parse(masker)
         _check(fb)
         tgt = resolve_target(target)
         device = torch.device("cuda" if target_kind(tgt) == "cuda" else "cpu")
         bounded = device.type == "cuda" if bounded is None else bounded
-        blk = cls(fb, tgt, fusion, static, device, bounded=bounded and not static)
+        blk = cls(fb, tgt, fusion, static, device, bounded=bounded and not static, masker=masker)
         blk._compile()
         blk._alloc()
         return blk
@@ -128,7 +132,7 @@ class CompiledBlock:
     # ------------------------------------------------------------------ build
     def _compile(self) -> None:
         """Compile every step of the block's plan (:func:`lasnet_tvm.block_plan.block_plan`)."""
-        self.steps = block_plan(self.fb.spec, self.fusion, self.static)
+        self.steps = block_plan(self.fb.spec, self.fusion, self.static, masker=self.masker)
         self.shapes = {name: shape for st in self.steps for name, shape, _ in st.outputs}
         self.mods = [compile_kernel_module(st.kernel, self.target, self._count_after(st), **st.params)
                      for st in self.steps]
@@ -192,7 +196,7 @@ class CompiledBlock:
                 fn(*args)
                 calls.append(args)
                 continue
-            if P is None and any("P" in shape for _, shape, _ in st.outputs):
+            if P is None and uses_patches(st, self.shapes):
                 P = self.active_count()  # the masker has run: size the patch buffers to the active patches
                 env["idx"] = self.tv["idx"]._create_view((P,))
                 for name, shape in self.shapes.items():

@@ -42,6 +42,8 @@ CONV_SHAPES = [  # (kernel, params): ResNet-50 stages 1-4, a RegNetY-800MF group
     ("conv3x3", dict(C=128, H=28, W=28, groups=8)),
     ("masker_conv1x1", dict(C_in=256, C_mid=64, H=56, W=56, S=4, pad=True)),
     ("masker_conv1x1", dict(C_in=1024, C_mid=256, H=14, W=14, S=2)),
+    ("gather_conv1x1", dict(C_in=256, C_out=128, H=56, W=56, S=4, stride=2)),
+    ("gather_conv1x1", dict(C_in=2048, C_out=512, H=7, W=7, S=1)),
 ]
 
 

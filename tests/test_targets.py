@@ -28,6 +28,7 @@ SHAPES = {
     "conv3x3": dict(C=8, H=13, W=13, stride=1, groups=1),
     "se_dense": dict(C=8, R=4, H=13, W=13),
     "zero_border": dict(C=8, H=13, W=13, Hq=16, Wq=16),
+    "gather_conv1x1": dict(C_in=16, C_out=8, H=13, W=13, S=4, stride=1),
 }
 
 

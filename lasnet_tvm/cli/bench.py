@@ -40,8 +40,10 @@ def _ints(text: str | None, what: str, n: int | None = None):
 @click.option("--repeats", default=50, show_default=True, type=COUNT, help="Timed rounds per variant.")
 @click.option("--threads", default=2, show_default=True, type=COUNT, help="torch and TVM threads.")
 @click.option("--target", default="llvm", show_default=True, help="TVM target (CPU only for now).")
+@click.option("--masker", default="fused", show_default=True,
+              help="Masker placements of the fused block timed at each rate, comma-separated: fused, separate.")
 @click.option("--out", "out", default=None, type=click.Path(dir_okay=False), help="JSON result file.")
-def block(arch, stage, channels, size, stride, S, rates, ablation_rate, repeats, threads, target, out):
+def block(arch, stage, channels, size, stride, S, rates, ablation_rate, repeats, threads, target, masker, out):
     """Static vs dynamic LAS block (TVM and PyTorch) and the fusion ablation (paper Table 1)."""
     os.environ.setdefault("TVM_NUM_THREADS", str(threads))
     from ..benchmarks import block as B
@@ -57,8 +59,12 @@ def block(arch, stage, channels, size, stride, S, rates, ablation_rate, repeats,
         raise LasnetError(f"--rates {rates!r}: expected comma-separated numbers") from None
     if not rate_list or any(not 0 <= r <= 1 for r in rate_list):
         raise LasnetError(f"--rates {rates!r}: every rate must lie in [0, 1]")
+    from ..block_plan import MaskerPlacement
+
+    maskers = tuple(MaskerPlacement.parse(m.strip()) for m in masker.split(",") if m.strip())
     spec = B.block_spec(arch, stage, _ints(channels, "--channels", 3), size, stride, S)
-    res = B.run(spec, rate_list, repeats, ablation_rate, target, threads, log=lambda m: click.echo(m, err=True))
+    res = B.run(spec, rate_list, repeats, ablation_rate, target, threads, log=lambda m: click.echo(m, err=True),
+                maskers=maskers)
     click.echo(B.format_table(res))
     if out:
         write_json(out, res)

@@ -81,10 +81,15 @@ def resolve_compile_options(ctx, target, device, fusion, no_fuse, static, schedu
 @click.option("--granularity", type=click.Choice(["checkpoint", "auto"]), default="checkpoint", show_default=True,
               help="auto: S per stage chosen by the latency predictor for --device's profile (else this machine's, "
               "'local'), at --rate; the predicted ms of every option goes into the manifest.")
+@click.option("--masker", type=click.Choice(["fused", "separate", "auto"]), default="fused", show_default=True,
+              help="Masker placement of every dynamic block: fused into conv1 (conv1 dense), or separate (the masker "
+              "first, conv1 only on the active patches' windows; needs --fusion all); auto: per block, the one the "
+              "predictor (as for --granularity auto) prices lower at --rate; the predicted ms of each option go "
+              "into the manifest.")
 @click.option("--rate", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
-              help="Activation rate the predictor assumes for --granularity auto.")
+              help="Activation rate the predictor assumes for --granularity auto and --masker auto.")
 @click.pass_context
-def compile_cmd(ctx, model_path, output, dump_ir, granularity, rate, **options):
+def compile_cmd(ctx, model_path, output, dump_ir, granularity, masker, rate, **options):
     """Compile MODEL.pt into a shared library (plus a JSON manifest beside it)."""
     from ..compiler import compile_checkpoint
     from ..compiler.artifact import manifest_path, params_path
@@ -93,11 +98,16 @@ def compile_cmd(ctx, model_path, output, dump_ir, granularity, rate, **options):
     check_writable(output, "compiled library")
     check_writable(manifest_path(output), "manifest")
     chooser = None
+    fusion = options["fusion"] if not options["no_fuse"] else "none"
     if granularity == "auto":
         from ..predictor.search import auto_granularity
 
-        chooser = auto_granularity(options["device"], rate, options["fusion"] if not options["no_fuse"] else "none")
-    result = compile_checkpoint(model_path, output=output, dump_ir=dump_ir, granularity=chooser,
+        chooser = auto_granularity(options["device"], rate, fusion)
+    if masker == "auto":
+        from ..predictor.search import auto_masker
+
+        masker = auto_masker(options["device"], rate, fusion)
+    result = compile_checkpoint(model_path, output=output, dump_ir=dump_ir, granularity=chooser, masker=masker,
                                 **resolve_compile_options(ctx, **options))
     static = options["static"]
     m = result.manifest
@@ -108,6 +118,11 @@ def compile_cmd(ctx, model_path, output, dump_ir, granularity, rate, **options):
         g = m["granularity_choice"]
         click.echo(f"granularity {g['chosen']} chosen by the predictor ({g['profile']}, rate {g['rate']}): "
                    f"{g['predicted_network_ms']:.2f} ms predicted; per-option ms in the manifest")
+    if "masker_choice" in m:
+        c = m["masker_choice"]
+        n = sum(p == "separate" for p in c["chosen"])
+        click.echo(f"masker placement chosen by the predictor ({c['profile']}, rate {c['rate']}): separate in {n} of "
+                   f"{len(c['chosen'])} blocks; per-option ms in the manifest")
     if "params" in m:
         click.echo(f"weights beside it: {params_path(output)}")
     if "tuned_schedules" in m:

@@ -48,14 +48,18 @@ def build_target(spec) -> tvm.target.Target:
 
 def compile_checkpoint(path, target="llvm", fusion: Fusion | str = Fusion.ALL, static: bool = False, output=None,
                        database: ScheduleDatabase | None = None, params: str = "embed", dump_ir=None,
-                       granularity=None) -> CompileResult:
+                       granularity=None, masker="fused") -> CompileResult:
     """Compile a ``model.pt`` for ``target``; with ``output``, also write the library and its manifest (and
     the weights beside them, with ``params="separate"``); with ``dump_ir`` (a folder), the module after each
     pass phase (:func:`.pipeline.apply_passes`).
 
     ``granularity``: None compiles the checkpoint's own S; a function ``spec -> (S per block, note)`` (e.g. the
     predictor's choice) rebuilds the model at the S it returns (the masker pools to any grid: same weights) and
-    records ``note`` in the manifest as ``granularity_choice``."""
+    records ``note`` in the manifest as ``granularity_choice``.
+
+    ``masker``: the masker placement of every block or one per block (:func:`.pipeline.compile_model`), or a
+    function ``spec -> (placement per block, note)`` (e.g. the predictor's choice, at the granularity compiled)
+    whose ``note`` goes into the manifest as ``masker_choice``."""
     from ..checkpoint import load_checkpoint
 
     model, ckpt = load_checkpoint(path)
@@ -63,10 +67,15 @@ def compile_checkpoint(path, target="llvm", fusion: Fusion | str = Fusion.ALL, s
     if granularity is not None:
         per_block, note = granularity(model.spec)
         model = _regranulated(model, ckpt, per_block)
+    masker_note = None
+    if callable(masker):
+        masker, masker_note = masker(model.spec)
     result = compile_model(model, build_target(target), fusion, static, database, source=str(path), params=params,
-                           dump_ir=dump_ir)
+                           dump_ir=dump_ir, masker=masker)
     if note is not None:
         result.manifest["granularity_choice"] = note
+    if masker_note is not None:
+        result.manifest["masker_choice"] = masker_note
     if output is not None:
         save_artifact(result.executable, output, result.manifest, result.params)
     return result

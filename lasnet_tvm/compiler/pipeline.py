@@ -16,7 +16,7 @@ import tvm
 from tvm import relax
 
 from .. import __version__
-from ..block_plan import Fusion
+from ..block_plan import Fusion, MaskerPlacement
 from ..errors import LasnetError
 from ..models import LASNet
 from ..targets import target_kind
@@ -36,11 +36,13 @@ SEPARATE_PARAMS_BYTES = 8 << 20
 
 
 def lasnet_passes(target: tvm.target.Target, fusion: Fusion | str = Fusion.ALL, static: bool = False,
-                  database: ScheduleDatabase | None = None, bounded: bool | None = None) -> list:
+                  database: ScheduleDatabase | None = None, bounded: bool | None = None,
+                  masker=MaskerPlacement.FUSED) -> list:
     """The passes applied to an imported LAS module, in order.
 
     ``bounded``: patch buffers sized for all patches with the count read on the device (``LowerLASBlocks``);
-    default: on CUDA targets, where a host read of the count would stall the device per block.
+    default: on CUDA targets, where a host read of the count would stall the device per block. ``masker``: the
+    masker placement of every block or of each block (``LowerLASBlocks``).
     """
     if bounded is None:
         bounded = target_kind(target) == "cuda"
@@ -52,7 +54,7 @@ def lasnet_passes(target: tvm.target.Target, fusion: Fusion | str = Fusion.ALL, 
         relax.transform.FuseTIR(),
         # After operator fusion, which reorders bindings by data dependence and would move the
         # match_cast that defines each block's patch count after its uses.
-        LowerLASBlocks(fusion=fusion, static=static, bounded=bounded),  # LAS blocks -> TensorIR kernels
+        LowerLASBlocks(fusion=fusion, static=static, bounded=bounded, masker=masker),  # LAS blocks -> TensorIR kernels
         relax.transform.DeadCodeElimination(["main"]),
         relax.transform.LegalizeOps(),  # the reshapes and casts the lowering added
         ApplyTunedSchedules(target, database),  # tuned schedules, where the database has one
@@ -129,6 +131,24 @@ def _plain(obj):
     return str(obj)
 
 
+def masker_placements(masker, n_blocks: int, fusion: Fusion) -> tuple[MaskerPlacement, ...]:
+    """The masker placement of each of ``n_blocks`` blocks from one placement (or name) or one per block.
+
+    Raises
+    ------
+    LasnetError
+        An unknown placement, a list of the wrong length, or ``separate`` with a fusion level other than ``all``.
+    """
+    if isinstance(masker, str):
+        masker = [masker] * n_blocks
+    out = tuple(MaskerPlacement.parse(m) for m in masker)
+    if len(out) != n_blocks:
+        raise LasnetError(f"expected 1 masker placement or {n_blocks} (one per block), got {len(out)}")
+    if fusion is not Fusion.ALL and MaskerPlacement.SEPARATE in out:
+        raise LasnetError(f"masker placement separate needs fusion all, not {fusion.value}")
+    return out
+
+
 @dataclass
 class CompileResult:
     """A built Relax executable and its manifest."""
@@ -140,7 +160,7 @@ class CompileResult:
 
 def compile_model(model: LASNet, target, fusion: Fusion | str = Fusion.ALL, static: bool = False,
                   database: ScheduleDatabase | None = None, source: str = "", params: str = "embed",
-                  dump_ir: str | Path | None = None) -> CompileResult:
+                  dump_ir: str | Path | None = None, masker=MaskerPlacement.FUSED) -> CompileResult:
     """Compile an eval-mode LAS model for ``target``.
 
     Parameters
@@ -162,11 +182,16 @@ def compile_model(model: LASNet, target, fusion: Fusion | str = Fusion.ALL, stat
         outside when they exceed ``SEPARATE_PARAMS_BYTES``.
     dump_ir : str or Path, optional
         Write the module after import and after each pass into this folder (see :func:`apply_passes`).
+    masker : MaskerPlacement, its name, or a sequence of them
+        Masker placement of every dynamic block, or one per block in the model's order
+        (:class:`lasnet_tvm.block_plan.MaskerPlacement`); ``separate`` needs fusion ``all``. Ignored with
+        ``static``. The manifest's ``masker`` lists the placement of each block.
     """
     fusion = Fusion.parse(fusion)
+    placements = masker_placements(masker, len(model.spec.blocks), fusion)
     t0 = time.perf_counter()
     mod = import_exported(export_model(model))
-    mod = apply_passes(mod, lasnet_passes(target, fusion, static, database), dump_ir)
+    mod = apply_passes(mod, lasnet_passes(target, fusion, static, database, masker=placements), dump_ir)
     applied, imported = tuned_functions(mod), tuned_functions(mod, IMPORTED_ATTR)
     if params == "auto":
         size = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -189,6 +214,7 @@ def compile_model(model: LASNet, target, fusion: Fusion | str = Fusion.ALL, stat
         "grids": [b.grid for b in s.blocks],
         "fusion": fusion.value,
         "static": static,
+        "masker": None if static else [m.value for m in placements],
         "target": _plain(target.export()),
         "tuned": database is not None,
         "compile_seconds": round(time.perf_counter() - t0, 2),

@@ -28,7 +28,7 @@ from .profiles import HardwareProfile
 
 #: Kernels whose cost depends on the number of active patches ``P``.
 PATCH_KERNELS = frozenset({"gather", "window_conv3x3", "gather_conv3x3", "se", "patch_conv1x1", "scatter",
-                           "scatter_add"})
+                           "scatter_add", "gather_conv1x1"})
 
 
 def one_patch_per_task(kernel: str, params: Mapping[str, Any]) -> bool:
@@ -40,6 +40,8 @@ def one_patch_per_task(kernel: str, params: Mapping[str, Any]) -> bool:
     if kernel == "gather_conv3x3":
         # unpadded: per-patch window staging; padded: blocks of patches per channel tile (schedule_gather_conv_cpu)
         return not params.get("padded", False)
+    if kernel == "gather_conv1x1":  # tiles of one window's pixels (kernels/gather_conv1x1.schedule_cpu)
+        return True
     if kernel == "window_conv3x3":  # small weights: one task per patch (kernels/gather_conv3x3.schedule_patch_conv_cpu)
         return not large_weights_3x3(params["C"], params.get("groups", 1))
     return False
@@ -124,6 +126,8 @@ def _kernel_ops(kernel: str, p: Mapping[str, Any], P: int, B: int, out: str) -> 
                 ops.mask_index("mask_index", B, H, S * st, g)]
     if kernel == "gather":
         return [ops.gather("gather", B, P, p["C"], p["H"], (p["S"] - 1) * st + 3)]
+    if kernel == "gather_conv1x1":
+        return [ops.gather_conv1x1("conv1", B, P, p["C_in"], p["C_out"], (p["S"] - 1) * st + 3, p["H"])]
     if kernel == "window_conv3x3":
         L = (p["S"] - 1) * st + 3
         return [ops.patch_conv3x3("conv2", B, P, p["C"], p["C"], p["S"], st, get("groups", 1), L, False)]

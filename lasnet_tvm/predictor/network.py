@@ -19,6 +19,10 @@ A **dynamic block** at granularity S and activation rate r computes ``P = round(
                           the identity is read and the output written whole).
 ========================  ==========================================================================
 
+With fusion ``all`` the masker placement may be ``separate`` instead of ``fused``: masker pool + masker 1x1 +
+index on the block input; conv1 on each active patch's window ``L x L`` only (gather-conv1x1, halos
+recomputed, ``P * L^2 * C_in * C_mid`` MACs) into the map the gather-conv3x3 reads; the rest as ``all``.
+
 SE in a dynamic block pools over the active patches only and scales them into a new buffer. The downsample
 branch stays dense. The stem (ResNet: 7x7/2 conv and 3x3/2 max-pool; RegNet: 3x3/2 conv) and the head
 (global pool, fc) are static.
@@ -31,7 +35,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..archs import ArchSpec, BlockSpec, arch_spec, format_granularity
-from ..block_plan import Fusion
+from ..block_plan import Fusion, MaskerPlacement
 from ..errors import LasnetError
 from . import ops
 from .kernel_ops import kernel_ops
@@ -61,17 +65,30 @@ def static_block_ops(b: BlockSpec, batch: int = 1) -> list[Op]:
     return out
 
 
-def dynamic_block_ops(b: BlockSpec, P: int, fusion: Fusion | str = Fusion.ALL, batch: int = 1) -> list[Op]:
-    """Kernels of the dynamic block with ``P`` active patches over the batch and a fusion variant, in the order
-    of ``block_plan(b, fusion)``."""
-    fusion = Fusion.parse(fusion)
+def dynamic_block_ops(b: BlockSpec, P: int, fusion: Fusion | str = Fusion.ALL, batch: int = 1,
+                      masker: MaskerPlacement | str = MaskerPlacement.FUSED) -> list[Op]:
+    """Kernels of the dynamic block with ``P`` active patches over the batch, a fusion variant and a masker
+    placement, in the order of ``block_plan(b, fusion, masker=masker)``.
+
+    Raises
+    ------
+    LasnetError
+        Masker placement ``separate`` with a fusion level other than ``all``.
+    """
+    fusion, masker = Fusion.parse(fusion), MaskerPlacement.parse(masker)
+    separate = masker is MaskerPlacement.SEPARATE
+    if separate and fusion is not Fusion.ALL:
+        raise LasnetError(f"masker placement separate needs fusion all, not {fusion.value}")
     H, Ho, S, st, cm, co = b.in_size, b.out_size, b.S, b.stride, b.c_mid, b.c_out
     k = functools.partial(kernel_ops, P=P, batch=batch)
     out: list[Op] = []
     if b.downsample:
         out += k("conv1x1", dict(C_in=b.c_in, C_out=co, H=H, W=H, stride=st), out="ident")
-    if fusion is Fusion.NONE:
+    if fusion is Fusion.NONE or separate:
         out += k("masker", dict(C_in=b.c_in, H=H, W=H, S=S, stride=st))
+    if separate:
+        out += k("gather_conv1x1", dict(C_in=b.c_in, C_out=cm, H=H, W=H, S=S, stride=st))
+    elif fusion is Fusion.NONE:
         out += k("conv1x1", dict(C_in=b.c_in, C_out=cm, H=H, W=H), out="f1")
     else:
         out += k("masker_conv1x1", dict(C_in=b.c_in, C_mid=cm, H=H, W=H, S=S, stride=st))
@@ -133,11 +150,12 @@ class BlockLatency(_StaticDynamic):
 
 
 def predict_block(block: BlockSpec, hw: HardwareProfile, rate: float, fusion: Fusion | str = Fusion.ALL,
-                  batch: int = 1) -> BlockLatency:
-    """Static and dynamic latency of one block at activation rate ``rate`` (granularity = ``block.S``)."""
+                  batch: int = 1, masker: MaskerPlacement | str = MaskerPlacement.FUSED) -> BlockLatency:
+    """Static and dynamic latency of one block at activation rate ``rate`` (granularity = ``block.S``) with a
+    masker placement (:class:`~lasnet_tvm.block_plan.MaskerPlacement`)."""
     P = active_patches(block, rate, batch)
     st = tuple(op_latency(o, hw) for o in static_block_ops(block, batch))
-    dy = tuple(op_latency(o, hw) for o in dynamic_block_ops(block, P, fusion, batch))
+    dy = tuple(op_latency(o, hw) for o in dynamic_block_ops(block, P, fusion, batch, masker))
     return BlockLatency(block.name, block.stage, block.S, rate, st, dy)
 
 

@@ -349,6 +349,15 @@ def patch_conv3x3(name: str, B: int, P: int, cin: int, cout: int, S: int, stride
               flops=2.0 * P * cout * S * S * macs, **src)
 
 
+def gather_conv1x1(name: str, B: int, P: int, cin: int, cout: int, L: int, map_size: int) -> Op:
+    """1x1 conv on ``P`` windows ``L x L`` read through the patch index from the ``[cin, map, map]`` block input
+    (halos recomputed per window), each written as ``[cout, L, L]`` into conv1's map (the separate masker
+    placement's conv1)."""
+    return Op(name, "gather_conv1x1", P, cout, L, L, cin, cin, cin, cout, 1, 1, L, L, weights=cin, in_map_w=map_size,
+              in_map_bytes=B * cin * map_size * map_size * F32, dram_in=_window_bytes(P, B, cin, L, map_size),
+              dram_in_run=min(L, map_size) * F32, dram_out=P * cout * L * L * F32, flops=2.0 * P * cout * L * L * cin)
+
+
 def patch_conv1x1(name: str, P: int, cin: int, cout: int, S: int) -> Op:
     """1x1 conv on dense patches ``[P, cin, S, S] -> [P, cout, S, S]``."""
     return Op(name, "conv1x1_patches", P, cout, S, S, cin, cin, cin, cout, 1, 1, S, S, weights=cin,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Sequence
 
 from ..archs import ArchSpec, arch_spec, format_granularity
+from ..block_plan import Fusion, MaskerPlacement
 from ..errors import LasnetError
 from .network import NetworkLatency, predict_block, predict_spec
 from .profiles import HardwareProfile
@@ -113,3 +114,32 @@ def auto_granularity(device: str | None, rate: float = 0.5, fusion: str = "all",
         return [res.per_stage[b.stage - 1] for b in spec.blocks], granularity_manifest(res, hw, rate, tolerance)
 
     return choose
+
+
+def choose_masker(spec: ArchSpec, hw: HardwareProfile, rate: float = 0.5, fusion: str = "all",
+                  batch: int = 1) -> tuple[list[MaskerPlacement], dict]:
+    """The masker placement of each block of ``spec`` with the lower predicted dynamic latency at ``rate``
+    (:func:`~.network.predict_block`; ties go to ``fused``), and why: the manifest note of ``compile --masker
+    auto`` (``masker_choice``: per block the placement chosen and the predicted ms of each option). Only fusion
+    ``all`` has the separate placement: other fusion levels get ``fused`` for every block."""
+    options = list(MaskerPlacement) if Fusion.parse(fusion) is Fusion.ALL else [MaskerPlacement.FUSED]
+    chosen, rows = [], []
+    for b in spec.blocks:
+        ms = {m: predict_block(b, hw, rate, fusion, batch, masker=m).dynamic_s * 1e3 for m in options}
+        best = min(options, key=lambda m: ms[m])  # options in order: fused first wins a tie
+        chosen.append(best)
+        rows.append({"block": b.name, "stage": b.stage, "S": b.S, "stride": b.stride, "chosen": best.value,
+                     "predicted_ms": {m.value: round(v, 4) for m, v in ms.items()}})
+    note = {"method": "predictor", "profile": hw.name, "rate": rate, "fusion": Fusion.parse(fusion).value,
+            "chosen": [m.value for m in chosen], "blocks": rows}
+    return chosen, note
+
+
+def auto_masker(device: str | None, rate: float = 0.5, fusion: str = "all"):
+    """The ``masker`` function of :func:`lasnet_tvm.compiler.compile_checkpoint` for ``compile --masker auto``:
+    ``spec -> (placement per block, manifest note)`` from :func:`choose_masker` on ``device``'s profile
+    (``local``, this machine's, when None)."""
+    from .profiles import get_profile
+
+    hw = get_profile(device or "local")
+    return lambda spec: choose_masker(spec, hw, rate, fusion)

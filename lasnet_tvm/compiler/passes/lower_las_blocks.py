@@ -23,7 +23,7 @@ import tvm
 from tvm import relax, tirx
 
 from ... import kernels as K
-from ...block_plan import Fusion, block_plan, prepared_weights
+from ...block_plan import Fusion, MaskerPlacement, block_plan, prepared_weights
 from ...block_runtime import uses_patches
 from ...kernels._bounded import bounded
 from ...kernels.shapes import ceil_div
@@ -68,20 +68,26 @@ class LowerLASBlocks:
         Lower every block to the dense static kernels instead (the same-compiler baseline).
     bounded : bool
         Size the patch buffers for all patches and pass the count to the kernels (no host read of the count).
+    masker : MaskerPlacement, its name, or a sequence of them
+        Masker placement of every dynamic block, or of each block in the network's order
+        (:class:`~lasnet_tvm.block_plan.MaskerPlacement`; ``separate`` needs fusion ``all``).
     """
 
-    def __init__(self, fusion: Fusion | str = Fusion.ALL, static: bool = False, bounded: bool = False):
+    def __init__(self, fusion: Fusion | str = Fusion.ALL, static: bool = False, bounded: bool = False,
+                 masker=MaskerPlacement.FUSED):
         self.fusion, self.static, self.bounded = Fusion.parse(fusion), static, bounded
+        self.masker = (MaskerPlacement.parse(masker) if isinstance(masker, str)
+                       else tuple(MaskerPlacement.parse(m) for m in masker))
 
     def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
-        return _Lowerer(mod, self.fusion, self.static, self.bounded).run()
+        return _Lowerer(mod, self.fusion, self.static, self.bounded, self.masker).run()
 
 
 @relax.expr_functor.mutator
 class _Lowerer(relax.PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, fusion: Fusion, static: bool, bounded: bool):
+    def __init__(self, mod: tvm.IRModule, fusion: Fusion, static: bool, bounded: bool, masker):
         super().__init__(mod)
-        self.mod_, self.fusion, self.static, self.bounded = mod, fusion, static, bounded
+        self.mod_, self.fusion, self.static, self.bounded, self.masker = mod, fusion, static, bounded, masker
         self.kernels: dict[str, relax.GlobalVar] = {}
         self.bounds: dict[str, int] = {}  # patch-count variable -> its upper bound (all patches)
 
@@ -143,10 +149,11 @@ class _Lowerer(relax.PyExprMutator):
         env: dict[str, relax.Expr] = {"x": bb.emit(relax.op.reshape(x, (s.c_in, s.in_size, s.in_size)))}
         P = s.grid * s.grid if self.bounded else None
         # every block input is a ReLU output used by this block alone: residuals are added in place
-        steps = block_plan(s, self.fusion, self.static, inplace_residual=True)
+        masker = self.masker if isinstance(self.masker, MaskerPlacement) else self.masker[index]
+        steps = block_plan(s, self.fusion, self.static, inplace_residual=True, masker=masker)
         shapes = {name: shape for st in steps for name, shape, _ in st.outputs}
         for step in steps:
-            if P is None and any("P" in shape for _, shape, _ in step.outputs):
+            if P is None and uses_patches(step, shapes):  # the first kernel over the active patches
                 P, env["idx"] = self._active_patches(env, s, f"P{index}")
             args = [env[n] if n in env else relax.const(weights[n]) for n in step.inputs]
             outs = [relax.TensorType([P if d == "P" else d for d in shape], dt) for _, shape, dt in step.outputs]
