@@ -151,6 +151,28 @@ def test_choose_masker_note():
     assert set(note["chosen"]) == {"fused"} and all(list(r["predicted_ms"]) == ["fused"] for r in note["blocks"])
 
 
+def test_granularity_search_prices_each_block_at_its_placement():
+    """``--granularity auto --masker auto`` chooses S and placement together: each block of each candidate S is
+    priced at its cheaper placement; a fixed placement prices every block at it."""
+    from dataclasses import replace
+
+    from lasnet_tvm.archs import arch_spec
+    from lasnet_tvm.predictor.search import granularity_manifest, search_spec
+
+    base = arch_spec("las_resnet50", 1)
+    by = {m: search_spec(base, CPU, 0.1, masker=m) for m in ("fused", "separate", "auto")}
+    assert by["fused"] == search_spec(base, CPU, 0.1)  # the default prices the fused placement
+    for stage, scores in enumerate(by["auto"].scores, start=1):
+        for S, v in scores.items():
+            blocks = [replace(b, S=S) for b in base.blocks if b.stage == stage]
+            want = sum(min(predict_block(b, CPU, 0.1, masker=m).dynamic_s for m in MaskerPlacement) for b in blocks)
+            assert v == pytest.approx(want, rel=1e-12)
+            assert v <= min(by["fused"].scores[stage - 1][S], by["separate"].scores[stage - 1][S]) * (1 + 1e-12)
+    assert any(by["auto"].scores[i] != by["fused"].scores[i] for i in range(3))  # separate pays at r = 0.1
+    assert search_spec(base, CPU, 0.1, fusion="none", masker="auto") == search_spec(base, CPU, 0.1, fusion="none")
+    assert granularity_manifest(by["auto"], CPU, 0.1, 0.05, "auto")["masker"] == "auto"
+
+
 def _invoke(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 

@@ -102,7 +102,7 @@ def compile_cmd(ctx, model_path, output, dump_ir, granularity, masker, rate, **o
     if granularity == "auto":
         from ..predictor.search import auto_granularity
 
-        chooser = auto_granularity(options["device"], rate, fusion)
+        chooser = auto_granularity(options["device"], rate, fusion, masker=masker)  # priced as --masker places
     if masker == "auto":
         from ..predictor.search import auto_masker
 

@@ -59,9 +59,11 @@ def search_granularity(arch: str, hw: HardwareProfile, rate: float | Sequence[fl
 
 def search_spec(base: ArchSpec, hw: HardwareProfile, rate: float | Sequence[float] = 0.5, fusion: str = "all",
                 batch: int = 1, tolerance: float = 0.05, fixed_last: bool = True,
-                include_full: bool = False) -> SearchResult:
+                include_full: bool = False, masker: MaskerPlacement | str = MaskerPlacement.FUSED) -> SearchResult:
     """Choose S per stage for the backbone ``base`` (its own granularity is ignored; see
-    :func:`search_granularity` for the parameters)."""
+    :func:`search_granularity` for the parameters). ``masker``: the placement every block is priced with, or
+    ``"auto"``: each block at its cheaper placement (as ``compile --masker auto`` will then choose)."""
+    placements = _placements(masker, fusion)
     if tolerance < 0:
         raise LasnetError(f"tolerance must be >= 0, got {tolerance}")
     depths = base.depths
@@ -82,7 +84,7 @@ def search_spec(base: ArchSpec, hw: HardwareProfile, rate: float | Sequence[floa
         score: dict[int, float] = {}
         for S in cands:
             spec = at([S if s == stage else 1 for s in range(1, 5)])
-            score[S] = sum(predict_block(b, hw, r, fusion, batch).dynamic_s
+            score[S] = sum(min(predict_block(b, hw, r, fusion, batch, masker=m).dynamic_s for m in placements)
                            for b, r in zip(spec.blocks, rates) if b.stage == stage)
         best = min(score.values())
         chosen.append(min(S for S, v in score.items() if v <= best * (1.0 + tolerance)))
@@ -92,26 +94,37 @@ def search_spec(base: ArchSpec, hw: HardwareProfile, rate: float | Sequence[floa
     return SearchResult(format_granularity(spec.granularity, depths), tuple(chosen), tuple(scores), pred)
 
 
-def granularity_manifest(result: SearchResult, hw: HardwareProfile, rate: float, tolerance: float) -> dict:
+def _placements(masker: MaskerPlacement | str, fusion: str) -> list[MaskerPlacement]:
+    """The placements a block may take: all of them for ``"auto"`` (only fused below fusion ``all``)."""
+    if str(masker) != "auto":
+        return [MaskerPlacement(masker)]
+    return list(MaskerPlacement) if Fusion.parse(fusion) is Fusion.ALL else [MaskerPlacement.FUSED]
+
+
+def granularity_manifest(result: SearchResult, hw: HardwareProfile, rate: float, tolerance: float,
+                         masker: MaskerPlacement | str = MaskerPlacement.FUSED) -> dict:
     """Why ``compile --granularity auto`` chose its S: the predicted stage latency (ms) of every option."""
-    return {"method": "predictor", "profile": hw.name, "rate": rate, "tolerance": tolerance,
+    return {"method": "predictor", "profile": hw.name, "rate": rate, "tolerance": tolerance, "masker": str(masker),
             "chosen": result.granularity, "per_stage": [
                 {"stage": i, "S": S, "predicted_ms": {str(k): round(v * 1e3, 4) for k, v in sc.items()}}
                 for i, (S, sc) in enumerate(zip(result.per_stage, result.scores), start=1)],
             "predicted_network_ms": round(result.prediction.dynamic_s * 1e3, 4)}
 
 
-def auto_granularity(device: str | None, rate: float = 0.5, fusion: str = "all", tolerance: float = 0.05):
+def auto_granularity(device: str | None, rate: float = 0.5, fusion: str = "all", tolerance: float = 0.05,
+                     masker: MaskerPlacement | str = MaskerPlacement.FUSED):
     """The ``granularity`` function of :func:`lasnet_tvm.compiler.compile_checkpoint` for ``compile
     --granularity auto``: ``spec -> (S per block, manifest note)`` from :func:`search_spec` on ``device``'s
-    profile (``local``, this machine's, when None)."""
+    profile (``local``, this machine's, when None), each block priced at the placement ``masker`` (``"auto"``:
+    the cheaper one, so that S and placement are chosen together)."""
     from .profiles import get_profile
 
     hw = get_profile(device or "local")
 
     def choose(spec: ArchSpec):
-        res = search_spec(spec, hw, rate, fusion, tolerance=tolerance)
-        return [res.per_stage[b.stage - 1] for b in spec.blocks], granularity_manifest(res, hw, rate, tolerance)
+        res = search_spec(spec, hw, rate, fusion, tolerance=tolerance, masker=masker)
+        return [res.per_stage[b.stage - 1] for b in spec.blocks], granularity_manifest(res, hw, rate, tolerance,
+                                                                                       masker)
 
     return choose
 
@@ -122,7 +135,7 @@ def choose_masker(spec: ArchSpec, hw: HardwareProfile, rate: float = 0.5, fusion
     (:func:`~.network.predict_block`; ties go to ``fused``), and why: the manifest note of ``compile --masker
     auto`` (``masker_choice``: per block the placement chosen and the predicted ms of each option). Only fusion
     ``all`` has the separate placement: other fusion levels get ``fused`` for every block."""
-    options = list(MaskerPlacement) if Fusion.parse(fusion) is Fusion.ALL else [MaskerPlacement.FUSED]
+    options = _placements("auto", fusion)
     chosen, rows = [], []
     for b in spec.blocks:
         ms = {m: predict_block(b, hw, rate, fusion, batch, masker=m).dynamic_s * 1e3 for m in options}
