@@ -126,10 +126,23 @@ def las_key(rate: float, multi: bool) -> str:
     return f"las@{rate:g}" if multi else "las"
 
 
+def _placements(masker: str, spec, rate: float) -> list:
+    """The masker placement of each block of a LAS model for ``bench model --masker`` (``auto``: the predictor's
+    choice on this machine's profile at ``rate``)."""
+    from lasnet_tvm.block_plan import MaskerPlacement
+
+    if masker != "auto":
+        return [MaskerPlacement(masker)] * len(spec.blocks)
+    from lasnet_tvm.predictor.profiles import get_profile
+    from lasnet_tvm.predictor.search import choose_masker
+
+    return choose_masker(spec, get_profile("local"), rate)[0]
+
+
 def run(arch: str = "las_resnet50", granularity: str = "4-4-2-1", input_size: int = 224, width_mult: float = 1.0,
         rate: float = 0.5, model: LASNet | None = None, n_images: int = 4, repeats: int = 5, threads: int = 2,
         database=None, breakdown: bool = False, save_model: str | None = None, baselines=(),
-        rates=None) -> dict:
+        rates=None, masker: str = "fused") -> dict:
     """Compile, check and time; returns the JSON-able result. ``breakdown``: also profile both compiled models
     per VM call (:func:`kernel_breakdown`, ``repeats`` rounds, after the timing). ``save_model``: also write the
     model (with its calibrated maskers) there, for ``lasnet-tvm compile`` and ``bench compare``. ``baselines``:
@@ -137,6 +150,9 @@ def run(arch: str = "las_resnet50", granularity: str = "4-4-2-1", input_size: in
     checked and timed in the same rounds. ``rates``: several activation rates of the random model in one run
     (the same weights, the maskers set per rate; one compiled LAS model per rate, timed as ``las@R`` in the same
     interleaved rounds as the static variants, which run once); the result then has a ``per_rate`` list.
+    ``masker``: the LAS models' masker placement (``fused``, ``separate``, or ``auto``: per block the one this
+    machine's profile prices lower at the model's rate target, as ``compile --masker auto`` does); the result's
+    ``masker`` lists each LAS model's placement per block.
 
     Raises
     ------
@@ -173,10 +189,12 @@ def run(arch: str = "las_resnet50", granularity: str = "4-4-2-1", input_size: in
     s = model.spec
     target = build_target("llvm")
     compiled, compile_s, applied = {}, {}, {}
+    placements = {las_key(r, multi): _placements(masker, m.spec, r) for r, m in las_models.items()}
     variants = [(las_key(r, multi), m, False) for r, m in las_models.items()] + [("static", model, True)]
     for name, net, static in variants:
         t0 = time.perf_counter()
-        r = compile_model(net, target, static=static, database=database)
+        r = compile_model(net, target, static=static, database=database,
+                          **({} if static else {"masker": placements[name]}))
         compile_s[name] = time.perf_counter() - t0
         compiled[name] = CompiledModel.from_executable(r.executable, r.manifest)
         applied[name] = r.manifest.get("tuned_schedules", {}).get("applied", [])
@@ -234,6 +252,7 @@ def run(arch: str = "las_resnet50", granularity: str = "4-4-2-1", input_size: in
         "threads": threads,
         "tuned": database is not None,
         "tuned_applied": applied,
+        "masker": {k: [str(p) for p in v] for k, v in placements.items()},
         "rate": measured_rate[first],
         "rate_per_block": rate_per_block[first],
         "ms": per_image,

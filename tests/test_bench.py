@@ -50,7 +50,8 @@ def test_write_json_atomic(tmp_path):
 
 def test_bench_model_rates_in_one_run(tmp_path):
     """`bench model --rates`: one compiled LAS model per rate, the static variants once, all in the same rounds;
-    every LAS model checked against PyTorch, and the per-rate ratios computed from the same medians."""
+    every LAS model checked against PyTorch, and the per-rate ratios computed from the same medians. The LAS
+    models here place the masker separately (`--masker separate`; `bench_model_quick` has the default)."""
     import json
 
     from click.testing import CliRunner
@@ -60,9 +61,10 @@ def test_bench_model_rates_in_one_run(tmp_path):
     out = tmp_path / "rates.json"
     res = CliRunner().invoke(cli, ["bench", "model", "--width-mult", "0.125", "--input-size", "64", "--images", "1",
                                    "--repeats", "2", "--rates", "0,1", "--threads", "2", "--baseline", "onnxruntime",
-                                   "--out", str(out)])
+                                   "--masker", "separate", "--out", str(out)])
     assert res.exit_code == 0, res.output
     d = json.loads(out.read_text())
+    assert d["masker"] == {k: ["separate"] * len(d["rate_per_block"]) for k in ("las@0", "las@1")}
     assert set(d["ms"]) == {"las@0", "las@1", "static", "torch_static", "torch_las_dense", "onnxruntime"}
     assert {"las@0", "las@1", "static", "onnxruntime"} <= set(d["max_rel_err"])
     assert max(d["max_rel_err"].values()) < 1e-4
@@ -77,6 +79,19 @@ def test_bench_model_rates_in_one_run(tmp_path):
     assert "rate 0 (measured 0.00)" in res.output and out.with_suffix(".png").is_file()
     bad = CliRunner().invoke(cli, ["bench", "model", "--rates", "0,1.5", "--out", str(tmp_path / "x.json")])
     assert bad.exit_code != 0 and "1.5" in bad.output
+    bad = CliRunner().invoke(cli, ["bench", "model", "--masker", "inside", "--out", str(tmp_path / "x.json")])
+    assert bad.exit_code == 2 and "inside" in bad.output
+
+
+def test_bench_model_auto_placement_is_the_predictors():
+    from lasnet_tvm.archs import arch_spec
+    from lasnet_tvm.benchmarks.model import _placements
+    from lasnet_tvm.predictor.profiles import get_profile
+    from lasnet_tvm.predictor.search import choose_masker
+
+    spec = arch_spec("las_resnet50", "4-4-2-1")
+    assert _placements("auto", spec, 0.1) == choose_masker(spec, get_profile("local"), 0.1)[0]
+    assert [str(p) for p in _placements("fused", spec, 0.1)] == ["fused"] * len(spec.blocks)
 
 
 def test_bench_model_quick(tmp_path):

@@ -94,9 +94,12 @@ def block(arch, stage, channels, size, stride, S, rates, ablation_rate, repeats,
 @click.option("--baseline", "baselines", multiple=True,
               help="Also the static model in this runtime: onnxruntime or openvino (repeatable or comma list; "
               "pip install 'lasnet-tvm[bench]'), exported to ONNX and run with TVM's thread count.")
+@click.option("--masker", type=click.Choice(["fused", "separate", "auto"]), default="fused", show_default=True,
+              help="Masker placement of the compiled LAS models (as `compile --masker`; auto: per block the one "
+              "this machine's profile prices lower at each model's rate).")
 @click.option("--out", type=click.Path(), required=True, help="JSON file to write (and a PNG beside it).")
 def model(model_path, arch, granularity, input_size, width_mult, rate, rates, images, repeats, threads, schedules,
-          save_model, breakdown, baselines, out):
+          save_model, breakdown, baselines, masker, out):
     """Whole network: compiled LAS vs compiled static vs PyTorch (static, LAS dense, sparse), and optionally
     the static model in ONNX Runtime / OpenVINO."""
     from ..benchmarks import model as bm
@@ -129,7 +132,7 @@ def model(model_path, arch, granularity, input_size, width_mult, rate, rates, im
         if model_path is not None:
             raise LasnetError("--rates sets the random model's maskers; a --model has the rate its maskers give")
     res = bm.run(arch, granularity, input_size, width_mult, rate, net, images, repeats, threads, database,
-                 breakdown, save_model, baselines, rates)
+                 breakdown, save_model, baselines, rates, masker)
     write_json(out, res)
     png = plot_model(res, os.path.splitext(out)[0] + ".png")
     click.echo(bm.format_table(res))
