@@ -92,7 +92,8 @@ def agreement(rows: list[dict]) -> dict:
     ``goal`` (the share required, and whether it is met) and ``per_stage`` (the same counts per stage)."""
     out = _share(rows)
     out["goal"] = {"share": GOAL, "met": out["share"] is not None and out["share"] >= GOAL}
-    out["per_stage"] = {str(s): _share([r for r in rows if r["stage"] == s]) for s in sorted({r["stage"] for r in rows})}
+    stages = sorted({r["stage"] for r in rows})
+    out["per_stage"] = {str(s): _share([r for r in rows if r["stage"] == s]) for s in stages}
     return out
 
 
@@ -154,10 +155,10 @@ def run(blocks: list[BlockSpec], rates, hw, target, repeats: int, seed: int = 0,
 def format_table(res: dict) -> str:
     """Plain-text table: per block and rate the measured and predicted ms of each placement, the measured best,
     the predicted choice and its regret; then the agreement overall and per stage."""
-    lines = [f"bench masker: {res['arch']} on {res['device']}, profile {res['profile']['name']}, "
-             f"{res['repeats']} rounds (median ms)",
-             f"  {'block':<28} {'S':>2} {'rate':>5}  {'meas fused':>10} {'meas sep':>9}  {'pred fused':>10} "
-             f"{'pred sep':>9}  {'best':<8} {'choice':<8} {'regret':>7}"]
+    lines = [(f"bench masker: {res['arch']} on {res['device']}, profile {res['profile']['name']}, "
+              f"{res['repeats']} rounds (median ms)"),
+             (f"  {'block':<28} {'S':>2} {'rate':>5}  {'meas fused':>10} {'meas sep':>9}  {'pred fused':>10} "
+              f"{'pred sep':>9}  {'best':<8} {'choice':<8} {'regret':>7}")]
     for r in res["rows"]:
         m, p = r["measured_ms"], r["predicted_ms"]
         lines.append(f"  {r['block']:<28} {r['S']:>2} {r['rate']:>5.2f}  {m['fused']:10.3f} {m['separate']:9.3f}  "

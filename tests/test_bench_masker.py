@@ -49,7 +49,8 @@ def test_bench_masker_quick(tmp_path):
     assert [(b["block"]["block"], b["block"]["stride"], b["block"]["downsample"]) for b in d["blocks"]] == [
         ("layer2.0", 2, True), ("layer2.1", 1, False)]
     hw = resolve_profile("xeon-6248", None)
-    assert [(r["block"], r["rate"]) for r in d["rows"]] == [(b, r) for b in ("layer2.0", "layer2.1") for r in (0.1, 0.5)]
+    names = ("layer2.0", "layer2.1")
+    assert [(r["block"], r["rate"]) for r in d["rows"]] == [(b, r) for b in names for r in (0.1, 0.5)]
     for row in d["rows"]:
         assert all(k in row for k in ROW_KEYS)
         meas, pred = row["measured_ms"], row["predicted_ms"]

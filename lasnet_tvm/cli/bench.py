@@ -189,12 +189,12 @@ def _floats(text: str, what: str) -> tuple[float, ...]:
     return vals
 
 
-def _sweep_options(arch: str, stages: str, repeats: int, S: str, rates: str):
-    """Options shared by fusion, rate and granularity."""
+def _sweep_options(arch: str, stages: str, repeats: int, S: str, rates: str,
+                   measured: str = "the first identity block of each is measured"):
+    """Options shared by fusion, rate, granularity and masker."""
     opts = [
         click.option("--arch", default=arch, show_default=True, help="Backbone whose blocks are measured."),
-        click.option("--stage", "stages", default=None, help=f"Stages, comma list (default {stages}); the first "
-                     "identity block of each is measured."),
+        click.option("--stage", "stages", default=None, help=f"Stages, comma list (default {stages}); {measured}."),
         click.option("--block", "block_name", default=None, help="Measure this block instead (e.g. layer1.0)."),
         click.option("--S", "S", default=None, help=f"Granularities, comma list (default {S})."),
         click.option("--rates", default=None, help=f"Activation rates in [0, 1], comma list (default {rates})."),
@@ -381,7 +381,7 @@ def granularity(tolerance, exclude_mismatch, **kw):
 
 @bench.command("masker")
 @_sweep_options("las_resnet50", "1,2,3,4; quick 1,2", 20, "4,4,2,1: one per stage 1..4, or one for all",
-                "0.1,0.25,0.5; quick 0.1,0.5")
+                "0.1,0.25,0.5; quick 0.1,0.5", "the first block and the first identity block of each are measured")
 @_EXCLUDE
 def masker(exclude_mismatch, **kw):
     """Masker placement, fused vs separate, per block and rate: the predictor's choice against the measured best
