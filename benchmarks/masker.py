@@ -118,11 +118,11 @@ def measure_block(spec: BlockSpec, rates, hw, target, repeats: int, seed: int = 
             try:
                 x, P, err = checked_dynamic(blk, r, seed + 1)
             except LasnetError as e:
-                e = LasnetError(f"masker placement {m}: {e}")
+                named = LasnetError(f"masker placement {m}: {e}")
                 if not exclude_mismatch:
-                    raise e from None
+                    raise named from None
                 excluded.append({"block": spec.name, "stage": spec.stage, "S": spec.S, "rate": r, "placement": m,
-                                 "error": str(e)})
+                                 "error": str(named)})
                 continue
             errs.append(err)
             active[r] = P
@@ -155,13 +155,14 @@ def run(blocks: list[BlockSpec], rates, hw, target, repeats: int, seed: int = 0,
 def format_table(res: dict) -> str:
     """Plain-text table: per block and rate the measured and predicted ms of each placement, the measured best,
     the predicted choice and its regret; then the agreement overall and per stage."""
+    w = max([len(r["block"]) for r in res["rows"]] + [5])
     lines = [(f"bench masker: {res['arch']} on {res['device']}, profile {res['profile']['name']}, "
               f"{res['repeats']} rounds (median ms)"),
-             (f"  {'block':<28} {'S':>2} {'rate':>5}  {'meas fused':>10} {'meas sep':>9}  {'pred fused':>10} "
+             (f"  {'block':<{w}} {'S':>2} {'rate':>5}  {'meas fused':>10} {'meas sep':>9}  {'pred fused':>10} "
               f"{'pred sep':>9}  {'best':<8} {'choice':<8} {'regret':>7}")]
     for r in res["rows"]:
         m, p = r["measured_ms"], r["predicted_ms"]
-        lines.append(f"  {r['block']:<28} {r['S']:>2} {r['rate']:>5.2f}  {m['fused']:10.3f} {m['separate']:9.3f}  "
+        lines.append(f"  {r['block']:<{w}} {r['S']:>2} {r['rate']:>5.2f}  {m['fused']:10.3f} {m['separate']:9.3f}  "
                      f"{p['fused']:10.3f} {p['separate']:9.3f}  {r['measured_best']:<8} {r['predicted_choice']:<8} "
                      f"{100 * r['regret']:+6.1f}%")
     a = res["agreement"]
