@@ -1,4 +1,5 @@
-"""PNG figures of ``bench fusion``, ``bench rate``, ``bench granularity`` and ``bench model`` (matplotlib, Agg backend).
+"""PNG figures of ``bench fusion``, ``bench rate``, ``bench granularity``, ``bench masker`` and ``bench model``
+(matplotlib, Agg backend).
 
 Measured values are solid lines / filled bars, predicted ones dashed lines / hatched bars. The rate and
 granularity figures end with a predicted-vs-measured scatter of every block-level latency (log-log, with the
@@ -208,4 +209,37 @@ def plot_model(res: dict, path) -> Path:
     ax.set(xlabel="latency per image (ms, median of interleaved rounds)")
     ax.set_title(f"{res['arch']} {res['granularity']} @{res['input_size']}, width x{res['width_mult']}, rate "
                  f"{_rates_text(res)}, {res['threads']} threads\n{res['machine']['cpu']}", fontsize=9)
+    return _save(fig, path)
+
+
+def plot_masker(res: dict, path) -> Path:
+    """One subplot per block: ms of both masker placements against the rate, measured (solid) and predicted
+    (dashed); a star on the measured best, a ring on the predicted choice (at its measured ms)."""
+    blocks = [b for b in res["blocks"] if b["rows"]] or res["blocks"][:1]
+    fig, axes = _subplots(len(blocks))
+    for ax, blk in zip(axes, blocks):
+        b, rows = blk["block"], sorted(blk["rows"], key=lambda r: r["rate"])
+        rates = [r["rate"] for r in rows]
+        for i, m in enumerate(("fused", "separate")):
+            c = COLORS[i]
+            ax.plot(rates, [r["measured_ms"][m] for r in rows], "-o", color=c, ms=3, label=m)
+            ax.plot(rates, [r["predicted_ms"][m] for r in rows], "--", color=c)
+        for r in rows:
+            ax.plot([r["rate"]], [r["measured_ms"][r["measured_best"]]], "*", color="gold", ms=12, mec="black")
+            ax.plot([r["rate"]], [r["measured_ms"][r["predicted_choice"]]], "o", mfc="none", mec="black", ms=11)
+        ax.set(xlabel="activation rate r", ylabel="block latency (ms)", ylim=(0, None),
+               title=f"stage {b['stage']} {b['block']}, stride {b['stride']}, S={blk['S']}\n"
+                     f"{b['C_in']}->{b['C_mid']}->{b['C_out']}, {b['H']}x{b['H']}")
+        handles, labels = ax.get_legend_handles_labels()
+        handles += [Line2D([], [], color="black", ls="-", marker="o", ms=3), Line2D([], [], color="black", ls="--"),
+                    Line2D([], [], ls="", marker="*", color="gold", mec="black", ms=10),
+                    Line2D([], [], ls="", marker="o", mfc="none", mec="black", ms=9)]
+        ax.legend(handles, labels + ["measured", "predicted", "measured best", "predicted choice"], fontsize=6)
+    a = res["agreement"]
+    if a["cases"]:
+        fig.text(0.01, 0.005, f"predicted placement within {100 * res['within']:.0f}% of the measured best: "
+                 f"{a['within_5pct']}/{a['cases']} ({100 * a['share']:.0f}%), exact {a['exact']}/{a['cases']}",
+                 fontsize=8, ha="left", va="bottom")
+    _excluded_note(fig, res)
+    fig.suptitle(f"masker placement, fused vs separate: {_title(res)}", fontsize=10)
     return _save(fig, path)

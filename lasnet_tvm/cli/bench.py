@@ -1,5 +1,5 @@
-"""``lasnet-tvm bench``: benchmarks of blocks (``block``, ``fusion``, ``rate``, ``granularity``) and whole models
-(``model``, ``compare``); the drivers live in :mod:`lasnet_tvm.benchmarks`."""
+"""``lasnet-tvm bench``: benchmarks of blocks (``block``, ``fusion``, ``rate``, ``granularity``, ``masker``) and
+whole models (``model``, ``compare``); the drivers live in :mod:`lasnet_tvm.benchmarks`."""
 
 from __future__ import annotations
 
@@ -189,12 +189,12 @@ def _floats(text: str, what: str) -> tuple[float, ...]:
     return vals
 
 
-def _sweep_options(arch: str, stages: str, repeats: int, S: str, rates: str):
-    """Options shared by fusion, rate and granularity."""
+def _sweep_options(arch: str, stages: str, repeats: int, S: str, rates: str,
+                   measured: str = "the first identity block of each is measured"):
+    """Options shared by fusion, rate, granularity and masker."""
     opts = [
         click.option("--arch", default=arch, show_default=True, help="Backbone whose blocks are measured."),
-        click.option("--stage", "stages", default=None, help=f"Stages, comma list (default {stages}); the first "
-                     "identity block of each is measured."),
+        click.option("--stage", "stages", default=None, help=f"Stages, comma list (default {stages}); {measured}."),
         click.option("--block", "block_name", default=None, help="Measure this block instead (e.g. layer1.0)."),
         click.option("--S", "S", default=None, help=f"Granularities, comma list (default {S})."),
         click.option("--rates", default=None, help=f"Activation rates in [0, 1], comma list (default {rates})."),
@@ -377,3 +377,35 @@ def granularity(tolerance, exclude_mismatch, **kw):
                 exclude_mismatch=exclude_mismatch, board=cfg["board"])
     res["S_per_block"] = {st["block"]["block"]: sorted({p["S"] for p in st["points"]}) for st in res["stages"]}
     _finish(cfg, res, plot_granularity, G.format_table)
+
+
+@bench.command("masker")
+@_sweep_options("las_resnet50", "1,2,3,4; quick 1,2", 20, "4,4,2,1: one per stage 1..4, or one for all",
+                "0.1,0.25,0.5; quick 0.1,0.5", "the first block and the first identity block of each are measured")
+@_EXCLUDE
+def masker(exclude_mismatch, **kw):
+    """Masker placement, fused vs separate, per block and rate: the predictor's choice against the measured best
+    (the first block and the first identity block of each stage)."""
+    from ..benchmarks import masker as M
+
+    if kw["tracker"]:
+        raise LasnetError("bench masker runs on this machine: --tracker is not supported")
+    quick = kw["quick"]
+    S = _ints(kw["S"], "--S") if kw["S"] else M.DEFAULT_S
+    if len(S) not in (1, 4):
+        raise LasnetError(f"--S {kw['S']!r}: expected one S for every stage or four, one per stage 1..4")
+    cfg = _setup("masker", dict(kw, S=None), 20, (1, 2) if quick else (1, 2, 3, 4), (1,),
+                 (0.1, 0.5) if quick else M.DEFAULT_RATES)
+    cfg["S"] = S * 4 if len(S) == 1 else S
+    if not kw["block_name"]:
+        from ..archs import arch_spec
+
+        stages = _ints(kw["stages"], "--stage") if kw["stages"] else ((1, 2) if quick else (1, 2, 3, 4))
+        cfg["blocks"] = M.measured_blocks(arch_spec(kw["arch"], 1, cfg["input_size"],
+                                                    width_mult=cfg["width_mult"]).blocks, stages)
+    blocks = M.with_S(cfg["blocks"], dict(zip((1, 2, 3, 4), cfg["S"])))
+    from ..benchmarks.plots import plot_masker
+
+    res = M.run(blocks, cfg["rates"], cfg["hw"], cfg["target"], cfg["repeats"], cfg["seed"], log=_log,
+                exclude_mismatch=exclude_mismatch)
+    _finish(cfg, res, plot_masker, M.format_table)
