@@ -25,7 +25,7 @@ from lasnet_tvm.predictor.kernel_ops import predict_step
 from lasnet_tvm.predictor.network import active_patches, predict_block
 from lasnet_tvm.predictor.search import choose_masker
 from lasnet_tvm.targets import resolve_target
-from test_predictor_kernels import CPU, GPU
+from test_predictor_kernels import CPU, GPU, use_fixed_local_profile
 
 LLVM = resolve_target("llvm")
 
@@ -178,14 +178,7 @@ def _invoke(*args):
 
 
 def test_cli_masker(tmp_path, monkeypatch):
-    import yaml
-
-    cache = tmp_path / "cache" / "lasnet-tvm"
-    cache.mkdir(parents=True)
-    (cache / "local.yaml").write_text(yaml.safe_dump({"name": "local", "kind": "cpu", "target": "llvm", "pes": 2,
-                                                      "lanes": 16, "clock_mhz": 2400, "dram_gbps": 10.0,
-                                                      "l2_kb": 32768, "local_kb": 512}))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    use_fixed_local_profile(tmp_path, monkeypatch)
     model = small_model(seed=9, width=0.125, bias=-1.0)  # no active patch: P = 0 in every block
     pt = save_checkpoint(tmp_path / "model.pt", model)
     so = tmp_path / "m.so"

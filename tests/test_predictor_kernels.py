@@ -83,11 +83,22 @@ def test_windows_from_a_resident_map_are_read_once():
     assert op_latency(op, hw.with_(l2_kb=4.0)).dram == pytest.approx((20736 + w + 384) / 10e9, rel=1e-6)
 
 
+def use_fixed_local_profile(tmp_path, monkeypatch):
+    """Make ``local`` a fixed CPU profile (in a cache folder under ``tmp_path``), whatever this machine is."""
+    import yaml
+
+    cache = tmp_path / "cache" / "lasnet-tvm"
+    cache.mkdir(parents=True)
+    (cache / "local.yaml").write_text(yaml.safe_dump({"name": "local", "kind": "cpu", "target": "llvm", "pes": 2,
+                                                      "lanes": 16, "clock_mhz": 2400, "dram_gbps": 10.0,
+                                                      "l2_kb": 32768, "local_kb": 512}))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
 def test_compile_granularity_auto_writes_the_choice(tmp_path, monkeypatch):
     """compile --granularity auto picks S per stage with the predictor and records the predicted ms per option."""
     import json
 
-    import yaml
     from click.testing import CliRunner
 
     from _compiler import small_model
@@ -96,12 +107,7 @@ def test_compile_granularity_auto_writes_the_choice(tmp_path, monkeypatch):
     from lasnet_tvm.cli.main import cli
     from lasnet_tvm.predictor.search import search_spec
 
-    cache = tmp_path / "cache" / "lasnet-tvm"
-    cache.mkdir(parents=True)
-    (cache / "local.yaml").write_text(yaml.safe_dump({"name": "local", "kind": "cpu", "target": "llvm", "pes": 2,
-                                                      "lanes": 16, "clock_mhz": 2400, "dram_gbps": 10.0,
-                                                      "l2_kb": 32768, "local_kb": 512}))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    use_fixed_local_profile(tmp_path, monkeypatch)
     model = small_model(gran="1-1-1-1")
     pt = save_checkpoint(tmp_path / "model.pt", model)
     r = CliRunner().invoke(cli, ["compile", str(pt), "-o", str(tmp_path / "m.so"), "--granularity", "auto",

@@ -95,6 +95,11 @@ def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tens
     return v.view(-1, 1) - v.view(-1, 1) * s.view(-1, 1) * torch.clamp(torch.minimum(k, 4 - k), 0, 1)
 
 
+def _grey(bg: torch.Tensor) -> torch.Tensor:
+    """The grey, slightly flattened version of backgrounds ``[m, 3, size, size]`` (grey scenes, disc pairs)."""
+    return bg.mean(1, keepdim=True).expand_as(bg) * 0.7 + 0.15
+
+
 def _clutter(bg: torch.Tensor, count: int, g: torch.Generator, grey: bool = False) -> torch.Tensor:
     """Paint ``count`` small distractors per image on ``bg`` ``[m, 3, size, size]``: discs, squares and bars of
     random colours (grey levels with ``grey``), 2-7% of the side in radius (far smaller than the objects, so that
@@ -137,7 +142,7 @@ def render_shapes(n: int, size: int, num_classes: int, seed: int, min_radius: fl
         bg, base = _backgrounds(m, size, g)
         lab = labels[lo:hi]
         if grey_scene:
-            bg = bg.mean(1, keepdim=True).expand(m, 3, size, size) * 0.7 + 0.15
+            bg = _grey(bg)
             jitter = (torch.rand(m, generator=g) - 0.5) * min(1.0 / 6, 0.5 / num_classes)
             vivid = _hsv_to_rgb(lab / num_classes + jitter, torch.rand(m, generator=g) * 0.3 + 0.7,
                                 torch.rand(m, generator=g) * 0.3 + 0.7)
@@ -266,7 +271,7 @@ def render_pairs(n: int, size: int, num_classes: int, seed: int, radius: tuple[f
         hi = min(n, lo + 256)
         m = hi - lo
         bg, _ = _backgrounds(m, size, g)
-        scene = _clutter(bg.mean(1, keepdim=True).expand(m, 3, size, size) * 0.7 + 0.15, clutter, g, grey=True)
+        scene = _clutter(_grey(bg), clutter, g, grey=True)
         r = (torch.rand(m, generator=g) * (radius[1] - radius[0]) + radius[0]) * size
         dist = (torch.rand(m, generator=g) * (distance[1] - distance[0]) + distance[0]) * size
         angle = (torch.rand(m, generator=g) - 0.5) * 2 * tilt
