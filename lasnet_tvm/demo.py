@@ -171,11 +171,12 @@ def run_demo(model_path: str | Path, images: int = 8, repeats: int = 30, held_ou
 
     singles = [x[i : i + 1] for i in range(images)]
     arrays = [v.numpy() for v in singles]
-    t = time_interleaved({
-        "las": lambda: [compiled["las"]._call(v) for v in arrays],
-        "static": lambda: [compiled["static"]._call(v) for v in arrays],
-        "torch": lambda: [torch_static(v) for v in singles],
-    }, repeats=repeats, warmup=1, batch=1)
+    calls = {"las": (compiled["las"]._call, arrays), "static": (compiled["static"]._call, arrays),
+             "torch": (torch_static, singles)}  # name: (one image's call, the images)
+    # each turn starts with one untimed image, absorbing the previous runtime's still-spinning threads
+    t = time_interleaved({k: (lambda f=f, xs=xs: [f(v) for v in xs]) for k, (f, xs) in calls.items()},
+                         repeats=repeats, warmup=1, batch=1, settle={k: (lambda f=f, v=xs[0]: f(v))
+                                                                     for k, (f, xs) in calls.items()})
     las_ms, static_ms, torch_ms = (t[k]["median_ms"] / images for k in ("las", "static", "torch"))
     paired = float(np.median(np.array(t["static"]["samples_ms"]) / np.array(t["las"]["samples_ms"])))
 

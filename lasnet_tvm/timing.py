@@ -17,13 +17,17 @@ def summarize(samples_s: list[float]) -> dict:
 
 
 def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 3,
-                     batch: int = 5) -> dict[str, dict]:
+                     batch: int = 5, settle: dict[str, Callable[[], object]] | None = None) -> dict[str, dict]:
     """Time every function ``repeats`` times (per-call wall time), in round-robin batches.
 
     Variants take turns in batches of ``batch`` consecutive calls, so slow drifts of a shared machine hit
     all of them alike while each batch still runs warm (thread pools of torch and TVM do not fight call by
     call). Each round runs the variants in a fresh random order (seeded), so that none always follows the
-    same one: a thread pool still spinning after its batch slows whichever batch comes next. Returns
+    same one: a thread pool still spinning after its batch slows whichever batch comes next. ``settle`` gives,
+    per variant, a call run untimed at the start of each of its batches, which absorbs that: when variants of
+    different runtimes alternate (TVM, PyTorch's OpenMP, ONNX Runtime), the previous runtime's workers spin on
+    after its call and the first call after a switch pays for it (on a 2-core VM, up to twice the time of a
+    ResNet-50 image); a short call (one image) is enough. Returns
     per-name summaries (:func:`summarize`) with the samples in the order they were taken (``samples_ms``; with
     ``batch=1``, sample ``i`` of every variant comes from round ``i``).
     """
@@ -36,6 +40,8 @@ def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup:
         rng.shuffle(order)
         for k in order:
             fn = fns[k]
+            if settle and k in settle and len(samples[k]) < repeats:
+                settle[k]()
             for _ in range(min(batch, repeats - len(samples[k]))):
                 t0 = time.perf_counter()
                 fn()

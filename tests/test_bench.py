@@ -325,3 +325,15 @@ def test_time_interleaved_varies_the_order():
     assert all(len(p) >= 2 for p in predecessors.values())  # none always follows the same variant
     assert {k: v["n"] for k, v in res.items()} == {"a": 12, "b": 12, "c": 12}
     assert all(len(v["samples_ms"]) == 12 and min(v["samples_ms"]) >= 0 for v in res.values())
+
+
+def test_time_interleaved_settles_each_turn_untimed():
+    """``settle``: one untimed call at the start of every turn of a variant, never counted as a sample."""
+    calls = []
+    fns = {k: (lambda k=k: calls.append(k)) for k in "ab"}
+    settle = {"a": lambda: calls.append("a-settle")}
+    res = time_interleaved(fns, repeats=4, warmup=0, batch=2, settle=settle)
+    assert calls.count("a-settle") == 2 and calls.count("a") == 4 and calls.count("b") == 4
+    turns = [i for i, c in enumerate(calls) if c == "a-settle"]
+    assert all(calls[i + 1 : i + 3] == ["a", "a"] for i in turns)  # the settle call opens a's turn of 2 calls
+    assert {k: v["n"] for k, v in res.items()} == {"a": 4, "b": 4}
