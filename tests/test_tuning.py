@@ -240,6 +240,8 @@ def test_cli_stage_and_json_report(tmp_path):
     assert {t["task"] for t in rep["tasks"]} == {t.name for b in blocks for t in tasks_of_block(b, static=True)}
     assert len(rep["tasks"]) == len(want)
     assert all(t["chosen"] == "unmeasured" for t in rep["tasks"]) and rep["total_ms"]["default"] is None
+    # the predictor's priority of every task: its calls in the two networks and their predicted time
+    assert all(t["calls"] >= 1 and t["predicted_ms"] > 0 and t["searched"] is False for t in rep["tasks"])
     # --export: the chosen records (none, unmeasured) and the manifest; never onto the work dir itself
     r = CliRunner().invoke(cli, args + ["--export", str(tmp_path / "ship")])
     assert r.exit_code == 0, r.output
@@ -312,6 +314,25 @@ def test_record_ids_survive_the_database(tmp_path):
     ids = [trace_id(r.trace) for r in ranked_records(open_database(tmp_path), GC_TASK) if r.run_secs]
     cands = m["tasks"][0]["candidates"]  # in rank order; the default schedule's own record is no candidate
     assert cands and [i for i in ids if i in cands] == cands
+
+
+def test_trials_go_to_the_task_the_predictor_ranks_first(tmp_path):
+    """With trials for one search round, the task of larger predicted time is searched (records beyond its
+    default), the other keeps its default schedule unsearched; the manifest says which and why."""
+    from lasnet_tvm.tuning.database import open_database, ranked_records
+    from lasnet_tvm.tuning.priority import Priority
+
+    small = tasks_of_block(BLOCK)[0]
+    assert small.key != GC_TASK.key
+    pr = {GC_TASK.key: Priority(2, 1.0), small.key: Priority(1, 0.01)}
+    m = tune([small, GC_TASK], "local", tmp_path, trials=8, per_iter=8, progress=False, priorities=pr)
+    by_key = {e["key"]: e for e in m["tasks"]}
+    assert by_key[GC_TASK.key]["searched"] and not by_key[small.key]["searched"]
+    assert (by_key[GC_TASK.key]["calls"], by_key[GC_TASK.key]["predicted_ms"]) == (2, 1.0)
+    db = open_database(tmp_path)
+    assert len([r for r in ranked_records(db, GC_TASK) if r.run_secs]) > 1  # default + searched candidates
+    assert len([r for r in ranked_records(db, small) if r.run_secs]) <= 1  # its default only
+    assert by_key[small.key]["chosen"] == "default"
 
 
 @pytest.mark.slow

@@ -92,10 +92,10 @@ def tune(device, model_path, arch, granularity, input_size, width_mult, num_clas
             raise LasnetError("--arch needs --granularity")
         model = build_model(arch, granularity, input_size, num_classes, width_mult)
         source = f"{arch} {granularity} {input_size} x{width_mult} {num_classes} classes"
+    blocks = [b for b in model.spec.blocks if stage is None or b.stage == stage]
     if stage is None:
         tasks = tasks_of_spec(model.spec, rate) + static_op_tasks(model, device_target(device).target)
     else:
-        blocks = [b for b in model.spec.blocks if b.stage == stage]
         if not blocks:
             raise LasnetError(f"--stage {stage}: {model.spec.arch} has stages "
                               f"{sorted({b.stage for b in model.spec.blocks})}")
@@ -112,10 +112,14 @@ def tune(device, model_path, arch, granularity, input_size, width_mult, num_clas
         return
     if from_results is not None:
         raise LasnetError("--from needs --offline DIR")
+    from ..predictor import get_profile
+    from ..tuning.priority import task_priorities
+
+    priorities = task_priorities(model.spec, blocks, tasks, get_profile(device), rate)
     click.echo(f"{len(tasks)} tasks for {device} ({source}), {trials} trials")
     t0 = time.perf_counter()
     manifest = run_tune(tasks, device, work_dir, trials, tracker, key, no_measure, timeout, source=source,
-                        per_iter=per_iter)
+                        per_iter=per_iter, priorities=priorities)
     seconds = time.perf_counter() - t0
     click.echo(summary_table(manifest, tasks))
     where = work_dir or Path("schedules") / device_dir_name(device)

@@ -7,7 +7,9 @@ def tuning_report(manifest: dict, tasks: list, seconds: float | None = None) -> 
     """Timings of ``tasks`` from a tuning ``manifest`` (see :func:`.tune.tune`), with totals.
 
     Each row gives, at the task's tuning size P: TVM's unscheduled function, the default schedule, the
-    best tuned record as ``compile`` replays it, which of the two ``compile`` uses, and their ratios.
+    best tuned record as ``compile`` replays it, which of the two ``compile`` uses, and their ratios; and the
+    predictor's priority (``calls`` per image in the two networks, their ``predicted_ms``, whether the search
+    reached the task: ``searched``, see :mod:`.priority`).
     A total is None when a row lacks that timing (e.g. ``--no-measure``).
     """
     by_key = {e["key"]: e for e in manifest.get("tasks", [])}
@@ -19,6 +21,7 @@ def tuning_report(manifest: dict, tasks: list, seconds: float | None = None) -> 
             "task": t.name, "kernel": t.kernel, "params": t.params, "P": t.P, "patches": t.num_patches,
             "unscheduled_ms": u, "default_ms": d, "tuned_ms": tu, "search_best_ms": e.get("search_ms"),
             "chosen": e.get("chosen"), "compile_uses_ms": tu if e.get("chosen") == "tuned" else d,
+            "calls": e.get("calls"), "predicted_ms": e.get("predicted_ms"), "searched": e.get("searched"),
             "tuned_vs_default": d / tu if d and tu else None,
             "tuned_vs_unscheduled": u / tu if u and tu else None,
         })

@@ -2,7 +2,8 @@
 
 The tasks (LAS kernels, static kernels and static operators; see :mod:`.tasks`, :mod:`.static_ops`) are
 tuned together by MetaSchedule's gradient task scheduler, which shares ``trials`` across them, with the
-xgboost cost model. A kernel's space is its hand-written default schedule with its tile sizes as knobs
+xgboost cost model; given the predictor's estimate of each task's time in the networks (:mod:`.priority`),
+the trials go to the tasks that matter most. A kernel's space is its hand-written default schedule with its tile sizes as knobs
 (:mod:`.space`), and the search starts from the default, measured first in the same run. Measurements run on
 this machine (``--device local``) or on a board behind a TVM RPC tracker. Results are appended to the device's JSON database (MetaSchedule writes each measured batch as it
 completes). Then :func:`.select.select` picks, per task, the tuned record or the default schedule, and the
@@ -96,12 +97,16 @@ def _check_work_dir(manifest: dict, work_dir: Path, device: str) -> None:
 
 def tune(tasks: list, device: str, work_dir: Path | None = None, trials: int = 64,
          tracker: str | None = None, key: str | None = None, no_measure: bool = False,
-         timeout: float = 120.0, progress: bool = True, source: str = "", per_iter: int | None = None) -> dict:
+         timeout: float = 120.0, progress: bool = True, source: str = "", per_iter: int | None = None,
+         priorities: dict | None = None) -> dict:
     """Tune ``tasks`` for ``device`` into ``work_dir`` (default ``schedules/<name>``, see
     :func:`.schedules.device_dir_name`); return the manifest.
 
     ``per_iter`` is the number of candidates measured per search round of a task (default: about a
-    quarter of a task's share of ``trials``, 8 to 32).
+    quarter of a task's share of ``trials``, 8 to 32). ``priorities`` (:func:`.priority.task_priorities`):
+    the search visits the tasks in the order of their predicted time, only as many as the trials reach
+    (:func:`.priority.plan`), weighted by their calls; the manifest records each task's priority and whether
+    it was searched.
 
     Raises
     ------
@@ -128,6 +133,8 @@ def tune(tasks: list, device: str, work_dir: Path | None = None, trials: int = 6
         manifest = read_manifest(work_dir)
         _check_work_dir(manifest, work_dir, device)
         known = {t["key"]: t for t in manifest.get("tasks", [])}
+        for t in tasks:
+            known.setdefault(t.key, {}).update(searched=False, **(priorities[t.key].to_json() if priorities else {}))
         done = 0
         try:
             if no_measure:
@@ -138,42 +145,34 @@ def tune(tasks: list, device: str, work_dir: Path | None = None, trials: int = 6
             else:
                 per_iter = per_iter or max(8, min(32, trials // max(1, 4 * len(tasks))))
                 done = _measure_and_tune(tasks, dt, db, work_dir, known, trials, tracker, key, timeout, progress,
-                                         per_iter)
+                                         per_iter, priorities)
         finally:  # also on Ctrl-C: the records measured so far are in the database; describe them
             manifest = _update_manifest(manifest, tasks, known, dt, done, no_measure, source)
             write_manifest(work_dir, manifest)
     return manifest
 
 
-def _measure_and_tune(tasks, dt, db, work_dir, known, trials, tracker, key, timeout, progress, per_iter) -> int:
+def _measure_and_tune(tasks, dt, db, work_dir, known, trials, tracker, key, timeout, progress, per_iter,
+                      priorities) -> int:
     """Tune (``trials`` in all), then choose each task's schedule (:func:`.select.select`); return the
     trials run."""
-    import tvm
-    from tvm.s_tir import meta_schedule as ms
-
     from .measure import PersistentBuilder, close_runner, make_runner
+    from .priority import plan
     from .progress import ProgressCallback
     from .select import select
 
     _quiet_metaschedule()
+    searched, weights = plan(tasks, priorities, trials, per_iter)
+    for t in tasks:
+        known.setdefault(t.key, {})["searched"] = trials > 0 and t in searched
     runner = make_runner(allocator_layouts(tasks), tracker, key, timeout)
     builder = PersistentBuilder(timeout_sec=timeout)
-    cb = ProgressCallback(trials, len(tasks), enabled=progress and trials > 0)
+    cb = ProgressCallback(trials, len(searched), enabled=progress and trials > 0)
     try:
         if trials > 0:
             spaces = _seed_defaults(tasks, dt.target, db, builder, runner)
-            mod = tvm.IRModule({t.name: t.func() for t in tasks})
-            cores = int(dt.target.attrs.get("num-cores", 1)) if not dt.gpu else "physical"
-            # a smaller population than MetaSchedule's default (512): the search itself costs seconds per
-            # round on 2 cores, which small trial budgets cannot afford for every task
-            strategy = ms.search_strategy.EvolutionarySearch(population_size=128, init_min_unmeasured=16,
-                                                             genetic_num_iters=2)
             try:
-                ms.tune_tir(mod, dt.target, str(work_dir), max_trials_global=trials,  # logs: work_dir/logs
-                            num_trials_per_iter=per_iter,
-                            builder=builder, runner=runner, database=db, cost_model="xgb", strategy=strategy,
-                            measure_callbacks=list(ms.measure_callback.MeasureCallback.create("default")) + [cb],
-                            task_scheduler="gradient", num_tuning_cores=cores, special_space=spaces)
+                _search(searched, weights, spaces, dt, db, work_dir, trials, per_iter, builder, runner, cb)
             finally:
                 cb.close()
         select(tasks, dt.target, db, known, builder, runner, check=tracker is None and dt.device == "local",
@@ -182,6 +181,30 @@ def _measure_and_tune(tasks, dt, db, work_dir, known, trials, tracker, key, time
         builder.close()
         close_runner(runner)
     return cb.done
+
+
+def _search(tasks, weights, spaces, dt, db, work_dir, trials, per_iter, builder, runner, cb) -> None:
+    """MetaSchedule's evolutionary search over ``tasks`` (in this order, with these weights), xgboost cost
+    model, gradient task scheduler; logs under ``work_dir/logs``."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.logging import get_loggers_from_work_dir
+    from tvm.s_tir.meta_schedule.utils import fork_seed
+
+    cores = int(dt.target.attrs.get("num-cores", 1)) if not dt.gpu else "physical"
+    # a smaller population than MetaSchedule's default (512): the search itself costs seconds per round on
+    # 2 cores, which small trial budgets cannot afford for every task
+    strategy = ms.search_strategy.EvolutionarySearch(population_size=128, init_min_unmeasured=16,
+                                                     genetic_num_iters=2)
+    names = [t.name for t in tasks]
+    contexts = [ms.TuneContext(mod=t.func(), target=dt.target, space_generator=spaces.get(t.name, "post-order-apply"),
+                               search_strategy=strategy, task_name=t.name, rand_state=seed, num_threads=cores,
+                               logger=logger).clone()
+                for t, logger, seed in zip(tasks, get_loggers_from_work_dir(str(work_dir), names),
+                                           fork_seed(None, n=len(tasks)))]
+    ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir), max_trials_global=trials,
+                  num_trials_per_iter=per_iter, builder=builder, runner=runner, database=db, cost_model="xgb",
+                  measure_callbacks=list(ms.measure_callback.MeasureCallback.create("default")) + [cb],
+                  task_scheduler="gradient")
 
 
 def _seed_defaults(tasks, target, db, builder, runner) -> dict:
@@ -220,20 +243,23 @@ def _update_manifest(manifest, tasks, known, dt, trials, no_measure, source) -> 
 
 
 def summary_table(manifest: dict, tasks: list | None = None) -> str:
-    """Per task at its tuning size P: TVM's unscheduled function, the default schedule, the best tuned
-    record (replayed as ``compile`` uses it), the speedup of tuned over default and what compile uses."""
+    """Per task at its tuning size P, by predicted time: the predicted ms per image in the networks (and
+    whether the search reached it), TVM's unscheduled function, the default schedule, the best tuned record
+    (replayed as ``compile`` uses it), the speedup of tuned over default and what compile uses."""
     keys = None if tasks is None else {t.key for t in tasks}
 
     def ms_(v):
         return "-" if v is None else f"{v:.4f}"
 
-    rows = [("task", "P", "unscheduled ms", "default ms", "tuned ms", "default/tuned", "uses")]
-    for e in manifest.get("tasks", []):
-        if keys is not None and e["key"] not in keys:
-            continue
+    rows = [("task", "P", "predicted ms/image", "unscheduled ms", "default ms", "tuned ms", "default/tuned", "uses")]
+    entries = [e for e in manifest.get("tasks", []) if keys is None or e["key"] in keys]
+    for e in sorted(entries, key=lambda e: -(e.get("predicted_ms") or 0.0)):
         u, t = e.get("untuned_ms"), e.get("tuned_ms")
-        rows.append((e["name"], "-" if e.get("P") is None else str(e["P"]), ms_(e.get("unscheduled_ms")), ms_(u),
-                     ms_(t), f"{u / t:.2f}x" if u and t else "-", e.get("chosen", "-")))
+        pred = e.get("predicted_ms")
+        rows.append((e["name"], "-" if e.get("P") is None else str(e["P"]),
+                     "-" if pred is None else f"{pred:.3f}" + ("" if e.get("searched", True) else " (not searched)"),
+                     ms_(e.get("unscheduled_ms")), ms_(u), ms_(t), f"{u / t:.2f}x" if u and t else "-",
+                     e.get("chosen", "-")))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
                      for r in rows)
