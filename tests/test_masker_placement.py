@@ -177,6 +177,34 @@ def _invoke(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
+def test_predict_prices_the_masker_placement(tmp_path):
+    """``predict --masker``: every block at that placement, or with ``auto`` at the one ``compile --masker auto``
+    chooses (:func:`choose_masker`), the network total the sum of those blocks; separate needs fusion all."""
+    from lasnet_tvm.archs import arch_spec
+
+    spec = arch_spec("las_resnet50", "4-4-2-1")
+    chosen, note = choose_masker(spec, CPU, 0.1)
+    assert len(set(chosen)) == 2  # both placements win somewhere at r = 0.1: the test tells them apart
+    import yaml
+
+    from lasnet_tvm.predictor.profiles import profile_to_dict
+
+    prof = tmp_path / "cpu.yaml"
+    prof.write_text(yaml.safe_dump(profile_to_dict(CPU)))
+    out = {m: json.loads(_invoke("predict", "--profile", prof, "--arch", "las_resnet50", "--rate", "0.1",
+                                 "--masker", m, "--json").output) for m in ("fused", "separate", "auto")}
+    assert [b["masker"] for b in out["auto"]["blocks"]] == note["chosen"]
+    for m in ("fused", "separate"):
+        assert {b["masker"] for b in out[m]["blocks"]} == {m}
+    for i, b in enumerate(out["auto"]["blocks"]):
+        assert b["dynamic_ms"] == out[b["masker"]]["blocks"][i]["dynamic_ms"]
+        assert b["dynamic_ms"] <= min(out["fused"]["blocks"][i]["dynamic_ms"], out["separate"]["blocks"][i]["dynamic_ms"])
+    assert out["auto"]["dynamic_ms"] < min(out["fused"]["dynamic_ms"], out["separate"]["dynamic_ms"])
+    assert out["auto"]["static_ms"] == out["fused"]["static_ms"] and out["auto"]["masker"] == "auto"
+    r = _invoke("predict", "--masker", "separate", "--fusion", "masker")
+    assert r.exit_code != 0 and r.output.strip().splitlines()[-1] == "Error: --masker separate needs --fusion all, not masker"
+
+
 def test_cli_masker(tmp_path, monkeypatch):
     use_fixed_local_profile(tmp_path, monkeypatch)
     model = small_model(seed=9, width=0.125, bias=-1.0)  # no active patch: P = 0 in every block

@@ -8,7 +8,7 @@ import os
 import click
 
 from ..errors import LasnetError
-from .types import COUNT, GRANULARITY, NON_NEGATIVE, POSITIVE, RATE, RATES
+from .types import COUNT, GRANULARITY, MASKER, NON_NEGATIVE, POSITIVE, RATE, RATES
 
 
 @click.group()
@@ -94,7 +94,7 @@ def block(arch, stage, channels, size, stride, S, rates, ablation_rate, repeats,
 @click.option("--baseline", "baselines", multiple=True,
               help="Also the static model in this runtime: onnxruntime or openvino (repeatable or comma list; "
               "pip install 'lasnet-tvm[bench]'), exported to ONNX and run with TVM's thread count.")
-@click.option("--masker", type=click.Choice(["fused", "separate", "auto"]), default="fused", show_default=True,
+@click.option("--masker", type=MASKER, default="fused", show_default=True,
               help="Masker placement of the compiled LAS models (as `compile --masker`; auto: per block the one "
               "this machine's profile prices lower at each model's rate).")
 @click.option("--out", type=click.Path(), required=True, help="JSON file to write (and a PNG beside it).")

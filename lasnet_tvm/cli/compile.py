@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..block_plan import Fusion
+from .types import MASKER
 
 # Target flags users write after --target, in TVM's old string syntax (e.g. -arch=sm_70).
 _TARGET_FLAG = re.compile(r"^--?(arch|mtriple|mcpu|mattr|mabi|max_num_threads|num-cores)=\S+$")
@@ -81,7 +82,7 @@ def resolve_compile_options(ctx, target, device, fusion, no_fuse, static, schedu
 @click.option("--granularity", type=click.Choice(["checkpoint", "auto"]), default="checkpoint", show_default=True,
               help="auto: S per stage chosen by the latency predictor for --device's profile (else this machine's, "
               "'local'), at --rate; the predicted ms of every option goes into the manifest.")
-@click.option("--masker", type=click.Choice(["fused", "separate", "auto"]), default="fused", show_default=True,
+@click.option("--masker", type=MASKER, default="fused", show_default=True,
               help="Masker placement of every dynamic block: fused into conv1 (conv1 dense), or separate (the masker "
               "first, conv1 only on the active patches' windows; needs --fusion all); auto: per block, the one the "
               "predictor (as for --granularity auto) prices lower at --rate; the predicted ms of each option go "

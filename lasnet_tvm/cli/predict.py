@@ -9,7 +9,7 @@ import click
 
 from ..archs import ARCHS
 from ..block_plan import Fusion
-from .types import COUNT, GRANULARITY, NON_NEGATIVE, RATES
+from .types import COUNT, GRANULARITY, MASKER, NON_NEGATIVE, RATES
 
 
 def _profile(device: str, profile: str | None):
@@ -23,7 +23,8 @@ def _ms(x: float) -> float:
 
 
 def _block_json(b) -> dict:
-    return {"name": b.name, "stage": b.stage, "S": b.S, "rate": b.rate, "static_ms": _ms(b.static_s),
+    return {"name": b.name, "stage": b.stage, "S": b.S, "rate": b.rate, "masker": str(b.masker),
+            "static_ms": _ms(b.static_s),
             "dynamic_ms": _ms(b.dynamic_s), "ratio": round(b.ratio, 4), "dominant": b.dominant,
             "ops": {o.name: round(o.total * 1e3, 6) for o in b.dynamic},
             "static_ops": {o.name: round(o.total * 1e3, 6) for o in b.static}}
@@ -42,29 +43,35 @@ def _block_json(b) -> dict:
               help="Activation rate, one for all blocks or one per block (comma separated).")
 @click.option("--fusion", type=click.Choice(Fusion.values()), default=Fusion.ALL.value,
               show_default=True, help="Operator fusion variant (paper Table 1).")
+@click.option("--masker", type=MASKER, default="fused",
+              show_default=True, help="Masker placement of every block (fusion all only): fused into conv1, separate "
+              "(conv1 on the active windows), or auto (the cheaper one per block, as compile --masker auto).")
 @click.option("--batch", type=COUNT, default=1, show_default=True)
 @click.option("--input-size", type=COUNT, default=224, show_default=True)
 @click.option("--search-granularity", is_flag=True, help="Choose S per stage with the model (last stage S=1).")
 @click.option("--tolerance", type=NON_NEGATIVE, default=0.05, show_default=True,
               help="With --search-granularity: smallest S within this fraction of the stage's best latency.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def predict(device, profile, arch, granularity, rate, fusion, batch, input_size, search_granularity, tolerance,
-            as_json):
+def predict(device, profile, arch, granularity, rate, fusion, masker, batch, input_size, search_granularity,
+            tolerance, as_json):
     """Predict the latency of a LAS network and its static counterpart on a device."""
+    from ..errors import LasnetError
     from ..predictor.network import predict_network
     from ..predictor.search import search_granularity as search
 
+    if masker == "separate" and fusion != Fusion.ALL.value:
+        raise LasnetError(f"--masker separate needs --fusion all, not {fusion}")
     hw = _profile(device, profile)
     rates = rate
     search_result = None
     if search_granularity:
-        search_result = search(arch, hw, rates, fusion, batch, input_size, tolerance)
+        search_result = search(arch, hw, rates, fusion, batch, input_size, tolerance, masker=masker)
         net = search_result.prediction
     else:
-        net = predict_network(arch, hw, granularity, rates, fusion, batch, input_size)
+        net = predict_network(arch, hw, granularity, rates, fusion, batch, input_size, masker)
     if as_json:
         out = {"device": hw.name, "arch": arch, "granularity": net.granularity, "rate": rates, "fusion": fusion,
-               "batch": batch, "input_size": input_size, "static_ms": _ms(net.static_s),
+               "masker": masker, "batch": batch, "input_size": input_size, "static_ms": _ms(net.static_s),
                "dynamic_ms": _ms(net.dynamic_s), "ratio": round(net.ratio, 4),
                "stem_ms": _ms(sum(o.total for o in net.stem)), "head_ms": _ms(sum(o.total for o in net.head)),
                "blocks": [_block_json(b) for b in net.blocks]}
@@ -74,15 +81,15 @@ def predict(device, profile, arch, granularity, rate, fusion, batch, input_size,
         click.echo(json.dumps(out, indent=2))
         return
     click.echo(f"{arch} on {hw.name} ({hw.description or hw.kind}), granularity {net.granularity}, rate {rate}, "
-               f"fusion {fusion}, batch {batch}")
+               f"fusion {fusion}, masker {masker}, batch {batch}")
     if search_result is not None:
         for s, (S, sc) in enumerate(zip(search_result.per_stage, search_result.scores), start=1):
             opts = "  ".join(f"S={k}:{v * 1e3:.3f}" for k, v in sc.items())
             click.echo(f"stage {s}: chosen S={S}   ({opts} ms)")
-    click.echo(f"{'block':<34}{'stage':>6}{'S':>4}{'static ms':>11}{'dynamic ms':>12}{'r_l':>7}  bound")
+    click.echo(f"{'block':<34}{'stage':>6}{'S':>4}{'static ms':>11}{'dynamic ms':>12}{'r_l':>7}  {'bound':<8}masker")
     for b in net.blocks:
         click.echo(f"{b.name:<34}{b.stage:>6}{b.S:>4}{b.static_s * 1e3:>11.4f}{b.dynamic_s * 1e3:>12.4f}"
-                   f"{b.ratio:>7.3f}  {b.dominant}")
+                   f"{b.ratio:>7.3f}  {b.dominant:<8}{b.masker}")
     click.echo(f"stem + head: {sum(o.total for o in net.stem + net.head) * 1e3:.4f} ms")
     click.echo(f"total: static {net.static_s * 1e3:.3f} ms, dynamic {net.dynamic_s * 1e3:.3f} ms, "
                f"ratio {net.ratio:.3f}")

@@ -8,6 +8,7 @@ import math
 import click
 
 from ..archs import GRANULARITY_TEXT
+from ..block_plan import MaskerPlacement
 
 
 class FiniteFloat(click.FloatRange):
@@ -30,6 +31,10 @@ POSITIVE = FiniteFloat(0.0, min_open=True)
 NON_NEGATIVE = FiniteFloat(0.0)
 #: A count of at least one (samples, images, repeats, threads, sizes).
 COUNT = click.IntRange(min=1)
+
+#: ``--masker``: a :class:`~lasnet_tvm.block_plan.MaskerPlacement` for every block, or ``auto`` (per block the
+#: placement the predictor prices lower)
+MASKER = click.Choice([*MaskerPlacement.values(), "auto"])
 
 
 

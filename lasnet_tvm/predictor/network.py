@@ -138,6 +138,7 @@ class BlockLatency(_StaticDynamic):
     rate: float
     static: tuple[OpLatency, ...]
     dynamic: tuple[OpLatency, ...]
+    masker: MaskerPlacement = MaskerPlacement.FUSED
 
     def _total(self, static: bool) -> float:
         return sum(o.total for o in (self.static if static else self.dynamic))
@@ -156,7 +157,23 @@ def predict_block(block: BlockSpec, hw: HardwareProfile, rate: float, fusion: Fu
     P = active_patches(block, rate, batch)
     st = tuple(op_latency(o, hw) for o in static_block_ops(block, batch))
     dy = tuple(op_latency(o, hw) for o in dynamic_block_ops(block, P, fusion, batch, masker))
-    return BlockLatency(block.name, block.stage, block.S, rate, st, dy)
+    return BlockLatency(block.name, block.stage, block.S, rate, st, dy, MaskerPlacement.parse(masker))
+
+
+def masker_options(masker: MaskerPlacement | str, fusion: Fusion | str = Fusion.ALL) -> list[MaskerPlacement]:
+    """The placements a block may take under ``masker``: that one, or for ``"auto"`` every placement (fused
+    first; only fused below fusion ``all``)."""
+    if str(masker) != "auto":
+        return [MaskerPlacement.parse(masker)]
+    return list(MaskerPlacement) if Fusion.parse(fusion) is Fusion.ALL else [MaskerPlacement.FUSED]
+
+
+def predict_block_at(block: BlockSpec, hw: HardwareProfile, rate: float, fusion: Fusion | str = Fusion.ALL,
+                     batch: int = 1, masker: MaskerPlacement | str = MaskerPlacement.FUSED) -> BlockLatency:
+    """:func:`predict_block` at the placement ``masker``, or for ``"auto"`` at the one of lower predicted
+    dynamic latency (fused on a tie), as ``compile --masker auto`` chooses."""
+    options = [predict_block(block, hw, rate, fusion, batch, m) for m in masker_options(masker, fusion)]
+    return min(options, key=lambda b: b.dynamic_s)
 
 
 @dataclass(frozen=True)
@@ -203,13 +220,15 @@ def _rates(rate: float | Sequence[float], n: int) -> list[float]:
 
 
 def predict_spec(spec: ArchSpec, hw: HardwareProfile, rate: float | Sequence[float],
-                 fusion: Fusion | str = Fusion.ALL, batch: int = 1) -> NetworkLatency:
-    """Latency of a network given as an :class:`ArchSpec` (its granularity is in the block specs)."""
+                 fusion: Fusion | str = Fusion.ALL, batch: int = 1,
+                 masker: MaskerPlacement | str = MaskerPlacement.FUSED) -> NetworkLatency:
+    """Latency of a network given as an :class:`ArchSpec` (its granularity is in the block specs), every block
+    at the masker placement ``masker`` (``"auto"``: each at its cheaper one, :func:`predict_block_at`)."""
     if batch < 1:
         raise LasnetError(f"batch must be >= 1, got {batch}")
     rates = _rates(rate, len(spec.blocks))
     fusion = Fusion.parse(fusion)
-    blocks = tuple(predict_block(b, hw, r, fusion, batch) for b, r in zip(spec.blocks, rates))
+    blocks = tuple(predict_block_at(b, hw, r, fusion, batch, masker) for b, r in zip(spec.blocks, rates))
     depths = [sum(1 for b in spec.blocks if b.stage == s) for s in range(1, 5)]
     return NetworkLatency(
         spec.arch, hw.name, format_granularity(spec.granularity, depths), fusion, batch,
@@ -219,7 +238,7 @@ def predict_spec(spec: ArchSpec, hw: HardwareProfile, rate: float | Sequence[flo
 
 def predict_network(arch: str, hw: HardwareProfile, granularity: str | int | Sequence[int] = "4-4-2-1",
                     rate: float | Sequence[float] = 0.5, fusion: Fusion | str = Fusion.ALL, batch: int = 1,
-                    input_size: int = 224) -> NetworkLatency:
+                    input_size: int = 224, masker: MaskerPlacement | str = MaskerPlacement.FUSED) -> NetworkLatency:
     """Latency of a LAS backbone and its static counterpart.
 
     Parameters
@@ -233,9 +252,11 @@ def predict_network(arch: str, hw: HardwareProfile, granularity: str | int | Seq
         Activation rate, one for all blocks or one per block.
     fusion : Fusion or its name
     batch, input_size : int
+    masker : MaskerPlacement, its name, or ``"auto"``
+        Where each block computes its masker (``"auto"``: the cheaper placement per block).
 
     Returns
     -------
     NetworkLatency
     """
-    return predict_spec(arch_spec(arch, granularity, input_size), hw, rate, fusion, batch)
+    return predict_spec(arch_spec(arch, granularity, input_size), hw, rate, fusion, batch, masker)

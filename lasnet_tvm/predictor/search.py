@@ -16,7 +16,7 @@ from typing import Sequence
 from ..archs import ArchSpec, arch_spec, format_granularity
 from ..block_plan import Fusion, MaskerPlacement
 from ..errors import LasnetError
-from .network import NetworkLatency, predict_block, predict_spec
+from .network import NetworkLatency, masker_options, predict_block, predict_block_at, predict_spec
 from .profiles import HardwareProfile
 
 
@@ -40,7 +40,8 @@ class SearchResult:
 
 def search_granularity(arch: str, hw: HardwareProfile, rate: float | Sequence[float] = 0.5, fusion: str = "all",
                        batch: int = 1, input_size: int = 224, tolerance: float = 0.05,
-                       fixed_last: bool = True, include_full: bool = False) -> SearchResult:
+                       fixed_last: bool = True, include_full: bool = False,
+                       masker: MaskerPlacement | str = MaskerPlacement.FUSED) -> SearchResult:
     """Choose S per stage for ``arch`` on ``hw`` (:func:`search_spec` of the backbone at ``input_size``).
 
     Parameters
@@ -53,8 +54,11 @@ def search_granularity(arch: str, hw: HardwareProfile, rate: float | Sequence[fl
         Fix the last stage at S=1 (the paper's choice).
     include_full : bool
         Also try S equal to the stage's feature size (whole-block skipping).
+    masker : MaskerPlacement, its name, or ``"auto"``
+        The placement every block is priced at (``"auto"``: the cheaper one per block).
     """
-    return search_spec(arch_spec(arch, 1, input_size), hw, rate, fusion, batch, tolerance, fixed_last, include_full)
+    return search_spec(arch_spec(arch, 1, input_size), hw, rate, fusion, batch, tolerance, fixed_last, include_full,
+                       masker)
 
 
 def search_spec(base: ArchSpec, hw: HardwareProfile, rate: float | Sequence[float] = 0.5, fusion: str = "all",
@@ -63,7 +67,7 @@ def search_spec(base: ArchSpec, hw: HardwareProfile, rate: float | Sequence[floa
     """Choose S per stage for the backbone ``base`` (its own granularity is ignored; see
     :func:`search_granularity` for the parameters). ``masker``: the placement every block is priced with, or
     ``"auto"``: each block at its cheaper placement (as ``compile --masker auto`` will then choose)."""
-    placements = _placements(masker, fusion)
+    masker_options(masker, fusion)  # a bad placement fails here, before the search
     if tolerance < 0:
         raise LasnetError(f"tolerance must be >= 0, got {tolerance}")
     depths = base.depths
@@ -84,21 +88,14 @@ def search_spec(base: ArchSpec, hw: HardwareProfile, rate: float | Sequence[floa
         score: dict[int, float] = {}
         for S in cands:
             spec = at([S if s == stage else 1 for s in range(1, 5)])
-            score[S] = sum(min(predict_block(b, hw, r, fusion, batch, masker=m).dynamic_s for m in placements)
+            score[S] = sum(predict_block_at(b, hw, r, fusion, batch, masker).dynamic_s
                            for b, r in zip(spec.blocks, rates) if b.stage == stage)
         best = min(score.values())
         chosen.append(min(S for S, v in score.items() if v <= best * (1.0 + tolerance)))
         scores.append(score)
     spec = at(chosen)
-    pred = predict_spec(spec, hw, rates, fusion, batch)
+    pred = predict_spec(spec, hw, rates, fusion, batch, masker)
     return SearchResult(format_granularity(spec.granularity, depths), tuple(chosen), tuple(scores), pred)
-
-
-def _placements(masker: MaskerPlacement | str, fusion: str) -> list[MaskerPlacement]:
-    """The placements a block may take: all of them for ``"auto"`` (only fused below fusion ``all``)."""
-    if str(masker) != "auto":
-        return [MaskerPlacement(masker)]
-    return list(MaskerPlacement) if Fusion.parse(fusion) is Fusion.ALL else [MaskerPlacement.FUSED]
 
 
 def granularity_manifest(result: SearchResult, hw: HardwareProfile, rate: float, tolerance: float,
@@ -135,7 +132,7 @@ def choose_masker(spec: ArchSpec, hw: HardwareProfile, rate: float = 0.5, fusion
     (:func:`~.network.predict_block`; ties go to ``fused``), and why: the manifest note of ``compile --masker
     auto`` (``masker_choice``: per block the placement chosen and the predicted ms of each option). Only fusion
     ``all`` has the separate placement: other fusion levels get ``fused`` for every block."""
-    options = _placements("auto", fusion)
+    options = masker_options("auto", fusion)
     chosen, rows = [], []
     for b in spec.blocks:
         ms = {m: predict_block(b, hw, rate, fusion, batch, masker=m).dynamic_s * 1e3 for m in options}
