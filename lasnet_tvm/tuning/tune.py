@@ -3,11 +3,12 @@
 The tasks (LAS kernels, static kernels and static operators; see :mod:`.tasks`, :mod:`.static_ops`) are
 tuned together by MetaSchedule's gradient task scheduler, which shares ``trials`` across them, with the
 xgboost cost model; given the predictor's estimate of each task's time in the networks (:mod:`.priority`),
-the trials go to the tasks that matter most. A kernel's space is its hand-written default schedule with its tile sizes as knobs
-(:mod:`.space`), and the search starts from the default, measured first in the same run. Measurements run on
-this machine (``--device local``) or on a board behind a TVM RPC tracker. Results are appended to the device's JSON database (MetaSchedule writes each measured batch as it
-completes). Then :func:`.select.select` picks, per task, the tuned record or the default schedule, and the
-manifest is rewritten atomically.
+the trials go to the tasks that matter most. A kernel's space is its hand-written default schedule with its
+tile sizes as knobs (:mod:`.space`), and the search starts from the default, measured first in the same run.
+Measurements run on this machine (``--device local``) or on a board behind a TVM RPC tracker. Results are
+appended to the device's JSON database (MetaSchedule writes each measured batch as it completes). Then
+:func:`.select.select` picks, per task, the tuned record or the default schedule, and the manifest is
+rewritten atomically.
 """
 
 from __future__ import annotations
