@@ -48,6 +48,7 @@ def test_write_json_atomic(tmp_path):
     assert p.stat().st_mode & 0o777 == 0o644  # readable by others, unlike mkstemp's 0o600
 
 
+@pytest.mark.slow  # three compiled networks and an ONNX export: about 45 s; bench_model_quick covers the rest
 def test_bench_model_rates_in_one_run(tmp_path):
     """`bench model --rates`: one compiled LAS model per rate, the static variants once, all in the same rounds;
     every LAS model checked against PyTorch, and the per-rate ratios computed from the same medians. The LAS
