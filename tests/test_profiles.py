@@ -1,5 +1,8 @@
 """Hardware profiles: every shipped file loads; validation errors name the file and the field."""
 
+import os
+import warnings
+
 import pytest
 
 from lasnet_tvm.errors import LasnetError
@@ -78,3 +81,25 @@ def test_unknown_device_lists_known():
 def test_local_profile_path():
     assert str(local_profile_path({"XDG_CACHE_HOME": "/c"})) == "/c/lasnet-tvm/local.yaml"
     assert local_profile_path({}).parts[-3:] == (".cache", "lasnet-tvm", "local.yaml")
+
+
+def test_local_profile_counts_the_threads_tvm_runs_and_warns_when_busy(tmp_path, monkeypatch):
+    """The measured profile's PEs are the threads TVM runs kernels with here (what the peak was measured with);
+    a measurement on a busy machine writes the profile but warns, naming the command that measures it again."""
+    from lasnet_tvm.predictor import measure
+    from lasnet_tvm.predictor.profiles import write_local_profile
+
+    monkeypatch.setattr(measure, "measure_peak_gflops", lambda: 50.0)  # the timing itself is profile-device's test
+    monkeypatch.setattr(measure, "measure_dram_gbps", lambda: 10.0)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # quiet: no warning
+        quiet = load_profile(write_local_profile(tmp_path / "quiet.yaml"))
+    monkeypatch.setattr(os, "getloadavg", lambda: (64.0, 64.0, 64.0))
+    with pytest.warns(UserWarning, match=r"busy \(load average 64.0 on \d+ CPUs\).*profile-device -o "):
+        path = write_local_profile(tmp_path / "busy.yaml")
+    p = load_profile(path)
+    assert p.pes == measure.tvm_threads() >= 1
+    assert p.efficiency.compute == pytest.approx(min(1.0, 50.0 / (2e-3 * p.pes * p.lanes * p.clock_mhz)), abs=1e-4)
+    assert f"TVM on {p.pes} threads, load average 64.0" in path.read_text().splitlines()[0]
+    assert quiet.pes == p.pes and quiet.efficiency == p.efficiency

@@ -129,10 +129,25 @@ def measure_dram_gbps(mib: int = 64, repeat: int = 5) -> float:
     return float(2.0 * n * 4 / t / 1e9)
 
 
+def tvm_threads() -> int:
+    """The threads TVM runs a kernel with in this process: ``TVM_NUM_THREADS`` if set, else TVM's default (the
+    physical cores, e.g. 1 on a VM of 2 hyperthreads). Starts TVM's thread pool, which reads the variable once."""
+    import tvm
+
+    return int(tvm.get_global_func("runtime.NumThreads")())
+
+
 def measure_local() -> dict[str, Any]:
-    """Measure this machine; returns the profile as a YAML-ready mapping."""
+    """Measure this machine; returns the profile as a YAML-ready mapping.
+
+    The profile's processing elements are the threads TVM runs kernels with here (:func:`tvm_threads`), which
+    the peak and the copy bandwidth are measured with, so that the profile describes the kernels as they will
+    run (set ``TVM_NUM_THREADS`` before measuring to describe another thread count). ``measured`` holds the raw
+    figures, the CPUs and the load average before measuring (a busy machine measures low)."""
     t0 = time.time()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    load = os.getloadavg()[0]
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = tvm_threads()
     width, fmas = simd_lanes(cpu_flags())
     lanes = width * fmas
     clock = clock_mhz()
@@ -140,15 +155,15 @@ def measure_local() -> dict[str, Any]:
     dram = measure_dram_gbps()
     caches = cache_sizes_kb()
     _, target = _host_target()
-    nominal = 2.0 * cores * lanes * clock * 1e-3
+    nominal = 2.0 * threads * lanes * clock * 1e-3
     last = max(caches) if caches else 0
     return {
         "name": "local",
-        "description": f"this machine ({platform.processor() or platform.machine()}, {cores} cores), measured by "
-                       f"lasnet-tvm profile-device in {time.time() - t0:.1f} s",
+        "description": f"this machine ({platform.processor() or platform.machine()}, {cpus} CPUs, TVM on {threads} "
+                       f"threads), measured by lasnet-tvm profile-device in {time.time() - t0:.1f} s",
         "kind": "cpu",
         "target": target,
-        "pes": cores,
+        "pes": threads,
         "lanes": lanes,
         "clock_mhz": round(clock, 1),
         "dram_gbps": round(dram, 2),
@@ -166,7 +181,8 @@ def measure_local() -> dict[str, Any]:
             "call_us": 1,
         },
         "measured": {"peak_gflops": round(gflops, 2), "copy_gbps": round(dram, 2),
-                     "nominal_gflops": round(nominal, 2)},
+                     "nominal_gflops": round(nominal, 2), "threads": threads, "cpus": cpus,
+                     "load_average": round(load, 2)},
     }
 
 

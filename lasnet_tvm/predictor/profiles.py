@@ -340,7 +340,11 @@ def get_profile(device: str, *, measure_local: bool = True) -> HardwareProfile:
 
 
 def write_local_profile(path: str | os.PathLike) -> Path:
-    """Measure this machine (:func:`.measure.measure_local`) and write its profile to ``path`` (folders created)."""
+    """Measure this machine (:func:`.measure.measure_local`) and write its profile to ``path`` (folders created).
+    Warns (:class:`UserWarning`) when the machine was busy: other work slows the measurement, and every choice made
+    from the profile (``--masker auto``, ``--granularity auto``, ``tune``'s priorities) would inherit the error."""
+    import warnings
+
     from .measure import measure_local
 
     prof = measure_local()
@@ -349,8 +353,13 @@ def write_local_profile(path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     header = (f"# Measured by lasnet-tvm profile-device: conv1x1 {measured['peak_gflops']} GFLOP/s "
-              f"(nominal {measured['nominal_gflops']}), copy {measured['copy_gbps']} GB/s.\n")
+              f"(nominal {measured['nominal_gflops']}), copy {measured['copy_gbps']} GB/s, TVM on "
+              f"{measured['threads']} threads, load average {measured['load_average']} on {measured['cpus']} CPUs.\n")
     path.write_text(header + yaml.safe_dump(prof, sort_keys=False))
+    if measured["load_average"] > 0.5 * measured["cpus"]:
+        warnings.warn(f"the profile of this machine in {path} was measured while it was busy (load average "
+                      f"{measured['load_average']} on {measured['cpus']} CPUs) and may understate it; measure again "
+                      f"on a quiet machine: lasnet-tvm profile-device -o {path}", stacklevel=2)
     return path
 
 
