@@ -128,6 +128,38 @@ def run_header(benchmark: str, target, threads: int, repeats: int, hw, note: str
             "load_average": {"start": load_at_start, "end": os.getloadavg()}}
 
 
+def _busy_cpu_seconds() -> float | None:
+    """CPU seconds all CPUs spent busy since boot (``/proc/stat``; None elsewhere)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    # cpu user nice system idle iowait irq softirq steal ...: everything but idle and iowait is busy
+    ticks = [int(v) for v in fields[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+class OtherLoad:
+    """``with OtherLoad() as o: ...`` then ``o.share``: the share of the CPUs that *other* processes kept busy
+    meanwhile, ``(busy CPU time of the machine - this process's) / (wall time x CPUs)``, 0 on a quiet machine
+    whatever this process itself runs (a load average counts the measurement's own threads). None without
+    ``/proc/stat``."""
+
+    share: float | None = None
+
+    def __enter__(self) -> "OtherLoad":
+        self._t, self._own, self._busy = time.monotonic(), sum(os.times()[:2]), _busy_cpu_seconds()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        busy = _busy_cpu_seconds()
+        wall = time.monotonic() - self._t
+        if busy is None or self._busy is None or wall <= 0:
+            return
+        own = sum(os.times()[:2]) - self._own
+        self.share = max(0.0, (busy - self._busy - own) / (wall * (os.cpu_count() or 1)))
+
+
 def write_json(path: str | os.PathLike, data: dict) -> Path:
     """Write ``data`` as indented JSON to ``path`` (parent folders created), atomically: an earlier file there is
     replaced only by a complete new one."""

@@ -338,3 +338,28 @@ def test_time_interleaved_settles_each_turn_untimed():
     turns = [i for i, c in enumerate(calls) if c == "a-settle"]
     assert all(calls[i + 1 : i + 3] == ["a", "a"] for i in turns)  # the settle call opens a's turn of 2 calls
     assert {k: v["n"] for k, v in res.items()} == {"a": 4, "b": 4}
+
+
+def test_other_load_counts_other_processes_only():
+    """``OtherLoad``: a process spinning beside the block shows as its share of the CPUs; the block's own work
+    does not (a load average would count both)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from lasnet_tvm.records import OtherLoad
+
+    with OtherLoad() as idle:  # what the rest of the machine runs anyway
+        time.sleep(0.5)
+    with OtherLoad() as own:
+        t = time.monotonic()
+        while time.monotonic() - t < 0.5:  # this process busy: not counted
+            pass
+    with OtherLoad() as other:
+        spin = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 1: pass"])
+        spin.wait()
+    cpus = os.cpu_count() or 1
+    assert None not in (idle.share, own.share, other.share)
+    assert other.share > 0.6 / cpus  # one CPU spun for most of the interval (the interpreter's start aside)
+    assert own.share < idle.share + 0.6 / cpus  # counted, the spinning would add a whole CPU

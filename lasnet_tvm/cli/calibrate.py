@@ -10,6 +10,9 @@ import click
 from ..archs import ARCHS
 from ..errors import LasnetError
 
+#: Share of the CPUs other processes may keep busy while ``calibrate`` measures before it warns
+OTHERS_BUSY = 0.25
+
 
 def check_output(path: Path) -> None:
     """Fail early (before measuring) when the profile cannot be written to ``path`` (its folder must exist)."""
@@ -149,16 +152,19 @@ def calibrate(device, profile, output, archs, quick, json_path, target, heldout_
     load_before = os.getloadavg()
     bar = progress(C.work_units(cases, rounds), "measuring kernels")
     try:
-        points = C.measure(cases, tgt, rounds=rounds, repeat=3 if quick else 5, min_repeat_ms=1 if quick else 5,
-                           seed=seed, progress=bar.update)
+        with records.OtherLoad() as others:
+            points = C.measure(cases, tgt, rounds=rounds, repeat=3 if quick else 5,
+                               min_repeat_ms=1 if quick else 5, seed=seed, progress=bar.update)
     finally:
         bar.close()
     load_after = os.getloadavg()
     spread = C.repeat_spread(points)
     limit = max_spread if max_spread is not None else (None if quick else C.MAX_SPREAD)
     load = f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after, {os.cpu_count()} CPUs"
-    if load_after[0] > 0.5 * (os.cpu_count() or 1):
-        click.echo(f"warning: the machine was busy while measuring ({load})", err=True)
+    if others.share is not None:
+        load += f", other processes {others.share:.0%} of the CPUs"
+    if others.share is not None and others.share > OTHERS_BUSY:
+        click.echo(f"warning: other processes kept the machine busy while measuring ({load})", err=True)
     if spread is not None and limit is not None and spread > limit:
         raise LasnetError(f"repeat spread {spread:.1%} exceeds --max-spread {limit:.1%} ({load}): timings too "
                           f"noisy, no profile written; rerun on a quiet machine or with more --rounds")
@@ -172,6 +178,7 @@ def calibrate(device, profile, output, archs, quick, json_path, target, heldout_
                 "measured_on": records.cpu_model() if kind == "cpu" else "cuda",
                 "load_average": {"before": [round(v, 2) for v in load_before],
                                  "after": [round(v, 2) for v in load_after]},
+                "other_processes_cpu_share": None if others.share is None else round(others.share, 3),
                 "repeat_spread": spread, "max_spread": limit,
                 "cases": [{"label": c.label, "heldout": c.heldout, "variants": list(c.variants), "rates": list(c.rates)}
                           for c in cases]}
